@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian/Ubuntu machine lacks, and nothing that is already there.
+# Idempotent: `make start` and `make test` run it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    say "need root (or sudo) to run: $*"; exit 1
+  fi
+}
+
+major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$major" -lt 20 ]; then say "Node.js >= 20 is required (found: $(node -v 2>/dev/null || echo none))"; exit 1; fi
+
+# Debian packages: the XGBoost library the native addon links, and servers the tests start.
+missing=()
+[ -f /usr/include/xgboost/c_api.h ] || missing+=(libxgboost-dev)
+command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# npm packages: again only when the lock file changed since the last install.
+# onnxruntime-node's install script would download CUDA files (offline here): the CPU build it ships is enough.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages"
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+fi
+
+addon=core/xgboost/build/Release/xgboost_addon.node
+if [ ! -f "$addon" ] || [ -n "$(find core/xgboost/src core/xgboost/binding.gyp -newer "$addon" 2>/dev/null)" ]; then
+  say "building the XGBoost addon"
+  npm run --silent build:addon >/dev/null
+fi
