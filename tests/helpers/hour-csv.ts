@@ -11,7 +11,9 @@ export function readHourCsvRecords(path = HOUR_CSV): Record<string, number | str
   const names = (header as string).split(",");
   return lines.map((line) => {
     const cells = line.split(",");
-    return Object.fromEntries(names.map((n, i) => [n, n === "dteday" ? (cells[i] as string) : Number(cells[i])]));
+    return Object.fromEntries(
+      names.map((n, i) => [n, n === "dteday" ? (cells[i] as string) : Number(cells[i])]),
+    );
   });
 }
 

@@ -1,0 +1,165 @@
+import { RAW_FIELDS } from "../../core/features/index.js";
+
+/** OpenAPI 3.1 description of the routes the old FastAPI service exposed, kept compatible. */
+export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
+  const properties = Object.fromEntries(
+    RAW_FIELDS.map((f) => [
+      f.name,
+      { type: f.kind, minimum: f.min, maximum: f.max, description: f.description },
+    ]),
+  );
+  const input = {
+    type: "object",
+    additionalProperties: false,
+    required: RAW_FIELDS.map((f) => f.name),
+    properties,
+  };
+  const validationError = {
+    description: "Validation error: one entry per bad field, as FastAPI answers",
+    content: {
+      "application/json": {
+        schema: {
+          type: "object",
+          properties: {
+            detail: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  type: { type: "string" },
+                  loc: { type: "array", items: { oneOf: [{ type: "string" }, { type: "integer" }] } },
+                  msg: { type: "string" },
+                  input: {},
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  };
+  const json = (schema: unknown) => ({ content: { "application/json": { schema } } });
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "bikeshare legacy REST API",
+      version: "1",
+      description:
+        "Routes of the former Python service, answered by bikeshare with the same JSON bodies. " +
+        "New clients should prefer the Connect / gRPC API (bikeshare.v1.PredictService).",
+    },
+    paths: {
+      "/predict": {
+        post: {
+          summary: "Forecast the rentals of one hour",
+          requestBody: { required: true, ...json(input) },
+          responses: {
+            "200": {
+              description: "The forecast",
+              ...json({
+                type: "object",
+                properties: {
+                  prediction: { type: "number" },
+                  timestamp: { type: "string", format: "date-time" },
+                  model_version: { type: "string" },
+                },
+              }),
+            },
+            "422": validationError,
+          },
+        },
+      },
+      "/predict/batch": {
+        post: {
+          summary: `Forecast many hours at once (at most ${maxBatchSize} rows)`,
+          requestBody: {
+            required: true,
+            ...json({
+              type: "object",
+              required: ["inputs"],
+              properties: { inputs: { type: "array", items: input, maxItems: maxBatchSize } },
+            }),
+          },
+          responses: {
+            "200": {
+              description: "One forecast per input, in order",
+              ...json({
+                type: "object",
+                properties: {
+                  predictions: { type: "array", items: { type: "number" } },
+                  timestamp: { type: "string", format: "date-time" },
+                  model_version: { type: "string" },
+                },
+              }),
+            },
+            "422": validationError,
+          },
+        },
+      },
+      "/health": {
+        get: {
+          summary: "Liveness and whether a model is loaded",
+          responses: { "200": { description: "Healthy" } },
+        },
+      },
+      "/model/info": {
+        get: {
+          summary: "Serving model: name, version, metrics, feature importance",
+          responses: { "200": { description: "Model info" } },
+        },
+      },
+      "/metrics": {
+        get: {
+          summary: "Prometheus metrics (text exposition format)",
+          responses: { "200": { description: "Metrics" } },
+        },
+      },
+      "/healthz": {
+        get: { summary: "Liveness probe", responses: { "200": { description: "Process is up" } } },
+      },
+      "/readyz": {
+        get: {
+          summary: "Readiness probe",
+          responses: { "200": { description: "Serving" }, "503": { description: "No model loaded" } },
+        },
+      },
+    },
+  };
+}
+
+function escapeHtml(text: string): string {
+  return text
+    .replaceAll("&", "&amp;")
+    .replaceAll("<", "&lt;")
+    .replaceAll(">", "&gt;")
+    .replaceAll('"', "&quot;");
+}
+
+/** A self-contained page rendered from the OpenAPI document: readable without any script or CDN. */
+export function renderDocs(spec: Record<string, unknown>): string {
+  const info = spec.info as { title: string; description: string };
+  const paths = spec.paths as Record<
+    string,
+    Record<
+      string,
+      { summary: string; requestBody?: unknown; responses: Record<string, { description: string }> }
+    >
+  >;
+  const sections = Object.entries(paths)
+    .flatMap(([path, ops]) =>
+      Object.entries(ops).map(([method, op]) => {
+        const responses = Object.entries(op.responses)
+          .map(([code, r]) => `<li><code>${code}</code> ${escapeHtml(r.description)}</li>`)
+          .join("");
+        const body = op.requestBody
+          ? `<details><summary>Request body schema</summary><pre>${escapeHtml(JSON.stringify(op.requestBody, null, 2))}</pre></details>`
+          : "";
+        return `<section><h2><span class="m">${method.toUpperCase()}</span> <code>${escapeHtml(path)}</code></h2><p>${escapeHtml(op.summary)}</p>${body}<ul>${responses}</ul></section>`;
+      }),
+    )
+    .join("\n");
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(info.title)}</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}section{border-top:1px solid #ddd;padding:.5em 0}.m{background:#234;color:#fff;padding:0 .4em;border-radius:3px;font-size:80%}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style>
+</head><body><h1>${escapeHtml(info.title)}</h1><p>${escapeHtml(info.description)}</p><p>Machine-readable: <a href="/openapi.json">/openapi.json</a></p>
+${sections}</body></html>`;
+}
