@@ -88,7 +88,8 @@ export function checkValue(spec: FieldSpec, value: number): Omit<FieldViolation,
 function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
-  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === "string")
+    return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
   return `a ${typeof value}`;
 }
 
@@ -101,7 +102,11 @@ export type ValidationResult =
  * numbers must be JSON numbers (no "3" strings), unknown fields are rejected so a
  * misspelt field is not silently ignored, and every problem is reported, not just the first.
  */
-export function validateRecord(input: unknown, pathPrefix = "", allowExtra: readonly string[] = []): ValidationResult {
+export function validateRecord(
+  input: unknown,
+  pathPrefix = "",
+  allowExtra: readonly string[] = [],
+): ValidationResult {
   const at = (field: string) => (pathPrefix ? `${pathPrefix}.${field}` : field);
   if (typeof input !== "object" || input === null || Array.isArray(input)) {
     return {
@@ -121,7 +126,11 @@ export function validateRecord(input: unknown, pathPrefix = "", allowExtra: read
   for (const spec of RAW_FIELDS) {
     const value = source[spec.name];
     if (value === undefined) {
-      violations.push({ field: at(spec.name), type: "missing", description: `is required: ${allowedValues(spec)}` });
+      violations.push({
+        field: at(spec.name),
+        type: "missing",
+        description: `is required: ${allowedValues(spec)}`,
+      });
       continue;
     }
     if (typeof value !== "number" || !Number.isFinite(value)) {

@@ -10,7 +10,20 @@ import {
 import { loadHourly } from "../../pipelines/data/hourly.js";
 import { HOUR_CSV, modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 
-const VALID = { season: 1, yr: 0, mnth: 1, hr: 0, holiday: 0, weekday: 6, workingday: 0, weathersit: 1, temp: 0.24, atemp: 0.2879, hum: 0.81, windspeed: 0 };
+const VALID = {
+  season: 1,
+  yr: 0,
+  mnth: 1,
+  hr: 0,
+  holiday: 0,
+  weekday: 6,
+  workingday: 0,
+  weathersit: 1,
+  temp: 0.24,
+  atemp: 0.2879,
+  hum: 0.81,
+  windspeed: 0,
+};
 
 describe("feature definition", () => {
   it("gives identical features for every row of hour.csv through the batch path (DuckDB) and the online path (one JSON record)", async () => {

@@ -14,7 +14,9 @@ describe("regression metrics", () => {
   });
 
   it("computes RMSLE, counting negative predictions as zero demand", () => {
-    const expected = Math.sqrt(((Math.log1p(0) - Math.log1p(3)) ** 2 + (Math.log1p(5) - Math.log1p(5)) ** 2) / 2);
+    const expected = Math.sqrt(
+      ((Math.log1p(0) - Math.log1p(3)) ** 2 + (Math.log1p(5) - Math.log1p(5)) ** 2) / 2,
+    );
     expect(rmsle([3, 5], [-4, 5])).toBeCloseTo(expected, 12);
     expect(() => rmsle([-1], [1])).toThrow(/non-negative/);
   });
