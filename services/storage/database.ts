@@ -1,0 +1,197 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { mkdir } from "node:fs/promises";
+import { dirname } from "node:path";
+import {
+  blobValue,
+  type DuckDBConnection,
+  DuckDBInstance,
+  type DuckDBValue,
+  listValue,
+  timestampValue,
+} from "@duckdb/node-api";
+
+/**
+ * One embedded DuckDB file shared by the whole server process (registry, job store, prediction log).
+ *
+ * Every statement and every transaction goes through one promise queue, so two callers never
+ * interleave on the single connection: a transaction sees only its own statements between BEGIN and
+ * COMMIT. Durability is DuckDB's: a COMMIT returns once its write-ahead-log entry is written and
+ * synced, so a process killed right after a commit keeps it, and one killed mid-transaction leaves
+ * nothing of it (the uncommitted part never reached the WAL). Nothing is cached in this class.
+ *
+ * Parameters: `$1`-style with an array, or `$name` with an object. JS values are bound as-is
+ * (number, string, boolean, bigint, null), plus `undefined` → NULL, `Date` → TIMESTAMP (UTC),
+ * `Uint8Array` → BLOB and arrays → LIST. Rows come back as plain JS objects: BIGINT/HUGEINT as
+ * `bigint` (cast in SQL when a number is wanted), TIMESTAMP as `Date`.
+ */
+
+export type SqlParams = readonly unknown[] | Readonly<Record<string, unknown>>;
+
+/** What a transaction callback gets: the same two calls, running inside the transaction. */
+export interface Queryable {
+  all<T = Record<string, unknown>>(sql: string, params?: SqlParams): Promise<T[]>;
+  run(sql: string, params?: SqlParams): Promise<void>;
+}
+
+interface ActiveTransaction {
+  readonly owner: Database;
+  readonly tx: Queryable;
+  open: boolean;
+}
+
+function toDuckValue(value: unknown): DuckDBValue {
+  if (value === undefined || value === null) return null;
+  if (value instanceof Date) {
+    const ms = value.getTime();
+    if (!Number.isFinite(ms)) throw new TypeError("cannot bind an invalid Date");
+    return timestampValue(BigInt(ms) * 1000n);
+  }
+  if (value instanceof Uint8Array) return blobValue(value);
+  if (Array.isArray(value)) return listValue(value.map(toDuckValue));
+  switch (typeof value) {
+    case "string":
+    case "number":
+    case "boolean":
+    case "bigint":
+      return value;
+    case "object":
+      // DuckDB value objects (timestampValue(…), decimalValue(…), …) pass through.
+      return value as DuckDBValue;
+    default:
+      throw new TypeError(`cannot bind a ${typeof value} as a SQL parameter`);
+  }
+}
+
+function toDuckParams(
+  params: SqlParams | undefined,
+): DuckDBValue[] | Record<string, DuckDBValue> | undefined {
+  if (params === undefined) return undefined;
+  if (Array.isArray(params)) return params.map(toDuckValue);
+  const out: Record<string, DuckDBValue> = {};
+  for (const [k, v] of Object.entries(params)) out[k] = toDuckValue(v);
+  return out;
+}
+
+export class Database {
+  /** Tail of the queue; never rejects. */
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private readonly context = new AsyncLocalStorage<ActiveTransaction>();
+
+  private constructor(
+    readonly path: string,
+    private readonly instance: DuckDBInstance,
+    private readonly connection: DuckDBConnection,
+  ) {}
+
+  /** Opens (or creates) the file; `":memory:"` gives a throw-away database. Creates the parent folder. */
+  static async open(path: string): Promise<Database> {
+    if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
+    const instance = await DuckDBInstance.create(path);
+    try {
+      const connection = await instance.connect();
+      return new Database(path, instance, connection);
+    } catch (error) {
+      instance.closeSync();
+      throw error;
+    }
+  }
+
+  /** Runs one statement and returns its rows. Inside a transaction's callback it joins that transaction. */
+  all<T = Record<string, unknown>>(sql: string, params?: SqlParams): Promise<T[]> {
+    const active = this.activeTransaction();
+    if (active) return active.tx.all<T>(sql, params);
+    return this.enqueue(() => this.exec<T>(sql, params));
+  }
+
+  /** Runs one statement, discarding any rows. */
+  async run(sql: string, params?: SqlParams): Promise<void> {
+    await this.all(sql, params);
+  }
+
+  /**
+   * Runs `fn` between BEGIN and COMMIT; ROLLBACK when it throws (the error is rethrown). No other
+   * statement runs on the connection meanwhile. A `transaction` (or `all`/`run` on this Database)
+   * called from inside `fn` joins the running transaction instead of waiting for it.
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const active = this.activeTransaction();
+    if (active) return fn(active.tx);
+    return this.enqueue(async () => {
+      await this.exec("BEGIN TRANSACTION");
+      const state: ActiveTransaction = {
+        owner: this,
+        open: true,
+        tx: {
+          all: <R>(sql: string, params?: SqlParams) => {
+            if (!state.open) return Promise.reject(new Error("the transaction is already over"));
+            return this.exec<R>(sql, params);
+          },
+          run: async (sql: string, params?: SqlParams) => {
+            if (!state.open) throw new Error("the transaction is already over");
+            await this.exec(sql, params);
+          },
+        },
+      };
+      let result: T;
+      try {
+        result = await this.context.run(state, () => fn(state.tx));
+      } catch (error) {
+        state.open = false;
+        try {
+          await this.exec("ROLLBACK");
+        } catch {
+          // The transaction may already be aborted by DuckDB; the original error matters.
+        }
+        throw error;
+      }
+      state.open = false;
+      try {
+        await this.exec("COMMIT");
+      } catch (error) {
+        try {
+          await this.exec("ROLLBACK");
+        } catch {
+          // Nothing left to roll back.
+        }
+        throw error;
+      }
+      return result;
+    });
+  }
+
+  /** Waits for queued work, checkpoints the WAL into the file and closes. Later calls reject. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const finish = this.enqueue(async () => {
+      try {
+        await this.exec("CHECKPOINT");
+      } finally {
+        this.closed = true;
+        this.connection.closeSync();
+        this.instance.closeSync();
+      }
+    });
+    await finish;
+  }
+
+  private activeTransaction(): ActiveTransaction | undefined {
+    const active = this.context.getStore();
+    return active && active.owner === this && active.open ? active : undefined;
+  }
+
+  private enqueue<T>(work: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error(`database ${this.path} is closed`));
+    const result = this.tail.then(() => {
+      if (this.closed) throw new Error(`database ${this.path} is closed`);
+      return work();
+    });
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private async exec<T>(sql: string, params?: SqlParams): Promise<T[]> {
+    const reader = await this.connection.runAndReadAll(sql, toDuckParams(params));
+    return reader.getRowObjectsJS() as T[];
+  }
+}
