@@ -39,3 +39,6 @@ if [ ! -f "$addon" ] || [ -n "$(find core/xgboost/src core/xgboost/binding.gyp -
   say "building the XGBoost addon"
   npm run --silent build:addon >/dev/null
 fi
+
+# Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
+bash scripts/python-venv.sh
