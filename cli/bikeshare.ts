@@ -1,52 +1,69 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { runTrainingPipeline } from "../pipelines/training/pipeline.js";
+import { toJson } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ModelFamily } from "../gen/bikeshare/v1/common_pb.js";
+import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
+import {
+  AliasChangeSchema,
+  ModelVersionSchema,
+  RegistryService,
+  RunSchema,
+} from "../gen/bikeshare/v1/registry_pb.js";
+import { JobSchema, JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
+import { readActualsFile } from "../pipelines/data/actuals-file.js";
+import { startReplayServer } from "../pipelines/replay/local-server.js";
+import { replayComparison } from "../pipelines/replay/replay.js";
 import { configFromEnv } from "../services/config.js";
-import { createLogger, type Logger } from "../services/observability/log.js";
-import { ModelStore } from "../services/registry/model-store.js";
+import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
+import { clientFor, connection, table } from "./client.js";
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
 
 Usage:
-  bikeshare serve            Train a model if none is registered, then serve (PORT, default 8080)
-  bikeshare train [--promote] Train on the shipped data and register a new version
+  bikeshare serve                       Serve every protocol on PORT (default 8080); trains first if no model is registered
+  bikeshare train [--families gbtree,random_forest,linear] [--trials N] [--from DATE] [--until DATE] [--reason TEXT]
+                                        Start a training job on the server and follow its progress
+  bikeshare models list                 Versions of the model with their aliases and test RMSE
+  bikeshare models promote VERSION --reason TEXT [--alias production] [--force]
+  bikeshare models history [--alias NAME]
+  bikeshare runs search "FILTER" [--order-by "metrics.valid_rmse ASC"]
+                                        e.g. "metrics.valid_rmse < 65 and tags.family = 'gbtree'"
+  bikeshare actuals FILE                Report observed counts (CSV, Parquet or Arrow; columns hour or dteday+hr, and cnt)
+  bikeshare replay [--train-until 2011-12-31] [--from 2012-01-01] [--to 2012-12-31] [--out docs/replay]
+                                        Replay the hours in order through a fresh server, with and without
+                                        automatic retraining; writes a timeline, a chart and a summary
 
-Environment: PORT, HOST, BIKESHARE_MODELS_DIR, BIKESHARE_DATA, BIKESHARE_MAX_BATCH,
-BIKESHARE_ORT_THREADS, LOG_LEVEL (see README.md).`;
+Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
+http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;
 
-async function train(log: Logger, promote: boolean): Promise<void> {
-  const config = configFromEnv();
-  const store = new ModelStore(config.modelsDir, config.modelName);
-  const metadata = await runTrainingPipeline({
-    dataPath: config.dataPath,
-    store,
-    onEvent: (e) =>
-      log.info(e.message, { stage: e.stage, round: e.round, train_rmse: e.train, valid_rmse: e.valid }),
-  });
-  log.info("trained", {
-    version: metadata.version,
-    test_rmse: metadata.metrics.test_rmse,
-    split_a_test_rmse: metadata.metrics.split_a_test_rmse,
-    seconds: metadata.trainingSeconds,
-  });
-  const hasProduction = (await store.aliases()).production !== undefined;
-  if (promote || !hasProduction) {
-    await store.setAlias("production", metadata.version);
-    log.info("promoted", { version: metadata.version, alias: "production" });
-  }
+class UsageError extends Error {}
+
+const FAMILIES: Record<string, ModelFamily> = {
+  gbtree: ModelFamily.GBTREE,
+  random_forest: ModelFamily.RANDOM_FOREST,
+  linear: ModelFamily.LINEAR,
+};
+
+function dateArg(name: string, value: string | undefined) {
+  if (value === undefined) return undefined;
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(value))
+    throw new UsageError(`--${name} must be a date YYYY-MM-DD, got ${value}`);
+  return timestampFromDate(new Date(`${value}T00:00:00Z`));
 }
 
-async function serve(log: Logger): Promise<void> {
+const fmt = (x: number | undefined) => (x === undefined ? "" : x.toFixed(2));
+
+async function serve(): Promise<number> {
   const config = configFromEnv();
-  const store = new ModelStore(config.modelsDir, config.modelName);
-  if (!(await store.resolve("production"))) {
-    log.info("no production model registered: training one on the shipped data first", {
-      data: config.dataPath,
-    });
-    await train(log, true);
-  }
+  const log = createLogger({ service: "bikeshare" });
   const server = await startServer(config, log);
+  console.error(
+    `bikeshare: serving on http://${config.host}:${server.port} — the local admin token is in ${config.adminTokenPath}` +
+      ` (export BIKESHARE_TOKEN=$(cat ${config.adminTokenPath}))`,
+  );
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -57,6 +74,208 @@ async function serve(log: Logger): Promise<void> {
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+  return -1;
+}
+
+async function train(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const client = clientFor(TrainService);
+  const families = String(values.families ?? "")
+    .split(",")
+    .filter((f) => f !== "")
+    .map((f) => {
+      const family = FAMILIES[f];
+      if (family === undefined)
+        throw new UsageError(`unknown family ${f}; use ${Object.keys(FAMILIES).join(", ")}`);
+      return family;
+    });
+  const trials = values.trials === undefined ? 0 : Number(values.trials);
+  if (!Number.isInteger(trials) || trials < 0)
+    throw new UsageError(`--trials must be a non-negative integer, got ${values.trials}`);
+  const { job } = await client.startTraining({
+    families,
+    searchTrials: trials,
+    dataFrom: dateArg("from", values.from as string | undefined),
+    dataUntil: dateArg("until", values.until as string | undefined),
+    reason: (values.reason as string | undefined) ?? "manual: bikeshare train",
+  });
+  if (!job) throw new Error("the server returned no job");
+  const tty = process.stderr.isTTY && !values.json;
+  if (!values.json) console.error(`job ${job.id} queued`);
+  let lastStage = "";
+  for await (const e of client.watchJob({ jobId: job.id })) {
+    if (tty && e.candidate) {
+      process.stderr.write(
+        `\r\x1b[K${e.candidate} round ${e.round}  train ${fmt(e.trainMetric)}  valid ${fmt(e.validMetric)}`,
+      );
+    } else if (!values.json && (e.stage !== lastStage || !e.candidate)) {
+      if (tty) process.stderr.write("\r\x1b[K");
+      console.error(`[${e.stage}] ${e.message}`);
+    }
+    lastStage = e.stage;
+  }
+  if (tty) process.stderr.write("\r\x1b[K");
+  const { job: done } = await client.getJob({ jobId: job.id });
+  if (!done) throw new Error("the job disappeared");
+  if (values.json) console.log(JSON.stringify(toJson(JobSchema, done)));
+  else {
+    console.log(
+      done.state === JobState.SUCCEEDED
+        ? `version ${done.modelVersion} registered${done.promoted ? " and promoted to production" : " as staging (production kept: it was not beaten)"}`
+        : `job ${JobState[done.state].toLowerCase()}: ${done.error}`,
+    );
+  }
+  return done.state === JobState.SUCCEEDED ? 0 : 1;
+}
+
+async function models(
+  action: string | undefined,
+  args: string[],
+  values: Record<string, string | boolean | undefined>,
+): Promise<number> {
+  const client = clientFor(RegistryService);
+  const modelName = configFromEnv().modelName;
+  switch (action) {
+    case "list": {
+      const { versions } = await client.listModelVersions({ modelName });
+      if (values.json) console.log(JSON.stringify(versions.map((v) => toJson(ModelVersionSchema, v))));
+      else {
+        console.log(
+          table(
+            ["version", "aliases", "created", "test_rmse", "split_a_rmse", "run"],
+            versions.map((v) => [
+              v.version,
+              v.aliases.join(","),
+              v.createdAt ? timestampDate(v.createdAt).toISOString().slice(0, 19) : "",
+              fmt(v.metrics.test_rmse),
+              fmt(v.metrics.split_a_test_rmse),
+              v.runId,
+            ]),
+          ),
+        );
+      }
+      return 0;
+    }
+    case "promote": {
+      const [version] = args;
+      const reason = values.reason as string | undefined;
+      if (!version) throw new UsageError("models promote needs a VERSION");
+      if (!reason) throw new UsageError("models promote needs --reason (it goes in the audit log)");
+      const { change } = await client.setAlias({
+        modelName,
+        alias: (values.alias as string | undefined) ?? "production",
+        version,
+        reason,
+        force: Boolean(values.force),
+      });
+      if (values.json) console.log(JSON.stringify(change ? toJson(AliasChangeSchema, change) : {}));
+      else
+        console.log(
+          `${change?.alias}: ${change?.fromVersion || "(none)"} -> ${change?.toVersion}${change?.forced ? " (forced)" : ""}`,
+        );
+      return 0;
+    }
+    case "history": {
+      const { changes } = await client.listAliasHistory({
+        modelName,
+        alias: (values.alias as string | undefined) ?? "",
+      });
+      if (values.json) console.log(JSON.stringify(changes.map((c) => toJson(AliasChangeSchema, c))));
+      else {
+        console.log(
+          table(
+            ["time", "alias", "from", "to", "actor", "forced", "reason"],
+            changes.map((c) => [
+              c.time ? timestampDate(c.time).toISOString().slice(0, 19) : "",
+              c.alias,
+              c.fromVersion,
+              c.toVersion,
+              c.actor,
+              c.forced ? "yes" : "",
+              c.reason,
+            ]),
+          ),
+        );
+      }
+      return 0;
+    }
+    default:
+      throw new UsageError("models needs one of: list, promote, history");
+  }
+}
+
+async function runs(
+  action: string | undefined,
+  args: string[],
+  values: Record<string, string | boolean | undefined>,
+): Promise<number> {
+  if (action !== "search") throw new UsageError('runs needs: search "FILTER"');
+  const client = clientFor(RegistryService);
+  const orderBy = values["order-by"] as string | undefined;
+  const { runs: found } = await client.searchRuns({
+    filter: args[0] ?? "",
+    orderBy: orderBy ? [orderBy] : [],
+    pageSize: 100,
+  });
+  if (values.json) console.log(JSON.stringify(found.map((r) => toJson(RunSchema, r))));
+  else {
+    console.log(
+      table(
+        ["run", "name", "status", "family", "objective", "valid_rmse", "test_rmse"],
+        found.map((r) => [
+          r.id,
+          r.name,
+          String(r.status),
+          r.tags.family ?? "",
+          r.tags.objective ?? "",
+          fmt(r.metrics.valid_rmse),
+          fmt(r.metrics.test_rmse),
+        ]),
+      ),
+    );
+  }
+  return 0;
+}
+
+async function actuals(
+  path: string | undefined,
+  values: Record<string, string | boolean | undefined>,
+): Promise<number> {
+  if (!path) throw new UsageError("actuals needs a FILE");
+  const rows = await readActualsFile(path);
+  const client = clientFor(MonitorService);
+  let accepted = 0;
+  let unmatched = 0;
+  for (let i = 0; i < rows.length; i += 10_000) {
+    const res = await client.reportActuals({
+      actuals: rows.slice(i, i + 10_000).map((r) => ({ hour: timestampFromMs(r.hourStart), cnt: r.cnt })),
+    });
+    accepted += res.accepted;
+    unmatched += res.unmatched;
+  }
+  if (values.json) console.log(JSON.stringify({ accepted, unmatched }));
+  else console.log(`${accepted} hours reported; ${unmatched} have no logged prediction yet`);
+  return 0;
+}
+
+async function replayCommand(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const config = configFromEnv();
+  const log = createLogger({ service: "bikeshare-replay" }, "warn");
+  const started = performance.now();
+  const summary = await replayComparison({
+    dataPath: config.dataPath,
+    trainUntil: (values["train-until"] as string | undefined) ?? "2011-12-31",
+    from: (values.from as string | undefined) ?? "2012-01-01",
+    to: (values.to as string | undefined) ?? "2012-12-31",
+    outDir: (values.out as string | undefined) ?? "docs/replay",
+    startServer: () => startReplayServer(log),
+    log: (line) => console.error(line),
+  });
+  if (values.json) console.log(JSON.stringify(summary));
+  else
+    console.log(
+      `${JSON.stringify(summary, null, 2)}\nreplay took ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    );
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -64,35 +283,63 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
-      promote: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
+      families: { type: "string" },
+      trials: { type: "string" },
+      from: { type: "string" },
+      until: { type: "string" },
+      reason: { type: "string" },
+      alias: { type: "string" },
+      force: { type: "boolean" },
+      "order-by": { type: "string" },
+      "train-until": { type: "string" },
+      out: { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
     },
   });
-  const log = createLogger({ service: "bikeshare" });
-  const [command] = positionals;
-  if (values.help || command === undefined) {
+  const [command, action, ...rest] = positionals;
+  if (values.help) {
     console.log(USAGE);
-    return command === undefined && !values.help ? 2 : 0;
+    return 0;
   }
   switch (command) {
     case "serve":
-      await serve(log);
-      return -1;
+      return serve();
     case "train":
-      await train(log, values.promote ?? false);
-      return 0;
+      return train(values);
+    case "models":
+      return models(action, rest, values);
+    case "runs":
+      return runs(action, rest, values);
+    case "actuals":
+      return actuals(action, values);
+    case "replay":
+      return replayCommand(values);
     default:
-      console.error(`bikeshare: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
-      return 2;
+      throw new UsageError(
+        command === undefined ? "a command is needed" : `unknown command ${JSON.stringify(command)}`,
+      );
   }
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code >= 0) process.exit(code);
+    if (code >= 0) process.exitCode = code;
   },
   (error: unknown) => {
-    console.error(`bikeshare: ${error instanceof Error ? error.message : String(error)}`);
-    process.exit(1);
+    if (error instanceof UsageError) {
+      console.error(`bikeshare: ${error.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (error instanceof ConnectError && error.code === Code.Unavailable) {
+      console.error(
+        `bikeshare: cannot reach the server at ${connection().baseUrl} (start it with \`make start\`): ${error.rawMessage}`,
+      );
+      process.exitCode = 1;
+    } else {
+      console.error(
+        `bikeshare: ${error instanceof ConnectError ? `${Code[error.code]}: ${error.rawMessage}` : error instanceof Error ? error.message : String(error)}`,
+      );
+      process.exitCode = 1;
+    }
   },
 );

@@ -16,9 +16,31 @@ export function projectRoot(): string {
 export interface ServerConfig {
   port: number;
   host: string;
+  /** Artifact store of the registry (content-addressed files). */
   modelsDir: string;
+  /** The embedded DuckDB file: registry, jobs. */
+  dbPath: string;
+  /** Hashes of bearer tokens and their roles (see services/auth/tokens.ts). */
+  tokensPath: string;
+  /** Where the first start writes the local admin token (mode 0600). */
+  adminTokenPath: string;
+  /** Whether Predict needs a token (reader role); open by default like the old API. */
+  predictNeedsToken: boolean;
+  /** XGBoost threads for training jobs in this process; 0 = every core. */
+  trainThreads: number;
   dataPath: string;
   modelName: string;
+  experiment: string;
+  /** Seconds between scheduled monitoring checks; 0 turns the schedule off (RunCheck still works). */
+  checkIntervalSeconds: number;
+  /** Whether scheduled checks may start a retraining. */
+  autoRetrain: boolean;
+  /** Live RMSE alert: window RMSE above this × the model's test RMSE. */
+  rmseFactor: number;
+  /** Shortest time between two automatic retrainings, in days. */
+  retrainCooldownDays: number;
+  /** Base URL used in links sent by e-mail. */
+  publicUrl: string;
   maxBatchSize: number;
   /** onnxruntime intra-op threads; 1 is fastest here for single rows (docs/benchmarks.md). */
   ortThreads: number;
@@ -40,6 +62,22 @@ function intFromEnv(
   return value;
 }
 
+function numberFromEnv(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new Error(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
 /** Settings from the environment, each with a default that works from a fresh clone. */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const root = projectRoot();
@@ -47,6 +85,17 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     port: intFromEnv(env, "PORT", 8080, 0, 65535),
     host: env.HOST || "127.0.0.1",
     modelsDir: resolve(root, env.BIKESHARE_MODELS_DIR || "models"),
+    dbPath: resolve(root, env.BIKESHARE_DB || "data/runtime/bikeshare.duckdb"),
+    tokensPath: resolve(root, env.BIKESHARE_TOKENS_FILE || "data/runtime/tokens.json"),
+    adminTokenPath: resolve(root, env.BIKESHARE_ADMIN_TOKEN_FILE || "data/runtime/admin-token"),
+    predictNeedsToken: env.BIKESHARE_PREDICT_AUTH === "required",
+    trainThreads: intFromEnv(env, "BIKESHARE_TRAIN_THREADS", 0, 0, 256),
+    experiment: env.BIKESHARE_EXPERIMENT || "bike-demand",
+    checkIntervalSeconds: intFromEnv(env, "BIKESHARE_CHECK_INTERVAL_SECONDS", 3600, 0, 86_400 * 7),
+    autoRetrain: env.BIKESHARE_AUTO_RETRAIN !== "false",
+    rmseFactor: numberFromEnv(env, "BIKESHARE_RMSE_FACTOR", 1.5, 1, 100),
+    retrainCooldownDays: numberFromEnv(env, "BIKESHARE_RETRAIN_COOLDOWN_DAYS", 28, 0, 3650),
+    publicUrl: env.BIKESHARE_PUBLIC_URL || `http://127.0.0.1:${env.PORT || 8080}`,
     dataPath: resolve(root, env.BIKESHARE_DATA || "data/raw/hour.csv"),
     modelName: env.BIKESHARE_MODEL_NAME || "bike-demand",
     maxBatchSize: intFromEnv(env, "BIKESHARE_MAX_BATCH", 10_000, 1, 1_000_000),

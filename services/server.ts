@@ -8,13 +8,30 @@ import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
+import { InProcessQueue } from "../pipelines/jobs/queue.js";
+import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
+import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
 import { createLegacyHandler } from "./legacy/routes.js";
+import { Actuals } from "./monitor/actuals.js";
+import { AlertStore } from "./monitor/alerts.js";
+import { DEFAULT_MONITOR_POLICY, type MonitorPolicy, runCheck } from "./monitor/checks.js";
+import { DriftReports } from "./monitor/drift-reports.js";
+import { createMonitorService } from "./monitor/monitor-service.js";
+import { Notifier, smtpFromEnv } from "./monitor/notifier.js";
+import { PredictionLog } from "./monitor/prediction-log.js";
+import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
-import { createPredictService, type ModelSlot } from "./predict/predict-service.js";
-import { ServingModel } from "./predict/serving-model.js";
-import { ModelStore } from "./registry/model-store.js";
+import { LiveModel } from "./predict/live-model.js";
+import { createPredictService, type OnServed } from "./predict/predict-service.js";
+import { Registry } from "./registry/registry.js";
+import { createRegistryService } from "./registry/registry-service.js";
+import { Database } from "./storage/database.js";
+import { JobEvents } from "./train/job-events.js";
+import { type JobRecord, JobStore } from "./train/job-store.js";
+import { runTrainingJob, SHUTDOWN } from "./train/runner.js";
+import { createTrainService } from "./train/train-service.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -54,7 +71,8 @@ function metricsInterceptor(metrics: Metrics): Interceptor {
 export interface RunningServer {
   readonly port: number;
   readonly metrics: Metrics;
-  readonly slot: ModelSlot;
+  readonly registry: Registry;
+  readonly live: LiveModel;
   close(): Promise<void>;
 }
 
@@ -62,33 +80,202 @@ export interface RunningServer {
  * Serves every protocol on one port. Node's plaintext HTTP/2 server cannot also answer
  * HTTP/1.1, so each connection's first bytes decide: the HTTP/2 preface goes to the h2c
  * server (gRPC, Connect over h2c), anything else to the HTTP/1.1 server (Connect, gRPC-Web, REST).
+ *
+ * On a first start (no production model) it queues a training job on the shipped data and
+ * answers /readyz with 503 until that model is served.
  */
-export async function startServer(config: ServerConfig, log: Logger): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  log: Logger,
+  options: { bootstrap?: boolean } = {},
+): Promise<RunningServer> {
   const metrics = new Metrics();
-  const store = new ModelStore(config.modelsDir, config.modelName);
-  const slot: { current: ServingModel | undefined } = { current: undefined };
-
-  const production = await store.resolve("production");
-  if (!production)
-    throw new Error(`no model has the production alias in ${store.dir}; run \`bikeshare train\` first`);
-  slot.current = await ServingModel.load(store, production, config.ortThreads);
-  metrics.modelInfo.set({ model: production.name, version: production.version, alias: "production" }, 1);
-  log.info("model loaded", {
-    model: production.name,
-    version: production.version,
-    test_rmse: production.metrics.test_rmse,
+  const db = await Database.open(config.dbPath);
+  const registry = await Registry.open(db, config.modelsDir);
+  const jobs = await JobStore.open(db);
+  const events = new JobEvents();
+  const actuals = await Actuals.open(db);
+  const predictionLog = await PredictionLog.open(db, {
+    onDropped: (n) => metrics.predictionLogDropped.inc(n),
+    onWritten: (n) => metrics.predictionLogWritten.inc(n),
+    onError: (error) => log.error("prediction log write failed", { error }),
   });
+  metrics.trackQueueDepth("prediction_log", () => predictionLog.depth);
+  const reports = await DriftReports.open(db, registry);
+  const alerts = await AlertStore.open(db);
+  const smtp = smtpFromEnv();
+  const notifier = smtp ? new Notifier(smtp, log) : undefined;
+  if (!notifier) log.info("e-mail notifications are off: SMTP_HOST is not set");
+  const onServed: OnServed = ({ requestId, model, records, hourStarts, predictions }) => {
+    metrics.predictions.inc({ model_version: model.version }, records.length);
+    const servedAt = Date.now();
+    records.forEach((record, row) => {
+      const hourStart = hourStarts[row];
+      predictionLog.log({
+        requestId,
+        row,
+        modelVersion: model.version,
+        record,
+        prediction: predictions[row] as number,
+        servedAt,
+        ...(hourStart !== undefined ? { hourStart } : {}),
+      });
+    });
+  };
+  const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
+  if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
 
-  const legacy = createLegacyHandler({ slot, metrics, maxBatchSize: config.maxBatchSize });
+  const queue = new InProcessQueue(
+    (jobId, signal) =>
+      runTrainingJob(
+        {
+          registry,
+          jobs,
+          events,
+          log,
+          dataPath: config.dataPath,
+          modelName: config.modelName,
+          nthread: config.trainThreads,
+          onFinished: (job, seconds) => {
+            metrics.jobs.observe({ kind: "train", outcome: job.state }, seconds);
+            void notifyJob(job, seconds);
+          },
+        },
+        jobId,
+        signal,
+      ),
+    1,
+    (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
+  );
+  metrics.trackQueueDepth("train", () => queue.depth);
+
+  async function notifyJob(job: JobRecord, seconds: number): Promise<void> {
+    if (!notifier) return;
+    const facts = {
+      job_id: job.id,
+      state: job.state,
+      reason: job.reason,
+      seconds: Math.round(seconds),
+      model_version: job.modelVersion ?? "",
+    };
+    try {
+      await notifier.send({
+        kind: "training",
+        subject: `training job ${job.state}${job.modelVersion ? `: version ${job.modelVersion}` : ""}`,
+        summary: job.error ? `The job ended ${job.state}: ${job.error}` : `The job ended ${job.state}.`,
+        facts,
+      });
+      if (job.promoted) {
+        await notifier.send({
+          kind: "deployment",
+          subject: `version ${job.modelVersion} is now in production`,
+          summary: `Version ${job.modelVersion} beat the production model on the most recent labelled window and now serves.`,
+          facts,
+        });
+      }
+    } catch (error) {
+      log.error("job e-mail failed", { job_id: job.id, error });
+    }
+  }
+
+  const live = new LiveModel(registry, config.modelName, "production", config.ortThreads, log, metrics);
+  await live.start();
+
+  // Jobs accepted before a crash or restart run again; a retried job never registers twice.
+  const unfinished = await jobs.unfinished();
+  for (const job of unfinished) {
+    log.info("resuming a job accepted before the restart", { job_id: job.id, state: job.state });
+    await queue.enqueue(job.id);
+  }
+  if (!live.current && unfinished.length === 0 && options.bootstrap !== false) {
+    log.info("no production model registered: training one on the shipped data first", {
+      data: config.dataPath,
+    });
+    const { job } = await jobs.create(
+      {
+        experiment: config.experiment,
+        families: [],
+        objectives: [],
+        paramOverrides: {},
+        reason: "bootstrap: no production model",
+      },
+      "system",
+      "bootstrap",
+    );
+    await queue.enqueue(job.id);
+  }
+
+  const policy: MonitorPolicy = {
+    ...DEFAULT_MONITOR_POLICY,
+    rmseFactor: config.rmseFactor,
+    retrainCooldownMs: config.retrainCooldownDays * 86_400_000,
+  };
+  const check = async (now: number, allowRetrain: boolean) => {
+    await predictionLog.flush(); // a check sees every prediction served before it
+    return runCheck(
+      {
+        registry,
+        modelName: config.modelName,
+        experiment: config.experiment,
+        actuals,
+        reports,
+        alerts,
+        jobs,
+        enqueue: (jobId) => queue.enqueue(jobId),
+        ...(notifier ? { notifier } : {}),
+        metrics,
+        log,
+        policy,
+        publicUrl: config.publicUrl,
+      },
+      now,
+      allowRetrain,
+    );
+  };
+  const schedule =
+    config.checkIntervalSeconds > 0
+      ? setInterval(() => {
+          check(Date.now(), config.autoRetrain).catch((error: unknown) =>
+            log.error("scheduled check failed", { error }),
+          );
+        }, config.checkIntervalSeconds * 1000).unref()
+      : undefined;
+
+  const legacy = createLegacyHandler({
+    slot: live,
+    metrics,
+    onServed,
+    maxBatchSize: config.maxBatchSize,
+    report: async (id) => {
+      const report = await reports.get(id);
+      return report ? renderDriftReport(report) : undefined;
+    },
+  });
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(PredictService, createPredictService(slot, metrics, config));
-      // Contracts are published now; implementations land with their issues and answer `unimplemented` until then.
-      router.service(TrainService, {});
-      router.service(RegistryService, {});
-      router.service(MonitorService, {});
+      router.service(PredictService, createPredictService(live, onServed, config));
+      router.service(
+        TrainService,
+        createTrainService({ jobs, queue, events, defaultExperiment: config.experiment }),
+      );
+      router.service(RegistryService, createRegistryService(registry));
+      router.service(
+        MonitorService,
+        createMonitorService({
+          actuals,
+          reports,
+          alerts,
+          check,
+          production: () => registry.getModelVersion(config.modelName, "production"),
+          policy,
+          flushLog: () => predictionLog.flush(),
+        }),
+      );
     },
-    interceptors: [metricsInterceptor(metrics)],
+    interceptors: [
+      metricsInterceptor(metrics),
+      authInterceptor(book, defaultPolicy({ openPredict: !config.predictNeedsToken })),
+    ],
     readMaxBytes: 64 * 1024 * 1024,
     fallback: (req, res) => {
       legacy(req, res).catch((error: unknown) => log.error("request failed", { path: req.url, error }));
@@ -133,8 +320,10 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
   return {
     port,
     metrics,
-    slot,
+    registry,
+    live,
     async close() {
+      if (schedule) clearInterval(schedule);
       await new Promise<void>((resolve) => {
         front.close(() => resolve());
         h1.closeIdleConnections();
@@ -145,8 +334,12 @@ export async function startServer(config: ServerConfig, log: Logger): Promise<Ru
       });
       h1.close();
       h2.close();
-      await slot.current?.release();
-      slot.current = undefined;
+      // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
+      await queue.close(SHUTDOWN);
+      await live.stop();
+      await predictionLog.close();
+      notifier?.close();
+      await db.close();
     },
   };
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
@@ -7,7 +8,7 @@ import {
   validateRecord,
 } from "../../core/features/index.js";
 import type { Metrics } from "../observability/metrics.js";
-import type { ModelSlot } from "../predict/predict-service.js";
+import type { ModelSlot, OnServed } from "../predict/predict-service.js";
 import { legacyOpenApi, renderDocs } from "./openapi.js";
 
 // connect-node does not export its request/response types; take them from its fallback signature.
@@ -99,7 +100,18 @@ function validateOne(
 export interface LegacyOptions {
   slot: ModelSlot;
   metrics: Metrics;
+  onServed: OnServed;
   maxBatchSize: number;
+  /** The HTML of a stored drift report, served at /reports/<id>. */
+  report?: (id: string) => Promise<string | undefined>;
+}
+
+const HOUR_MS = 3_600_000;
+
+/** The optional `timestamp` of a validated body, as the start of its hour (epoch ms). */
+function hourStartOf(body: unknown): number | undefined {
+  const timestamp = (body as { timestamp?: unknown }).timestamp;
+  return typeof timestamp === "string" ? Math.floor(Date.parse(timestamp) / HOUR_MS) * HOUR_MS : undefined;
 }
 
 /**
@@ -107,7 +119,7 @@ export interface LegacyOptions {
  * plus /metrics, /docs and the Kubernetes probes. Returns false when the path is not one of them.
  */
 export function createLegacyHandler(options: LegacyOptions): (req: Request, res: Response) => Promise<void> {
-  const { slot, metrics, maxBatchSize } = options;
+  const { slot, metrics, onServed, maxBatchSize } = options;
   const spec = legacyOpenApi(maxBatchSize);
   const docsPage = renderDocs(spec);
   const model = () => {
@@ -123,9 +135,18 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       const record = validateOne(body, ["body"], "");
       if (Array.isArray(record)) throw unprocessable(record);
       const serving = model();
-      const [prediction] = await serving.predict(recordsToColumns([record]));
-      metrics.predictions.inc({ model_version: serving.version });
-      return [200, { prediction, timestamp: new Date().toISOString(), model_version: serving.version }];
+      const predictions = await serving.predict(recordsToColumns([record]));
+      onServed({
+        requestId: randomUUID(),
+        model: serving,
+        records: [record],
+        hourStarts: [hourStartOf(body)],
+        predictions,
+      });
+      return [
+        200,
+        { prediction: predictions[0], timestamp: new Date().toISOString(), model_version: serving.version },
+      ];
     },
     "POST /predict/batch": async (req) => {
       const body = await readJson(req, 1024 + maxBatchSize * 1024);
@@ -165,7 +186,13 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       if (details.length > 0) throw unprocessable(details);
       const serving = model();
       const predictions = await serving.predict(recordsToColumns(records));
-      metrics.predictions.inc({ model_version: serving.version }, records.length);
+      onServed({
+        requestId: randomUUID(),
+        model: serving,
+        records,
+        hourStarts: inputs.map(hourStartOf),
+        predictions,
+      });
       return [
         200,
         {
@@ -180,19 +207,20 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       { status: "healthy", timestamp: new Date().toISOString(), model_loaded: slot.current !== undefined },
     ],
     "GET /model/info": async () => {
-      const m = model().metadata;
+      const serving = model();
+      const card = serving.card;
       return [
         200,
         {
-          model_name: m.name,
-          model_version: m.version,
-          model_type: `xgboost ${m.family} (${m.objective})`,
+          model_name: serving.name,
+          model_version: serving.version,
+          model_type: `xgboost ${card.family} (${card.objective})`,
           runtime: "onnxruntime-node",
-          features: m.featureNames,
-          feature_importance: m.featureImportance,
-          metrics: m.metrics,
-          trained_at: m.createdAt,
-          data_fingerprint: m.dataFingerprint,
+          features: card.featureNames,
+          feature_importance: card.featureImportance,
+          metrics: card.metrics,
+          feature_schema_version: card.featureSchemaVersion,
+          data_fingerprint: card.dataFingerprint,
         },
       ];
     },
@@ -206,10 +234,18 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         : [503, { status: "not ready", reason: "no model loaded" }],
   };
 
+  const reportRoute = async (req: Request): Promise<[number, unknown, string?]> => {
+    const id = decodeURIComponent(((req.url ?? "").split("?")[0] as string).slice("/reports/".length));
+    const html = await options.report?.(id);
+    if (html === undefined) throw new HttpError(404, { detail: `no drift report ${id}` });
+    return [200, html, "text/html; charset=utf-8"];
+  };
+
   return async (req, res) => {
     const path = (req.url ?? "/").split("?")[0] as string;
-    const key = `${req.method} ${path}`;
-    const route = routes[key];
+    const isReport = req.method === "GET" && path.startsWith("/reports/") && options.report !== undefined;
+    const key = isReport ? "GET /reports/:id" : `${req.method} ${path}`;
+    const route = isReport ? reportRoute : routes[key];
     const started = performance.now();
     let status = 404;
     try {

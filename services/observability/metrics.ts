@@ -34,6 +34,82 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly jobs = new Histogram({
+    name: "bikeshare_job_duration_seconds",
+    help: "Wall time of jobs, by kind and outcome (succeeded, failed, cancelled).",
+    labelNames: ["kind", "outcome"] as const,
+    buckets: [1, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
+    registers: [this.registry],
+  });
+
+  readonly predictionLogDropped = new Counter({
+    name: "bikeshare_prediction_log_dropped_total",
+    help: "Predictions that could not be logged (buffer full or write refused).",
+    registers: [this.registry],
+  });
+
+  readonly predictionLogWritten = new Counter({
+    name: "bikeshare_prediction_log_written_total",
+    help: "Predictions written to the prediction log.",
+    registers: [this.registry],
+  });
+
+  readonly driftShare = new Gauge({
+    name: "bikeshare_drift_share",
+    help: "Share of features drifted in the last drift check (0 to 1).",
+    registers: [this.registry],
+  });
+
+  readonly datasetDrift = new Gauge({
+    name: "bikeshare_dataset_drift",
+    help: "1 when the last drift check found dataset drift.",
+    registers: [this.registry],
+  });
+
+  readonly predictionDrift = new Gauge({
+    name: "bikeshare_prediction_drift",
+    help: "1 when the last drift check found drift in the predictions.",
+    registers: [this.registry],
+  });
+
+  readonly featureDrift = new Gauge({
+    name: "bikeshare_feature_drift_statistic",
+    help: "Drift statistic of each feature in the last check: p-value (ks, chisquare, z) or distance (wasserstein, jensenshannon).",
+    labelNames: ["feature", "test"] as const,
+    registers: [this.registry],
+  });
+
+  readonly liveRmse = new Gauge({
+    name: "bikeshare_live_rmse",
+    help: "RMSE over labelled hours of the monitoring window, by model version.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+
+  readonly alerts = new Counter({
+    name: "bikeshare_alerts_total",
+    help: "Alerts raised (after de-duplication), by rule.",
+    labelNames: ["rule"] as const,
+    registers: [this.registry],
+  });
+
+  private readonly queueDepthSources = new Map<string, () => number>();
+
+  readonly queueDepth = new Gauge({
+    name: "bikeshare_queue_depth",
+    help: "Jobs waiting or running, by queue.",
+    labelNames: ["queue"] as const,
+    registers: [this.registry],
+    // Read at scrape time, so the figure is never stale.
+    collect: () => {
+      for (const [queue, depth] of this.queueDepthSources) this.queueDepth.set({ queue }, depth());
+    },
+  });
+
+  trackQueueDepth(queue: string, depth: () => number): void {
+    this.queueDepthSources.set(queue, depth);
+  }
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "bikeshare_" });
   }

@@ -1,11 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type FieldViolation, type RawRecord, recordsToColumns } from "../../core/features/index.js";
-import { BadRequestSchema, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
+import { BadRequestSchema, type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { ModelInfoSchema, type PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
-import type { Metrics } from "../observability/metrics.js";
 import { recordFromConditions } from "./conversions.js";
 import type { ServingModel } from "./serving-model.js";
 
@@ -37,12 +36,24 @@ const FAMILY: Record<string, ModelFamily> = {
   linear: ModelFamily.LINEAR,
 };
 
+/** What was served: the hook the server uses to count predictions and log them for monitoring. */
+export interface Served {
+  requestId: string;
+  model: ServingModel;
+  records: readonly RawRecord[];
+  /** Start of each row's hour (epoch ms) when the caller sent it. */
+  hourStarts: readonly (number | undefined)[];
+  predictions: Float32Array;
+}
+
+export type OnServed = (served: Served) => void;
+
 export function createPredictService(
   slot: ModelSlot,
-  metrics: Metrics,
+  onServed: OnServed,
   limits: { maxBatchSize: number },
 ): Partial<ServiceImpl<typeof PredictService>> {
-  const validateRows = (rows: readonly Parameters<typeof recordFromConditions>[0][]): RawRecord[] => {
+  const validateRows = (rows: readonly HourConditions[]) => {
     if (rows.length > limits.maxBatchSize) {
       throw invalidArgument([
         {
@@ -53,40 +64,47 @@ export function createPredictService(
       ]);
     }
     const records: RawRecord[] = [];
+    const hourStarts: (number | undefined)[] = [];
     const violations: FieldViolation[] = [];
     rows.forEach((row, i) => {
       const result = recordFromConditions(row, `rows[${i}]`);
-      if (result.ok) records.push(result.record);
-      else violations.push(...result.violations);
+      if (result.ok) {
+        records.push(result.record);
+        hourStarts.push(result.hourStart);
+      } else violations.push(...result.violations);
     });
     if (violations.length > 0) throw invalidArgument(violations);
-    return records;
+    return { records, hourStarts };
+  };
+
+  const serve = async (records: RawRecord[], hourStarts: (number | undefined)[]) => {
+    const model = requireModel(slot);
+    const predictions = await model.predict(recordsToColumns(records));
+    const requestId = randomUUID();
+    onServed({ requestId, model, records, hourStarts, predictions });
+    return { requestId, model, predictions };
   };
 
   return {
     async predict(request) {
       const result = recordFromConditions(request.conditions, "conditions");
       if (!result.ok) throw invalidArgument(result.violations);
-      const model = requireModel(slot);
-      const [prediction] = await model.predict(recordsToColumns([result.record]));
-      metrics.predictions.inc({ model_version: model.version });
+      const { requestId, model, predictions } = await serve([result.record], [result.hourStart]);
       return {
-        prediction: prediction as number,
+        prediction: predictions[0] as number,
         modelVersion: model.version,
-        requestId: randomUUID(),
+        requestId,
         timestamp: timestampNow(),
       };
     },
 
     async predictBatch(request) {
-      const records = validateRows(request.rows);
-      const model = requireModel(slot);
-      const predictions = await model.predict(recordsToColumns(records));
-      metrics.predictions.inc({ model_version: model.version }, records.length);
+      const { records, hourStarts } = validateRows(request.rows);
+      const { requestId, model, predictions } = await serve(records, hourStarts);
       return {
         predictions: Array.from(predictions),
         modelVersion: model.version,
-        requestId: randomUUID(),
+        requestId,
         timestamp: timestampNow(),
       };
     },
@@ -94,10 +112,8 @@ export function createPredictService(
     async *predictStream(requests) {
       let offset = 0n;
       for await (const chunk of requests) {
-        const records = validateRows(chunk.rows);
-        const model = requireModel(slot);
-        const predictions = await model.predict(recordsToColumns(records));
-        metrics.predictions.inc({ model_version: model.version }, records.length);
+        const { records, hourStarts } = validateRows(chunk.rows);
+        const { model, predictions } = await serve(records, hourStarts);
         yield { offset, predictions: Array.from(predictions), modelVersion: model.version };
         offset += BigInt(records.length);
       }
@@ -105,21 +121,20 @@ export function createPredictService(
 
     async getModelInfo() {
       const model = requireModel(slot);
-      const m = model.metadata;
+      const card = model.card;
       return {
         model: create(ModelInfoSchema, {
-          name: m.name,
-          version: m.version,
+          name: model.name,
+          version: model.version,
           aliases: ["production"],
-          family: FAMILY[m.family] ?? ModelFamily.UNSPECIFIED,
-          objective: m.objective,
-          featureNames: m.featureNames,
-          featureImportance: Object.entries(m.featureImportance)
+          family: FAMILY[card.family] ?? ModelFamily.UNSPECIFIED,
+          objective: card.objective,
+          featureNames: card.featureNames,
+          featureImportance: Object.entries(card.featureImportance)
             .sort((a, b) => b[1] - a[1])
             .map(([feature, importance]) => ({ feature, importance })),
-          metrics: m.metrics,
-          dataFingerprint: m.dataFingerprint,
-          createdAt: timestampFromDate(new Date(m.createdAt)),
+          metrics: card.metrics,
+          dataFingerprint: card.dataFingerprint,
           runtime: "onnxruntime-node",
         }),
       };

@@ -3,9 +3,12 @@ import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
   blobValue,
+  DOUBLE,
   type DuckDBConnection,
   DuckDBInstance,
+  type DuckDBType,
   type DuckDBValue,
+  LIST,
   listValue,
   timestampValue,
 } from "@duckdb/node-api";
@@ -46,6 +49,7 @@ function toDuckValue(value: unknown): DuckDBValue {
     if (!Number.isFinite(ms)) throw new TypeError("cannot bind an invalid Date");
     return timestampValue(BigInt(ms) * 1000n);
   }
+  if (value instanceof Float64Array) return listValue(Array.from(value));
   if (value instanceof Uint8Array) return blobValue(value);
   if (Array.isArray(value)) return listValue(value.map(toDuckValue));
   switch (typeof value) {
@@ -70,6 +74,25 @@ function toDuckParams(
   const out: Record<string, DuckDBValue> = {};
   for (const [k, v] of Object.entries(params)) out[k] = toDuckValue(v);
   return out;
+}
+
+/**
+ * DuckDB infers a list parameter's element type from its values, so [0, 0.5] would become an
+ * INTEGER list and fail on 0.5. A Float64Array parameter is bound as DOUBLE[] explicitly.
+ */
+function paramTypes(
+  params: SqlParams | undefined,
+): DuckDBType[] | Record<string, DuckDBType | undefined> | undefined {
+  if (params === undefined) return undefined;
+  const typeOf = (v: unknown) => (v instanceof Float64Array ? LIST(DOUBLE) : undefined);
+  if (Array.isArray(params)) {
+    if (!params.some((v) => v instanceof Float64Array)) return undefined;
+    // Untyped entries are inferred from their values, as without a types array.
+    return params.map((v) => typeOf(v)) as DuckDBType[];
+  }
+  const entries = Object.entries(params);
+  if (!entries.some(([, v]) => v instanceof Float64Array)) return undefined;
+  return Object.fromEntries(entries.map(([k, v]) => [k, typeOf(v)]));
 }
 
 export class Database {
@@ -191,7 +214,7 @@ export class Database {
   }
 
   private async exec<T>(sql: string, params?: SqlParams): Promise<T[]> {
-    const reader = await this.connection.runAndReadAll(sql, toDuckParams(params));
+    const reader = await this.connection.runAndReadAll(sql, toDuckParams(params), paramTypes(params));
     return reader.getRowObjectsJS() as T[];
   }
 }

@@ -1,50 +1,132 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runTrainingPipeline } from "../../pipelines/training/pipeline.js";
+import { hashToken } from "../../services/auth/tokens.js";
 import { configFromEnv, type ServerConfig } from "../../services/config.js";
 import { createLogger } from "../../services/observability/log.js";
-import type { ModelMetadata } from "../../services/registry/model-store.js";
-import { ModelStore } from "../../services/registry/model-store.js";
+import { Registry } from "../../services/registry/registry.js";
 import { type RunningServer, startServer } from "../../services/server.js";
+import { Database } from "../../services/storage/database.js";
+import { JobEvents } from "../../services/train/job-events.js";
+import { JobStore, type TrainingRequest } from "../../services/train/job-store.js";
+import { runTrainingJob } from "../../services/train/runner.js";
 import { HOUR_CSV } from "./hour-csv.js";
+
+export interface Tokens {
+  admin: string;
+  trainer: string;
+  reader: string;
+}
 
 export interface TestServer {
   server: RunningServer;
   config: ServerConfig;
-  model: ModelMetadata;
   baseUrl: string;
+  tokens: Tokens;
+  /** Every log line the server wrote, to check what must never appear in logs. */
+  logs: string[];
   stop(): Promise<void>;
 }
 
-/**
- * A real server on a free loopback port, serving a real model trained on hour.csv
- * (few rounds, so that suites stay quick; accuracy is the pipeline test's job).
- */
-export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
-  const modelsDir = await mkdtemp(join(tmpdir(), "bikeshare-models-"));
-  const store = new ModelStore(modelsDir);
-  const model = await runTrainingPipeline({
+/** The quickest real training job: one gradient-boosted candidate, no search. */
+export const QUICK_REQUEST: TrainingRequest = {
+  experiment: "tests",
+  families: ["gbtree"],
+  objectives: ["squared_error"],
+  paramOverrides: {},
+  trials: 0,
+  reason: "test seed",
+};
+
+export async function testConfig(dir: string, overrides: Partial<ServerConfig> = {}): Promise<ServerConfig> {
+  return {
+    ...configFromEnv({}),
+    modelsDir: join(dir, "models"),
+    dbPath: join(dir, "bikeshare.duckdb"),
+    tokensPath: join(dir, "tokens.json"),
+    adminTokenPath: join(dir, "admin-token"),
     dataPath: HOUR_CSV,
-    store,
-    maxRounds: 60,
-    earlyStoppingRounds: 20,
-  });
-  await store.setAlias("production", model.version);
-  const config: ServerConfig = { ...configFromEnv({}), modelsDir, port: 0, host: "127.0.0.1", ...overrides };
-  const lines: string[] = [];
+    port: 0,
+    host: "127.0.0.1",
+    trainThreads: 2,
+    checkIntervalSeconds: 0,
+    ...overrides,
+  };
+}
+
+export async function writeTokens(config: ServerConfig): Promise<Tokens> {
+  const tokens: Tokens = {
+    admin: `adm_${randomBytes(12).toString("hex")}`,
+    trainer: `trn_${randomBytes(12).toString("hex")}`,
+    reader: `rdr_${randomBytes(12).toString("hex")}`,
+  };
+  const entries = Object.entries(tokens).map(([role, token]) => ({
+    name: `test-${role}`,
+    role,
+    sha256: hashToken(token),
+  }));
+  await writeFile(config.tokensPath, JSON.stringify({ tokens: entries }));
+  return tokens;
+}
+
+/** Registers `count` models by running real training jobs before the server starts. */
+export async function seedModels(
+  config: ServerConfig,
+  count: number,
+  request = QUICK_REQUEST,
+): Promise<void> {
+  const db = await Database.open(config.dbPath);
+  try {
+    const registry = await Registry.open(db, config.modelsDir);
+    const jobs = await JobStore.open(db);
+    const log = createLogger({}, "warn", () => {});
+    for (let i = 0; i < count; i++) {
+      const { job } = await jobs.create({ ...request, reason: `${request.reason} ${i + 1}` }, "test-seed");
+      await runTrainingJob(
+        {
+          registry,
+          jobs,
+          events: new JobEvents(),
+          log,
+          dataPath: config.dataPath,
+          modelName: config.modelName,
+          nthread: 2,
+        },
+        job.id,
+        new AbortController().signal,
+      );
+      const done = await jobs.get(job.id);
+      if (done?.state !== "succeeded") throw new Error(`seed job ${job.id} ${done?.state}: ${done?.error}`);
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+/** A real server on a free loopback port, with its own database, artifacts and tokens. */
+export async function startTestServer(
+  overrides: Partial<ServerConfig> = {},
+  options: { seedVersions?: number; seedRequest?: TrainingRequest } = {},
+): Promise<TestServer> {
+  const dir = await mkdtemp(join(tmpdir(), "bikeshare-test-"));
+  const config = await testConfig(dir, overrides);
+  const tokens = await writeTokens(config);
+  await seedModels(config, options.seedVersions ?? 1, options.seedRequest);
+  const logs: string[] = [];
   const server = await startServer(
     config,
-    createLogger({}, "warn", (l) => lines.push(l)),
+    createLogger({}, "debug", (l) => logs.push(l)),
   );
   return {
     server,
     config,
-    model,
+    tokens,
+    logs,
     baseUrl: `http://127.0.0.1:${server.port}`,
     async stop() {
       await server.close();
-      await rm(modelsDir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,71 @@
+/**
+ * Where jobs wait and who runs them. In-process by default; a BullMQ implementation
+ * (issue 6) plugs in behind the same interface when REDIS_URL is set.
+ */
+export type JobHandler = (jobId: string, signal: AbortSignal) => Promise<void>;
+
+export interface JobQueue {
+  /** Accepts a job; resolves once it is durably queued (not when it has run). */
+  enqueue(jobId: string): Promise<void>;
+  /** Stops a waiting job from starting, or aborts a running one between boosting rounds. */
+  cancel(jobId: string): boolean;
+  /** Aborts running jobs with `reason` and waits for them to settle; waiting jobs stay queued for the next start. */
+  close(reason?: unknown): Promise<void>;
+}
+
+/** Runs jobs one at a time (training uses every core) in this process. */
+export class InProcessQueue implements JobQueue {
+  private readonly waiting: string[] = [];
+  private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  private closed = false;
+
+  constructor(
+    private readonly handler: JobHandler,
+    private readonly concurrency = 1,
+    private readonly onError: (jobId: string, error: unknown) => void = () => {},
+  ) {}
+
+  async enqueue(jobId: string): Promise<void> {
+    if (this.closed) throw new Error("the job queue is closed");
+    if (this.waiting.includes(jobId) || this.running.has(jobId)) return;
+    this.waiting.push(jobId);
+    this.pump();
+  }
+
+  cancel(jobId: string): boolean {
+    const index = this.waiting.indexOf(jobId);
+    if (index >= 0) {
+      this.waiting.splice(index, 1);
+      return true;
+    }
+    const job = this.running.get(jobId);
+    if (!job) return false;
+    job.controller.abort(new Error("cancelled"));
+    return true;
+  }
+
+  get depth(): number {
+    return this.waiting.length + this.running.size;
+  }
+
+  async close(reason: unknown = new Error("queue closed")): Promise<void> {
+    this.closed = true;
+    this.waiting.length = 0;
+    for (const job of this.running.values()) job.controller.abort(reason);
+    await Promise.allSettled([...this.running.values()].map((j) => j.done));
+  }
+
+  private pump(): void {
+    while (!this.closed && this.running.size < this.concurrency && this.waiting.length > 0) {
+      const jobId = this.waiting.shift() as string;
+      const controller = new AbortController();
+      const done = this.handler(jobId, controller.signal)
+        .catch((error: unknown) => this.onError(jobId, error))
+        .finally(() => {
+          this.running.delete(jobId);
+          this.pump();
+        });
+      this.running.set(jobId, { controller, done });
+    }
+  }
+}

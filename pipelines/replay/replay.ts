@@ -1,0 +1,282 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
+import { dayNumber, instantOfLocalHour, RAW_FIELD_NAMES } from "../../core/features/index.js";
+import { rmse } from "../../core/metrics/index.js";
+import type { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
+import type { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import type { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
+import { JobState, type TrainService } from "../../gen/bikeshare/v1/train_pb.js";
+import { loadHourly } from "../data/hourly.js";
+
+export interface ReplayClients {
+  predict: Client<typeof PredictService>;
+  train: Client<typeof TrainService>;
+  registry: Client<typeof RegistryService>;
+  monitor: Client<typeof MonitorService>;
+}
+
+export interface ReplayOptions {
+  dataPath: string;
+  /** Last day of data the initial model is trained on (YYYY-MM-DD). */
+  trainUntil: string;
+  from: string;
+  to: string;
+  /** Whether monitoring checks may start retrainings. */
+  retrain: boolean;
+  modelName: string;
+  onDay?: (day: DayResult) => void;
+}
+
+export interface DayResult {
+  date: string;
+  modelVersion: string;
+  hours: number;
+  rmse: number;
+  alerts: string[];
+  retrainJob?: string;
+  /** Version registered by a retraining that ended this day, and whether it went to production. */
+  registered?: string;
+  promoted?: boolean;
+}
+
+const DAY_MS = 86_400_000;
+const nextDay = (date: string) =>
+  new Date(Date.parse(`${date}T00:00:00Z`) + DAY_MS).toISOString().slice(0, 10);
+
+async function waitForJob(train: ReplayClients["train"], jobId: string) {
+  for await (const _ of train.watchJob({ jobId })) {
+    // follow to the end
+  }
+  const { job } = await train.getJob({ jobId });
+  return job;
+}
+
+/**
+ * Replays labelled hours in order through a running server, one day at a time: the day's
+ * forecasts (with each hour's timestamp), then its actuals, then the day's monitoring check,
+ * which may start a retraining. Simulated time stands still while a retraining runs, as if
+ * it had finished before the next day.
+ */
+export async function replay(clients: ReplayClients, options: ReplayOptions): Promise<DayResult[]> {
+  const data = await loadHourly(options.dataPath);
+  const byDay = new Map<string, number[]>();
+  data.dteday.forEach((d, i) => {
+    const list = byDay.get(d) ?? [];
+    list.push(i);
+    byDay.set(d, list);
+  });
+
+  const initial = await clients.train.startTraining({
+    dataUntil: timestampFromMs(Date.parse(`${nextDay(options.trainUntil)}T00:00:00Z`)),
+    reason: `replay: initial model on data until ${options.trainUntil}`,
+  });
+  const initialJob = await waitForJob(clients.train, initial.job?.id as string);
+  if (initialJob?.state !== JobState.SUCCEEDED)
+    throw new Error(`initial training ${JobState[initialJob?.state ?? 0]}: ${initialJob?.error}`);
+  await clients.registry.setAlias({
+    modelName: options.modelName,
+    alias: "production",
+    version: initialJob.modelVersion,
+    reason: "replay: initial model",
+    force: true,
+  });
+
+  const results: DayResult[] = [];
+  for (let date = options.from; date <= options.to; date = nextDay(date)) {
+    const rows = byDay.get(date) ?? [];
+    if (rows.length === 0) continue;
+    const hours = rows.map((i) =>
+      instantOfLocalHour(dayNumber(date), data.columns.hr[i] as number).getTime(),
+    );
+    const conditions = rows.map((i, k) => ({
+      ...Object.fromEntries(RAW_FIELD_NAMES.map((f) => [f, data.columns[f][i] as number])),
+      hour: timestampFromMs(hours[k] as number),
+    }));
+    const forecast = await clients.predict.predictBatch({ rows: conditions });
+    await clients.monitor.reportActuals({
+      actuals: rows.map((i, k) => ({
+        hour: timestampFromMs(hours[k] as number),
+        cnt: data.cnt[i] as number,
+      })),
+    });
+    const endOfDay = instantOfLocalHour(dayNumber(nextDay(date)), 0).getTime();
+    const check = await clients.monitor.runCheck({
+      window: { to: timestampFromMs(endOfDay) },
+      allowRetrain: options.retrain,
+    });
+    const day: DayResult = {
+      date,
+      modelVersion: forecast.modelVersion,
+      hours: rows.length,
+      rmse: rmse(
+        Array.from(rows, (i) => data.cnt[i] as number),
+        forecast.predictions,
+      ),
+      alerts: check.alerts.map((a) => a.message),
+    };
+    if (check.retrainJobId) {
+      day.retrainJob = check.retrainJobId;
+      const job = await waitForJob(clients.train, check.retrainJobId);
+      if (job?.state === JobState.SUCCEEDED) {
+        day.registered = job.modelVersion;
+        day.promoted = job.promoted;
+      }
+    }
+    results.push(day);
+    options.onDay?.(day);
+  }
+  return results;
+}
+
+export function timelineCsv(days: readonly DayResult[]): string {
+  const quote = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  const lines = days.map((d) =>
+    [
+      d.date,
+      d.modelVersion,
+      d.hours,
+      d.rmse.toFixed(3),
+      d.retrainJob ?? "",
+      d.registered ?? "",
+      d.promoted === undefined ? "" : String(d.promoted),
+      quote(d.alerts.join("; ")),
+    ].join(","),
+  );
+  return `date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts\n${lines.join("\n")}\n`;
+}
+
+/** Daily RMSE of both replays, with retrain (triangle) and promotion (circle) markers. */
+export function chartSvg(
+  withRetrain: readonly DayResult[],
+  withoutRetrain: readonly DayResult[],
+  title: string,
+): string {
+  const width = 1000;
+  const height = 360;
+  const pad = { left: 50, right: 20, top: 30, bottom: 40 };
+  const all = [...withRetrain, ...withoutRetrain];
+  const maxY = Math.max(1, ...all.map((d) => d.rmse));
+  const n = Math.max(withRetrain.length, withoutRetrain.length);
+  const x = (i: number) => pad.left + ((width - pad.left - pad.right) * i) / Math.max(1, n - 1);
+  const y = (v: number) => pad.top + (height - pad.top - pad.bottom) * (1 - v / maxY);
+  const line = (days: readonly DayResult[]) =>
+    days.map((d, i) => `${i === 0 ? "M" : "L"}${x(i).toFixed(1)},${y(d.rmse).toFixed(1)}`).join(" ");
+  const markers = withRetrain
+    .map((d, i) => {
+      if (d.retrainJob === undefined) return "";
+      const cx = x(i);
+      const tri = `<path d="M${cx.toFixed(1)},${(pad.top - 2).toFixed(1)} l-5,-9 h10 z" fill="#555"><title>${d.date}: retraining started</title></path>`;
+      const dot = d.promoted
+        ? `<circle cx="${cx.toFixed(1)}" cy="${y(d.rmse).toFixed(1)}" r="5" fill="#2a9d3a"><title>${d.date}: version ${d.registered} promoted</title></circle>`
+        : "";
+      return tri + dot;
+    })
+    .join("");
+  const ticks = [0, 0.25, 0.5, 0.75, 1]
+    .map(
+      (f) =>
+        `<text x="${pad.left - 6}" y="${(y(maxY * f) + 4).toFixed(1)}" text-anchor="end">${Math.round(maxY * f)}</text>`,
+    )
+    .join("");
+  const months = withRetrain
+    .map((d, i) =>
+      d.date.endsWith("-01")
+        ? `<text x="${x(i).toFixed(1)}" y="${height - pad.bottom + 16}">${d.date.slice(0, 7)}</text>`
+        : "",
+    )
+    .join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="sans-serif" font-size="11">
+<text x="${pad.left}" y="16" font-size="13">${title}</text>
+<line x1="${pad.left}" y1="${height - pad.bottom}" x2="${width - pad.right}" y2="${height - pad.bottom}" stroke="#999"/>
+${ticks}${months}
+<path d="${line(withoutRetrain)}" fill="none" stroke="#c0392b" stroke-width="1.2" opacity="0.8"/>
+<path d="${line(withRetrain)}" fill="none" stroke="#2c6fbb" stroke-width="1.4"/>
+${markers}
+<text x="${width - 330}" y="16"><tspan fill="#2c6fbb">■ with retraining</tspan>  <tspan fill="#c0392b">■ without</tspan>  ▼ retrain  <tspan fill="#2a9d3a">●</tspan> promotion</text>
+</svg>
+`;
+}
+
+export async function writeReplayOutputs(
+  outDir: string,
+  withRetrain: readonly DayResult[],
+  withoutRetrain: readonly DayResult[],
+  summary: Record<string, unknown>,
+): Promise<void> {
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, "timeline.csv"), timelineCsv(withRetrain));
+  await writeFile(join(outDir, "timeline-no-retrain.csv"), timelineCsv(withoutRetrain));
+  await writeFile(
+    join(outDir, "daily-rmse.svg"),
+    chartSvg(withRetrain, withoutRetrain, "Daily RMSE, replay of 2012"),
+  );
+  await writeFile(join(outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
+}
+
+export interface ComparisonOptions extends Omit<ReplayOptions, "retrain" | "modelName"> {
+  outDir: string;
+  /** Starts a fresh server (own database and artifacts) and returns clients for it. */
+  startServer: () => Promise<{ clients: ReplayClients; modelName: string; stop: () => Promise<void> }>;
+  log?: (line: string) => void;
+}
+
+const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+/**
+ * The acceptance run of the monitoring loop: the same replay with and without automatic
+ * retraining, each on a fresh server, compared over the 30 days after the first automatic promotion.
+ */
+export async function replayComparison(options: ComparisonOptions): Promise<Record<string, unknown>> {
+  const runs: DayResult[][] = [];
+  const seconds: number[] = [];
+  for (const retrain of [true, false]) {
+    const started = performance.now();
+    const server = await options.startServer();
+    try {
+      options.log?.(`replay ${retrain ? "with" : "without"} retraining`);
+      runs.push(
+        await replay(server.clients, {
+          ...options,
+          retrain,
+          modelName: server.modelName,
+          onDay: (d) => {
+            if (d.retrainJob || d.date.endsWith("-01")) {
+              options.log?.(
+                `${d.date} v${d.modelVersion} RMSE ${d.rmse.toFixed(1)}${d.retrainJob ? ` retrain → v${d.registered ?? "?"}${d.promoted ? " promoted" : " not promoted"}` : ""}`,
+              );
+            }
+          },
+        }),
+      );
+    } finally {
+      await server.stop();
+    }
+    seconds.push((performance.now() - started) / 1000);
+  }
+  const [withRetrain, withoutRetrain] = runs as [DayResult[], DayResult[]];
+  const firstPromotion = withRetrain.findIndex((d) => d.promoted === true);
+  const after = firstPromotion < 0 ? [] : withRetrain.slice(firstPromotion + 1, firstPromotion + 31);
+  const sameDays = new Set(after.map((d) => d.date));
+  const baseline = withoutRetrain.filter((d) => sameDays.has(d.date));
+  const summary = {
+    trainUntil: options.trainUntil,
+    from: options.from,
+    to: options.to,
+    retrainings: withRetrain
+      .filter((d) => d.retrainJob)
+      .map((d) => ({ date: d.date, version: d.registered, promoted: d.promoted, alerts: d.alerts })),
+    firstAutomaticPromotion: firstPromotion < 0 ? null : withRetrain[firstPromotion]?.date,
+    window30Days: after.length > 0 ? { from: after[0]?.date, to: after.at(-1)?.date } : null,
+    meanDailyRmse30DaysWithRetraining: after.length > 0 ? mean(after.map((d) => d.rmse)) : null,
+    meanDailyRmse30DaysWithoutRetraining: baseline.length > 0 ? mean(baseline.map((d) => d.rmse)) : null,
+    meanDailyRmseWholeReplay: {
+      withRetraining: mean(withRetrain.map((d) => d.rmse)),
+      withoutRetraining: mean(withoutRetrain.map((d) => d.rmse)),
+    },
+    secondsPerReplay: { withRetraining: seconds[0], withoutRetraining: seconds[1] },
+  };
+  await writeReplayOutputs(options.outDir, withRetrain, withoutRetrain, summary);
+  return summary;
+}

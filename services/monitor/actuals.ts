@@ -1,0 +1,111 @@
+import { mae, rmse, within20Percent } from "../../core/metrics/index.js";
+import type { Database } from "../storage/database.js";
+
+export interface ActualCount {
+  /** Start of the hour, epoch ms. */
+  hourStart: number;
+  cnt: number;
+}
+
+export interface VersionPerformance {
+  modelVersion: string;
+  labelledHours: number;
+  rmse: number;
+  mae: number;
+  within20: number;
+}
+
+export interface Window {
+  /** Epoch ms, inclusive. */
+  from?: number;
+  /** Epoch ms, exclusive. */
+  until?: number;
+}
+
+function windowSql(window: Window, column: string, params: unknown[]): string {
+  const clauses: string[] = [];
+  if (window.from !== undefined) {
+    params.push(window.from);
+    clauses.push(`${column} >= epoch_ms($${params.length}::BIGINT)`);
+  }
+  if (window.until !== undefined) {
+    params.push(window.until);
+    clauses.push(`${column} < epoch_ms($${params.length}::BIGINT)`);
+  }
+  return clauses.length > 0 ? `AND ${clauses.join(" AND ")}` : "";
+}
+
+/**
+ * Observed counts, which arrive after the predictions, and the accuracy they reveal.
+ * An hour's latest report wins (corrections happen); predictions join actuals by hour.
+ */
+export class Actuals {
+  private constructor(private readonly db: Database) {}
+
+  static async open(db: Database): Promise<Actuals> {
+    await db.run(`CREATE TABLE IF NOT EXISTS actuals (
+      hour TIMESTAMP PRIMARY KEY,
+      cnt INTEGER NOT NULL,
+      reported_at TIMESTAMP NOT NULL
+    )`);
+    return new Actuals(db);
+  }
+
+  /** Stores the counts in one transaction; returns how many have no logged prediction yet. */
+  async report(actuals: readonly ActualCount[]): Promise<{ accepted: number; unmatched: number }> {
+    if (actuals.length === 0) return { accepted: 0, unmatched: 0 };
+    const hours = Float64Array.from(actuals, (a) => a.hourStart);
+    const counts = Float64Array.from(actuals, (a) => a.cnt);
+    return this.db.transaction(async (tx) => {
+      await tx.run(
+        `INSERT OR REPLACE INTO actuals
+         SELECT epoch_ms(h::BIGINT), c, now()::TIMESTAMP
+         FROM (SELECT unnest($1::DOUBLE[]) AS h, unnest($2::DOUBLE[])::INTEGER AS c)
+         QUALIFY row_number() OVER (PARTITION BY h) = 1`,
+        [hours, counts],
+      );
+      const [row] = await tx.all<{ unmatched: number }>(
+        `SELECT count(*)::INTEGER AS unmatched
+         FROM (SELECT DISTINCT unnest($1::DOUBLE[]) AS h) r
+         WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.hour = epoch_ms(r.h::BIGINT))`,
+        [hours],
+      );
+      return { accepted: new Set(actuals.map((a) => a.hourStart)).size, unmatched: row?.unmatched ?? 0 };
+    });
+  }
+
+  /**
+   * Accuracy per model version over labelled hours in the window. When a version predicted
+   * the same hour several times, its latest prediction counts, so repeated calls do not weigh more.
+   */
+  async performance(window: Window = {}): Promise<VersionPerformance[]> {
+    const params: unknown[] = [];
+    const where = windowSql(window, "p.hour", params);
+    const rows = await this.db.all<{ version: string; prediction: number; cnt: number }>(
+      `SELECT p.model_version AS version, p.prediction, a.cnt
+       FROM predictions p JOIN actuals a ON a.hour = p.hour
+       WHERE p.hour IS NOT NULL ${where}
+       QUALIFY row_number() OVER (PARTITION BY p.model_version, p.hour ORDER BY p.served_at DESC) = 1`,
+      params,
+    );
+    const byVersion = new Map<string, { predicted: number[]; actual: number[] }>();
+    for (const r of rows) {
+      const v = byVersion.get(r.version) ?? { predicted: [], actual: [] };
+      v.predicted.push(r.prediction);
+      v.actual.push(r.cnt);
+      byVersion.set(r.version, v);
+    }
+    return [...byVersion.entries()]
+      .sort(([a], [b]) => Number(a) - Number(b))
+      .map(([modelVersion, v]) => {
+        // R² is left out: it is undefined on a window where every count is the same.
+        return {
+          modelVersion,
+          labelledHours: v.actual.length,
+          rmse: rmse(v.actual, v.predicted),
+          mae: mae(v.actual, v.predicted),
+          within20: within20Percent(v.actual, v.predicted),
+        };
+      });
+  }
+}

@@ -1,0 +1,221 @@
+import { type Timestamp, timestampFromDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { FeatureDriftResult } from "../../core/drift/index.js";
+import {
+  AlertRule,
+  DriftTest,
+  type MonitorService,
+  type TimeWindow,
+} from "../../gen/bikeshare/v1/monitor_pb.js";
+import { invalidArgument } from "../predict/predict-service.js";
+import type { ModelVersion } from "../registry/registry.js";
+import type { Actuals, Window } from "./actuals.js";
+import type { AlertRecord, AlertStore } from "./alerts.js";
+import type { CheckResult, MonitorPolicy } from "./checks.js";
+import { type DriftReport, type DriftReports, NotEnoughData } from "./drift-reports.js";
+
+const HOUR_MS = 3_600_000;
+const MAX_ACTUALS_PER_CALL = 100_000;
+
+export function windowFromProto(window: TimeWindow | undefined, field = "window"): Window {
+  const from = window?.from ? timestampMs(window.from) : undefined;
+  const until = window?.to ? timestampMs(window.to) : undefined;
+  if (from !== undefined && until !== undefined && from >= until) {
+    throw invalidArgument([
+      { field: `${field}.to`, type: "range", description: "must be after window.from" },
+    ]);
+  }
+  return { ...(from !== undefined ? { from } : {}), ...(until !== undefined ? { until } : {}) };
+}
+
+export interface MonitorDeps {
+  actuals: Actuals;
+  reports: DriftReports;
+  alerts: AlertStore;
+  check: (now: number, allowRetrain: boolean) => Promise<CheckResult>;
+  /** The production version and the policy's window length, for reports computed on request. */
+  production: () => Promise<ModelVersion | undefined>;
+  policy: MonitorPolicy;
+  /** Writes buffered predictions, so that a read sees every prediction served before it. */
+  flushLog: () => Promise<void>;
+}
+
+const TEST: Record<string, DriftTest> = {
+  ks: DriftTest.KOLMOGOROV_SMIRNOV,
+  chisquare: DriftTest.CHI_SQUARE,
+  z: DriftTest.Z,
+  wasserstein: DriftTest.WASSERSTEIN,
+  jensenshannon: DriftTest.JENSEN_SHANNON,
+};
+const RULE: Record<string, AlertRule> = {
+  dataset_drift: AlertRule.DATASET_DRIFT,
+  live_rmse: AlertRule.LIVE_RMSE,
+  prediction_drift: AlertRule.PREDICTION_DRIFT,
+};
+
+function featureToProto(f: FeatureDriftResult) {
+  return {
+    feature: f.feature,
+    test: TEST[f.test] ?? DriftTest.UNSPECIFIED,
+    statistic: f.statistic,
+    threshold: f.threshold,
+    drifted: f.drifted,
+    psi: f.psi,
+  };
+}
+
+export function reportToProto(r: DriftReport) {
+  return {
+    id: r.id,
+    modelVersion: r.modelVersion,
+    window: {
+      ...(r.window.from !== undefined ? { from: timestampFromMs(r.window.from) } : {}),
+      ...(r.window.until !== undefined ? { to: timestampFromMs(r.window.until) } : {}),
+    },
+    referenceRows: r.referenceRows,
+    currentRows: r.currentRows,
+    features: r.dataset.features.map(featureToProto),
+    driftedShare: r.dataset.driftedShare,
+    datasetDrift: r.dataset.datasetDrift,
+    predictionDrift: featureToProto(r.prediction),
+    createdAt: timestampFromDate(r.createdAt),
+    htmlPath: `/reports/${r.id}`,
+  };
+}
+
+function alertToProto(a: AlertRecord) {
+  return {
+    id: a.id,
+    rule: RULE[a.rule] ?? AlertRule.UNSPECIFIED,
+    message: a.message,
+    value: a.value,
+    threshold: a.threshold,
+    time: timestampFromDate(a.time),
+    jobId: a.jobId ?? "",
+  };
+}
+
+function page(pageSize: number, pageToken: string): { limit: number; offset: number } {
+  const limit = pageSize === 0 ? 50 : Math.min(pageSize, 1000);
+  const offset = pageToken === "" ? 0 : Number(pageToken);
+  if (!Number.isInteger(offset) || offset < 0) {
+    throw invalidArgument([
+      { field: "page_token", type: "range", description: "is not a token returned by this list" },
+    ]);
+  }
+  return { limit, offset };
+}
+
+export function createMonitorService(deps: MonitorDeps): Partial<ServiceImpl<typeof MonitorService>> {
+  return {
+    async reportActuals(req) {
+      if (req.actuals.length > MAX_ACTUALS_PER_CALL) {
+        throw invalidArgument([
+          {
+            field: "actuals",
+            type: "range",
+            description: `has ${req.actuals.length} entries; the limit per call is ${MAX_ACTUALS_PER_CALL}`,
+          },
+        ]);
+      }
+      const violations: Parameters<typeof invalidArgument>[0][number][] = [];
+      const parsed = req.actuals.map((a, i) => {
+        const hour: Timestamp | undefined = a.hour;
+        if (!hour) {
+          violations.push({
+            field: `actuals[${i}].hour`,
+            type: "missing",
+            description: "is required: the start of the hour",
+          });
+          return { hourStart: 0, cnt: a.cnt };
+        }
+        const ms = timestampMs(hour);
+        if (ms % HOUR_MS !== 0) {
+          violations.push({
+            field: `actuals[${i}].hour`,
+            type: "range",
+            description: `must be the start of an hour (minutes, seconds and nanos 0), got ${new Date(ms).toISOString()}`,
+          });
+        }
+        return { hourStart: ms, cnt: a.cnt };
+      });
+      if (violations.length > 0) throw invalidArgument(violations);
+      await deps.flushLog();
+      return deps.actuals.report(parsed);
+    },
+
+    async getDriftReport(req) {
+      if (req.reportId !== "") {
+        const report = await deps.reports.get(req.reportId);
+        if (!report) throw new ConnectError(`no drift report ${req.reportId}`, Code.NotFound);
+        return { report: reportToProto(report) };
+      }
+      await deps.flushLog();
+      const version = await deps.production();
+      if (!version) throw new ConnectError("no model has the production alias yet", Code.FailedPrecondition);
+      const window = windowFromProto(req.window);
+      const until = window.until ?? Date.now();
+      const from = window.from ?? until - deps.policy.windowHours * 3_600_000;
+      try {
+        const report = await deps.reports.compute({
+          version,
+          window: { from, until },
+          minRows: deps.policy.minDriftRows,
+          thresholds: deps.policy.thresholds,
+        });
+        return { report: reportToProto(report) };
+      } catch (error) {
+        if (error instanceof NotEnoughData) throw new ConnectError(error.message, Code.FailedPrecondition);
+        throw error;
+      }
+    },
+
+    async listReports(req) {
+      const { limit, offset } = page(req.pageSize, req.pageToken);
+      const reports = await deps.reports.list(limit + 1, offset);
+      return {
+        reports: reports.slice(0, limit).map(reportToProto),
+        nextPageToken: reports.length > limit ? String(offset + limit) : "",
+      };
+    },
+
+    async listAlerts(req) {
+      const { limit, offset } = page(req.pageSize, req.pageToken);
+      const window = windowFromProto(req.window);
+      const alerts = await deps.alerts.list({
+        ...(window.from !== undefined ? { from: new Date(window.from) } : {}),
+        ...(window.until !== undefined ? { until: new Date(window.until) } : {}),
+        limit: limit + 1,
+        offset,
+      });
+      return {
+        alerts: alerts.slice(0, limit).map(alertToProto),
+        nextPageToken: alerts.length > limit ? String(offset + limit) : "",
+      };
+    },
+
+    async runCheck(req) {
+      const window = windowFromProto(req.window);
+      const result = await deps.check(window.until ?? Date.now(), req.allowRetrain);
+      return {
+        ...(result.report ? { report: reportToProto(result.report) } : {}),
+        alerts: result.alerts.map(alertToProto),
+        retrainJobId: result.retrainJobId ?? "",
+      };
+    },
+
+    async getPerformance(req) {
+      await deps.flushLog();
+      const versions = await deps.actuals.performance(windowFromProto(req.window));
+      return {
+        versions: versions.map((v) => ({
+          modelVersion: v.modelVersion,
+          labelledHours: v.labelledHours,
+          rmse: v.rmse,
+          mae: v.mae,
+          within20pct: v.within20,
+        })),
+      };
+    },
+  };
+}

@@ -1,0 +1,71 @@
+import type { Logger } from "../observability/log.js";
+import type { Metrics } from "../observability/metrics.js";
+import type { Registry } from "../registry/registry.js";
+import type { ModelSlot } from "./predict-service.js";
+import { ServingModel } from "./serving-model.js";
+
+/**
+ * The model behind an alias (normally `production`), swapped in place when the alias moves:
+ * the new version is loaded completely before it replaces the old one, so no request fails
+ * or waits during the swap.
+ */
+export class LiveModel implements ModelSlot {
+  current: ServingModel | undefined;
+  private loading: Promise<void> = Promise.resolve();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly modelName: string,
+    private readonly alias: string,
+    private readonly ortThreads: number,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Loads the alias's version now and follows every later move of it. */
+  async start(): Promise<void> {
+    this.unsubscribe = this.registry.onAliasChange((change) => {
+      if (change.modelName === this.modelName && change.alias === this.alias) void this.reload();
+    });
+    await this.reload();
+  }
+
+  /** Serialised, so that quick successive moves end on the last one. */
+  reload(): Promise<void> {
+    this.loading = this.loading
+      .then(() => this.swap())
+      .catch((error: unknown) => {
+        this.log.error("could not load the model behind the alias; still serving the previous one", {
+          alias: this.alias,
+          error,
+        });
+      });
+    return this.loading;
+  }
+
+  private async swap(): Promise<void> {
+    const target = await this.registry.getModelVersion(this.modelName, this.alias);
+    if (!target || target.version === this.current?.version) return;
+    const next = await ServingModel.load(this.registry, target, this.ortThreads);
+    const previous = this.current;
+    this.current = next;
+    if (previous)
+      this.metrics.modelInfo.remove({ model: previous.name, version: previous.version, alias: this.alias });
+    this.metrics.modelInfo.set({ model: next.name, version: next.version, alias: this.alias }, 1);
+    this.log.info("serving model version", {
+      model: next.name,
+      version: next.version,
+      previous: previous?.version,
+      test_rmse: next.card.metrics.test_rmse,
+    });
+    await previous?.retire();
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    await this.loading;
+    await this.current?.retire();
+    this.current = undefined;
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * metadata.json, stored beside model.json and model.onnx in every final run: what a server
+ * needs to know to serve the model, and what a person needs to trust it.
+ */
+export interface ModelCard {
+  family: string;
+  objective: string;
+  params: Record<string, string | number>;
+  featureNames: string[];
+  featureSchemaVersion: number;
+  /** Normalised total gain per feature (sums to 1). */
+  featureImportance: Record<string, number>;
+  /** valid_*, test_*, test_nodate_*, split_a_test_* and gate figures. */
+  metrics: Record<string, number>;
+  rows: Record<string, number>;
+  windows: Record<string, string>;
+  dataFingerprint: string;
+  dataSource: string;
+  rounds: number;
+  xgboostVersion: string;
+  trainingSeconds: number;
+  jobId?: string;
+}
+
+export const ARTIFACT_NATIVE = "model.json";
+export const ARTIFACT_ONNX = "model.onnx";
+export const ARTIFACT_CARD = "metadata.json";
+export const ARTIFACT_REFERENCE = "reference.json";

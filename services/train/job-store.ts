@@ -1,0 +1,175 @@
+import { randomUUID } from "node:crypto";
+import type { Database } from "../storage/database.js";
+
+export type JobState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export const TERMINAL: readonly JobState[] = ["succeeded", "failed", "cancelled"];
+
+/** What a caller asked for; stored with the job so that a restart can run it again. */
+export interface TrainingRequest {
+  experiment: string;
+  families: string[];
+  objectives: string[];
+  paramOverrides: Record<string, string>;
+  trials?: number;
+  /** Labelled hours used: [dataFrom, dataUntil), YYYY-MM-DD. */
+  dataFrom?: string;
+  dataUntil?: string;
+  reason: string;
+}
+
+export interface JobRecord {
+  id: string;
+  state: JobState;
+  stage: string;
+  progress: number;
+  reason: string;
+  request: TrainingRequest;
+  createdAt: Date;
+  startedAt?: Date;
+  finishedAt?: Date;
+  error?: string;
+  runId?: string;
+  modelVersion?: string;
+  promoted: boolean;
+  requestedBy: string;
+  idempotencyKey?: string;
+  attempts: number;
+}
+
+type Row = Record<string, unknown>;
+
+function fromRow(r: Row): JobRecord {
+  const opt = <T>(v: unknown) => (v === null || v === undefined ? undefined : (v as T));
+  const date = (v: unknown) => (v === null || v === undefined ? undefined : new Date(String(v)));
+  return {
+    id: String(r.id),
+    state: r.state as JobState,
+    stage: String(r.stage),
+    progress: Number(r.progress),
+    reason: String(r.reason),
+    request: JSON.parse(String(r.request)) as TrainingRequest,
+    createdAt: new Date(String(r.created_at)),
+    startedAt: date(r.started_at),
+    finishedAt: date(r.finished_at),
+    error: opt<string>(r.error),
+    runId: opt<string>(r.run_id),
+    modelVersion: opt<string>(r.model_version),
+    promoted: Boolean(r.promoted),
+    requestedBy: String(r.requested_by),
+    idempotencyKey: opt<string>(r.idempotency_key),
+    attempts: Number(r.attempts),
+  };
+}
+
+const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at,
+  strftime(started_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS started_at, strftime(finished_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS finished_at,
+  error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts`;
+
+/** Training jobs, persisted so that an accepted job survives a crash or restart. */
+export class JobStore {
+  private constructor(private readonly db: Database) {}
+
+  static async open(db: Database): Promise<JobStore> {
+    await db.run(`CREATE TABLE IF NOT EXISTS jobs (
+      id VARCHAR PRIMARY KEY,
+      state VARCHAR NOT NULL,
+      stage VARCHAR NOT NULL,
+      progress DOUBLE NOT NULL,
+      reason VARCHAR NOT NULL,
+      request VARCHAR NOT NULL,
+      created_at TIMESTAMP NOT NULL,
+      started_at TIMESTAMP,
+      finished_at TIMESTAMP,
+      error VARCHAR,
+      run_id VARCHAR,
+      model_version VARCHAR,
+      promoted BOOLEAN NOT NULL,
+      requested_by VARCHAR NOT NULL,
+      idempotency_key VARCHAR UNIQUE,
+      attempts INTEGER NOT NULL
+    )`);
+    return new JobStore(db);
+  }
+
+  /** A new queued job, or the existing one when the idempotency key was seen before. */
+  async create(
+    request: TrainingRequest,
+    requestedBy: string,
+    idempotencyKey?: string,
+  ): Promise<{ job: JobRecord; created: boolean }> {
+    return this.db.transaction(async (tx) => {
+      if (idempotencyKey) {
+        const [existing] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE idempotency_key = $1`, [
+          idempotencyKey,
+        ]);
+        if (existing) return { job: fromRow(existing), created: false };
+      }
+      const id = randomUUID();
+      await tx.run(
+        `INSERT INTO jobs VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, NULL, NULL, NULL, NULL, NULL, false, $4, $5, 0)`,
+        [id, request.reason, JSON.stringify(request), requestedBy, idempotencyKey || null],
+      );
+      const [row] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
+      return { job: fromRow(row as Row), created: true };
+    });
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const [row] = await this.db.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
+    return row ? fromRow(row) : undefined;
+  }
+
+  async list(options: { state?: JobState; limit: number; offset: number }): Promise<JobRecord[]> {
+    const where = options.state ? "WHERE state = $3" : "";
+    const params: unknown[] = [options.limit, options.offset];
+    if (options.state) params.push(options.state);
+    const rows = await this.db.all(
+      `SELECT ${COLUMNS} FROM jobs ${where} ORDER BY created_at DESC, id LIMIT $1 OFFSET $2`,
+      params,
+    );
+    return rows.map(fromRow);
+  }
+
+  async markRunning(id: string): Promise<void> {
+    await this.db.run(
+      `UPDATE jobs SET state = 'running', stage = 'starting', started_at = now()::TIMESTAMP, attempts = attempts + 1 WHERE id = $1`,
+      [id],
+    );
+  }
+
+  async progress(id: string, stage: string, progress: number): Promise<void> {
+    await this.db.run(`UPDATE jobs SET stage = $2, progress = $3 WHERE id = $1`, [id, stage, progress]);
+  }
+
+  async finish(
+    id: string,
+    state: "succeeded" | "failed" | "cancelled",
+    result: { error?: string; runId?: string; modelVersion?: string; promoted?: boolean } = {},
+  ): Promise<void> {
+    await this.db.run(
+      `UPDATE jobs SET state = $2, stage = $2, progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END,
+         finished_at = now()::TIMESTAMP, error = $3, run_id = coalesce($4, run_id), model_version = $5, promoted = $6
+       WHERE id = $1`,
+      [
+        id,
+        state,
+        result.error ?? null,
+        result.runId ?? null,
+        result.modelVersion ?? null,
+        result.promoted ?? false,
+      ],
+    );
+  }
+
+  async requeue(id: string): Promise<void> {
+    await this.db.run(`UPDATE jobs SET state = 'queued', stage = 'queued' WHERE id = $1`, [id]);
+  }
+
+  /** Jobs a previous process accepted but did not finish; they are queued again, in order. */
+  async unfinished(): Promise<JobRecord[]> {
+    const rows = await this.db.all(
+      `SELECT ${COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at, id`,
+    );
+    return rows.map(fromRow);
+  }
+}

@@ -1,0 +1,228 @@
+import { create } from "@bufbuild/protobuf";
+import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
+import {
+  type Job,
+  JobSchema,
+  JobState,
+  Objective,
+  type TrainService,
+} from "../../gen/bikeshare/v1/train_pb.js";
+import type { JobQueue } from "../../pipelines/jobs/queue.js";
+import { actorOf } from "../auth/principal.js";
+import { invalidArgument } from "../predict/predict-service.js";
+import type { JobEvents } from "./job-events.js";
+import { type JobRecord, type JobStore, TERMINAL, type TrainingRequest } from "./job-store.js";
+
+const FAMILY_NAMES: Record<number, string> = {
+  [ModelFamily.GBTREE]: "gbtree",
+  [ModelFamily.RANDOM_FOREST]: "random_forest",
+  [ModelFamily.LINEAR]: "linear",
+};
+const OBJECTIVE_NAMES: Record<number, string> = {
+  [Objective.SQUARED_ERROR]: "squared_error",
+  [Objective.POISSON]: "poisson",
+  [Objective.TWEEDIE]: "tweedie",
+};
+const STATE: Record<JobRecord["state"], JobState> = {
+  queued: JobState.QUEUED,
+  running: JobState.RUNNING,
+  succeeded: JobState.SUCCEEDED,
+  failed: JobState.FAILED,
+  cancelled: JobState.CANCELLED,
+};
+const STATE_NAME = Object.fromEntries(Object.entries(STATE).map(([k, v]) => [v, k])) as Record<
+  JobState,
+  JobRecord["state"]
+>;
+const MAX_TRIALS = 200;
+
+export function jobToProto(job: JobRecord): Job {
+  const ts = (d?: Date) => (d ? timestampFromDate(d) : undefined);
+  return create(JobSchema, {
+    id: job.id,
+    state: STATE[job.state],
+    stage: job.stage,
+    progress: job.progress,
+    reason: job.reason,
+    createdAt: ts(job.createdAt),
+    startedAt: ts(job.startedAt),
+    finishedAt: ts(job.finishedAt),
+    error: job.error ?? "",
+    runId: job.runId ?? "",
+    modelVersion: job.modelVersion ?? "",
+    promoted: job.promoted,
+    requestedBy: job.requestedBy,
+  });
+}
+
+const isoDay = (t: Timestamp) => timestampDate(t).toISOString().slice(0, 10);
+
+export interface TrainServiceDeps {
+  jobs: JobStore;
+  queue: JobQueue;
+  events: JobEvents;
+  defaultExperiment: string;
+}
+
+export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<typeof TrainService>> {
+  const { jobs, queue, events } = deps;
+  const requireJob = async (jobId: string) => {
+    if (jobId === "")
+      throw invalidArgument([{ field: "job_id", type: "missing", description: "is required" }]);
+    const job = await jobs.get(jobId);
+    if (!job) throw new ConnectError(`no training job ${jobId}`, Code.NotFound);
+    return job;
+  };
+
+  return {
+    async startTraining(req, ctx) {
+      const violations: { field: string; type: "range"; description: string }[] = [];
+      const families = req.families.map((f, i) => {
+        const name = FAMILY_NAMES[f];
+        if (!name)
+          violations.push({
+            field: `families[${i}]`,
+            type: "range",
+            description: "must be GBTREE, RANDOM_FOREST or LINEAR",
+          });
+        return name ?? "";
+      });
+      const objectives = req.objectives.map((o, i) => {
+        const name = OBJECTIVE_NAMES[o];
+        if (!name)
+          violations.push({
+            field: `objectives[${i}]`,
+            type: "range",
+            description: "must be SQUARED_ERROR, POISSON or TWEEDIE",
+          });
+        return name ?? "";
+      });
+      if (req.searchTrials > MAX_TRIALS) {
+        violations.push({
+          field: "search_trials",
+          type: "range",
+          description: `must be at most ${MAX_TRIALS}, got ${req.searchTrials}`,
+        });
+      }
+      for (const key of Object.keys(req.paramOverrides)) {
+        if (!/^[a-z_][a-z0-9_]*$/.test(key)) {
+          violations.push({
+            field: `param_overrides[${JSON.stringify(key)}]`,
+            type: "range",
+            description: "must be an XGBoost parameter name (lowercase letters, digits, _)",
+          });
+        }
+      }
+      const dataFrom = req.dataFrom ? isoDay(req.dataFrom) : undefined;
+      const dataUntil = req.dataUntil ? isoDay(req.dataUntil) : undefined;
+      if (dataFrom && dataUntil && dataFrom >= dataUntil) {
+        violations.push({
+          field: "data_until",
+          type: "range",
+          description: `must be after data_from (${dataFrom}), got ${dataUntil}`,
+        });
+      }
+      if (violations.length > 0) throw invalidArgument(violations);
+
+      const request: TrainingRequest = {
+        experiment: req.experiment || deps.defaultExperiment,
+        families: [...new Set(families)],
+        objectives: [...new Set(objectives)],
+        paramOverrides: req.paramOverrides,
+        ...(req.searchTrials > 0 ? { trials: req.searchTrials } : {}),
+        ...(dataFrom ? { dataFrom } : {}),
+        ...(dataUntil ? { dataUntil } : {}),
+        reason: req.reason || "manual",
+      };
+      const { job, created } = await jobs.create(
+        request,
+        actorOf(ctx.values),
+        req.idempotencyKey || undefined,
+      );
+      if (created) {
+        events.publish({
+          jobId: job.id,
+          state: "queued",
+          stage: "queued",
+          message: `queued: ${request.reason}`,
+          time: new Date(),
+        });
+        await queue.enqueue(job.id);
+      }
+      return { job: jobToProto(job) };
+    },
+
+    async getJob(req) {
+      return { job: jobToProto(await requireJob(req.jobId)) };
+    },
+
+    async *watchJob(req, ctx) {
+      const job = await requireJob(req.jobId);
+      if (TERMINAL.includes(job.state)) {
+        // Finished before this process started: its live events are gone, its outcome is not.
+        yield {
+          jobId: job.id,
+          state: STATE[job.state],
+          stage: job.stage,
+          message: job.error || job.state,
+          time: timestampFromDate(job.finishedAt ?? new Date()),
+        };
+        return;
+      }
+      for await (const e of events.watch(job.id, ctx.signal)) {
+        yield {
+          jobId: e.jobId,
+          state: STATE[e.state],
+          stage: e.stage,
+          candidate: e.candidate ?? "",
+          round: e.round ?? 0,
+          trainMetric: e.trainMetric ?? 0,
+          validMetric: e.validMetric ?? 0,
+          message: e.message,
+          time: timestampFromDate(e.time),
+        };
+      }
+    },
+
+    async listJobs(req) {
+      const limit = req.pageSize === 0 ? 50 : Math.min(req.pageSize, 500);
+      const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
+      if (!Number.isInteger(offset) || offset < 0) {
+        throw invalidArgument([
+          { field: "page_token", type: "range", description: "is not a token returned by ListJobs" },
+        ]);
+      }
+      const state = req.state === JobState.UNSPECIFIED ? undefined : STATE_NAME[req.state];
+      const list = await jobs.list({ ...(state ? { state } : {}), limit: limit + 1, offset });
+      return {
+        jobs: list.slice(0, limit).map(jobToProto),
+        nextPageToken: list.length > limit ? String(offset + limit) : "",
+      };
+    },
+
+    async cancelJob(req) {
+      const job = await requireJob(req.jobId);
+      if (TERMINAL.includes(job.state)) {
+        throw new ConnectError(
+          `job ${job.id} has already ${job.state === "cancelled" ? "been cancelled" : job.state}`,
+          Code.FailedPrecondition,
+        );
+      }
+      const wasQueued = job.state === "queued";
+      queue.cancel(job.id);
+      if (wasQueued) {
+        await jobs.finish(job.id, "cancelled", { error: req.reason || "cancelled before it started" });
+        events.publish({
+          jobId: job.id,
+          state: "cancelled",
+          stage: "cancelled",
+          message: "cancelled",
+          time: new Date(),
+        });
+      }
+      return { job: jobToProto(await requireJob(job.id)) };
+    },
+  };
+}

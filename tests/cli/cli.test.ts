@@ -1,0 +1,90 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const CLI = join(import.meta.dirname, "../../cli/bikeshare.ts");
+let t: TestServer;
+
+beforeAll(async () => {
+  t = await startTestServer();
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+function run(
+  args: string[],
+  token = t.tokens.admin,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+      env: { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: token },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on("error", reject);
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe("bikeshare CLI", () => {
+  it("trains through the server with progress, then lists, searches and promotes", async () => {
+    const trained = await run(
+      ["train", "--families", "gbtree", "--trials", "0", "--reason", "cli test"],
+      t.tokens.trainer,
+    );
+    expect(trained.code).toBe(0);
+    expect(trained.stderr).toContain("[load]");
+    expect(trained.stdout).toMatch(/version 2 registered/);
+
+    const list = await run(["models", "list", "--json"], t.tokens.reader);
+    expect(list.code).toBe(0);
+    const versions = JSON.parse(list.stdout) as { version: string; aliases?: string[] }[];
+    expect(versions.map((v) => v.version)).toEqual(["1", "2"]);
+
+    const table = await run(["models", "list"], t.tokens.reader);
+    expect(table.stdout.split("\n")[0]).toMatch(/^version\s+aliases\s+created\s+test_rmse/);
+
+    const search = await run(
+      ["runs", "search", "tags.role = 'final' and metrics.test_rmse > 0", "--json"],
+      t.tokens.reader,
+    );
+    expect(search.code).toBe(0);
+    expect((JSON.parse(search.stdout) as unknown[]).length).toBe(2);
+
+    const promoted = await run(["models", "promote", "2", "--reason", "cli test", "--force"]);
+    expect(promoted.code).toBe(0);
+    expect(promoted.stdout).toMatch(/production: 1 -> 2/);
+    const history = await run(["models", "history", "--alias", "production", "--json"], t.tokens.reader);
+    expect((JSON.parse(history.stdout) as { toVersion: string; actor: string }[]).at(-1)).toMatchObject({
+      toVersion: "2",
+      actor: "test-admin",
+    });
+  });
+
+  it("fails with a clear message and a non-zero exit code", async () => {
+    const badFilter = await run(["runs", "search", "metrics.rmse lt 60"], t.tokens.reader);
+    expect(badFilter.code).toBe(1);
+    expect(badFilter.stderr).toContain("position");
+
+    const noReason = await run(["models", "promote", "1"]);
+    expect(noReason.code).toBe(2);
+    expect(noReason.stderr).toContain("--reason");
+
+    const denied = await run(["models", "promote", "1", "--reason", "x"], t.tokens.reader);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain("PermissionDenied");
+    expect(denied.stderr).not.toContain(t.tokens.reader);
+
+    const unknown = await run(["frobnicate"]);
+    expect(unknown.code).toBe(2);
+  });
+});

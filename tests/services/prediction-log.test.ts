@@ -1,0 +1,132 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PredictionLog } from "../../services/monitor/prediction-log.js";
+import { Database } from "../../services/storage/database.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const RECORD = {
+  season: 1,
+  yr: 0,
+  mnth: 1,
+  hr: 0,
+  holiday: 0,
+  weekday: 6,
+  workingday: 0,
+  weathersit: 1,
+  temp: 0.24,
+  atemp: 0.2879,
+  hum: 0.81,
+  windspeed: 0,
+};
+
+describe("prediction log buffer", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "bikeshare-plog-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("never blocks, counts what overflows the bounded buffer, and flushes the rest on close", async () => {
+    const db = await Database.open(join(dir, "a.duckdb"));
+    let droppedSeen = 0;
+    const log = await PredictionLog.open(db, {
+      capacity: 100,
+      batchSize: 1000,
+      flushIntervalMs: 60_000,
+      onDropped: (n) => (droppedSeen += n),
+    });
+    const started = performance.now();
+    for (let i = 0; i < 150; i++) {
+      log.log({
+        requestId: `r${i}`,
+        row: 0,
+        modelVersion: "1",
+        record: RECORD,
+        prediction: i,
+        servedAt: Date.now(),
+        ...(i % 2 ? { hourStart: Date.UTC(2012, 0, 1, i % 24) } : {}),
+      });
+    }
+    expect(performance.now() - started).toBeLessThan(50);
+    expect(log.dropped).toBe(50);
+    expect(droppedSeen).toBe(50);
+    await log.close();
+    const [row] = await db.all<{ n: number; hours: number }>(
+      `SELECT count(*)::INTEGER AS n, count(hour)::INTEGER AS hours FROM predictions`,
+    );
+    expect(row).toEqual({ n: 100, hours: 50 });
+    await db.close();
+  });
+});
+
+describe("prediction log under load", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it("logs ≥ 99.9% of predictions at ≥ 1,000 req/s for 30 s with no failed request", async () => {
+    const body = JSON.stringify(RECORD);
+    const report = await new Promise<{
+      requests: { total: number };
+      non2xx: number;
+      errors: number;
+      timeouts: number;
+      duration: number;
+      "2xx": number;
+    }>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [
+          join(import.meta.dirname, "../../node_modules/autocannon/autocannon.js"),
+          "--json",
+          "-c",
+          "8",
+          "-d",
+          "30",
+          "-R",
+          "1100",
+          "-m",
+          "POST",
+          "-H",
+          "content-type=application/json",
+          "-b",
+          body,
+          `${t.baseUrl}/predict`,
+        ],
+        { stdio: ["ignore", "pipe", "ignore"] },
+      );
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      child.on("error", reject);
+      child.on("exit", (code) =>
+        code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`autocannon exited ${code}`)),
+      );
+    });
+    expect(report.errors + report.timeouts + report.non2xx).toBe(0);
+    expect(report["2xx"] / report.duration).toBeGreaterThanOrEqual(1000);
+
+    const metrics = async () => {
+      const text = await (await fetch(`${t.baseUrl}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+      return {
+        written: value("bikeshare_prediction_log_written_total"),
+        dropped: value("bikeshare_prediction_log_dropped_total"),
+      };
+    };
+    await expect
+      .poll(async () => (await metrics()).written, { timeout: 10_000 })
+      .toBeGreaterThanOrEqual(0.999 * report["2xx"]);
+    expect((await metrics()).dropped).toBeLessThanOrEqual(0.001 * report["2xx"]);
+  }, 120_000);
+});

@@ -1,0 +1,88 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { type Browser, chromium } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
+import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
+import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+let t: TestServer;
+let browser: Browser;
+let profile: string;
+
+beforeAll(async () => {
+  t = await startTestServer();
+  profile = await mkdtemp(join(tmpdir(), "bikeshare-chromium-"));
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile}`,
+    ],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  await t?.stop();
+  await rm(profile, { recursive: true, force: true });
+});
+
+describe("HTML drift report in a real browser", () => {
+  it("renders a reference-vs-current chart with visible bars for every feature", async () => {
+    const rows = readHourCsvRecords().filter(
+      (r) => (r.dteday as string) >= "2012-10-01" && (r.dteday as string) < "2012-10-08",
+    );
+    const transport = createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1" });
+    await createClient(PredictService, transport).predictBatch({
+      rows: rows.map((r) => ({
+        ...Object.fromEntries(MODEL_FIELDS.map((f) => [f, r[f] as number])),
+        hour: timestampFromMs(instantOfLocalHour(dayNumber(r.dteday as string), r.hr as number).getTime()),
+      })),
+    });
+    const monitor = createClient(MonitorService, transport);
+    const window = {
+      from: timestampFromMs(instantOfLocalHour(dayNumber("2012-10-01"), 0).getTime()),
+      to: timestampFromMs(instantOfLocalHour(dayNumber("2012-10-08"), 0).getTime()),
+    };
+    const { report } = await monitor.getDriftReport(
+      { window },
+      { headers: { authorization: `Bearer ${t.tokens.reader}` } },
+    );
+
+    const page = await browser.newPage();
+    const response = await page.goto(`${t.baseUrl}${report?.htmlPath}`);
+    expect(response?.status()).toBe(200);
+    const charts = page.locator("svg.chart");
+    expect(await charts.count()).toBe((report?.features.length ?? 0) + 1);
+    // Every chart is laid out with a real size and draws bars of both series.
+    for (const chart of await charts.all()) {
+      const box = await chart.boundingBox();
+      expect(box?.width).toBeGreaterThan(300);
+      expect(box?.height).toBeGreaterThan(100);
+      expect(await chart.locator("rect.ref").count()).toBeGreaterThan(0);
+      expect(await chart.locator("rect.cur").count()).toBeGreaterThan(0);
+    }
+    const heights = await page
+      .locator("rect.cur")
+      .evaluateAll((rects) =>
+        rects.map((r) => (r as unknown as { getBBox(): { height: number } }).getBBox().height),
+      );
+    expect(heights.some((h) => h > 5)).toBe(true);
+    expect(await page.locator("h1").textContent()).toBe("Drift report");
+    await page.screenshot({ path: join(profile, "report.png"), fullPage: true });
+    await page.close();
+  });
+});
