@@ -1,4 +1,4 @@
-.PHONY: setup start train test lint format generate bench build clean
+.PHONY: setup start test lint format generate bench replay build clean
 
 setup:
 	@bash scripts/setup.sh
@@ -9,9 +9,6 @@ build: setup
 ## Trains a model on the shipped data if none is registered, then serves on $PORT (default 8080).
 start: build
 	@node dist/cli/bikeshare.js serve
-
-train: build
-	@node dist/cli/bikeshare.js train
 
 ## The whole suite: lint, typecheck, buf lint, generated-code check, unit and integration tests.
 test: setup
@@ -32,3 +29,7 @@ bench: build
 
 clean:
 	rm -rf dist core/xgboost/build bench/out
+
+## Replays 2012 through fresh servers with and without automatic retraining; writes docs/replay/.
+replay: build
+	@node dist/cli/bikeshare.js replay --out docs/replay

@@ -259,7 +259,8 @@ async function actuals(
 
 async function replayCommand(values: Record<string, string | boolean | undefined>): Promise<number> {
   const config = configFromEnv();
-  const log = createLogger({ service: "bikeshare-replay" }, "warn");
+  // The replay prints its own progress; the servers it runs only report errors.
+  const log = createLogger({ service: "bikeshare-replay" }, "error");
   const started = performance.now();
   const summary = await replayComparison({
     dataPath: config.dataPath,

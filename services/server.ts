@@ -102,7 +102,8 @@ export async function startServer(
   });
   metrics.trackQueueDepth("prediction_log", () => predictionLog.depth);
   const reports = await DriftReports.open(db, registry);
-  const alerts = await AlertStore.open(db);
+  // Drift and accuracy problems persist for days: one alert per rule and version a day is enough.
+  const alerts = await AlertStore.open(db, { cooldownMs: 24 * 3_600_000 });
   const smtp = smtpFromEnv();
   const notifier = smtp ? new Notifier(smtp, log) : undefined;
   if (!notifier) log.info("e-mail notifications are off: SMTP_HOST is not set");

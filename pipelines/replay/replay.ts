@@ -53,6 +53,15 @@ async function waitForJob(train: ReplayClients["train"], jobId: string) {
   return job;
 }
 
+async function waitForServing(predict: ReplayClients["predict"], version: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await predict.getModelInfo({})).model?.version !== version) {
+    if (Date.now() > deadline)
+      throw new Error(`the server did not start serving version ${version} within 30 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /**
  * Replays labelled hours in order through a running server, one day at a time: the day's
  * forecasts (with each hour's timestamp), then its actuals, then the day's monitoring check,
@@ -68,7 +77,11 @@ export async function replay(clients: ReplayClients, options: ReplayOptions): Pr
     byDay.set(d, list);
   });
 
+  // The initial model uses the same quick recipe as automatic retrainings (one gradient-boosted
+  // candidate, no search), so that both replays start from the same model within the time budget.
   const initial = await clients.train.startTraining({
+    families: [ModelFamily.GBTREE],
+    searchTrials: 0,
     dataUntil: timestampFromMs(Date.parse(`${nextDay(options.trainUntil)}T00:00:00Z`)),
     reason: `replay: initial model on data until ${options.trainUntil}`,
   });
@@ -82,6 +95,7 @@ export async function replay(clients: ReplayClients, options: ReplayOptions): Pr
     reason: "replay: initial model",
     force: true,
   });
+  await waitForServing(clients.predict, initialJob.modelVersion);
 
   const results: DayResult[] = [];
   for (let date = options.from; date <= options.to; date = nextDay(date)) {
@@ -122,6 +136,8 @@ export async function replay(clients: ReplayClients, options: ReplayOptions): Pr
       if (job?.state === JobState.SUCCEEDED) {
         day.registered = job.modelVersion;
         day.promoted = job.promoted;
+        // The server swaps models asynchronously; tomorrow's forecasts must come from the promoted one.
+        if (job.promoted) await waitForServing(clients.predict, job.modelVersion);
       }
     }
     results.push(day);

@@ -20,8 +20,14 @@ export interface MonitorPolicy {
   minDriftRows: number;
   /** Rules whose violation starts a retraining. */
   retrainOn: AlertRule[];
-  /** Shortest time between two automatic retrainings. */
+  /**
+   * A retraining starts only when the production model's data ends at least this long before
+   * the check: the challenger then holds out the most recent `retrainTestDays` (which the champion
+   * has not seen either) to be judged on, and has `retrainValidDays` more of new data to learn from.
+   */
   retrainCooldownMs: number;
+  retrainValidDays: number;
+  retrainTestDays: number;
   /** Families and search trials of automatic retrainings (kept small: they run while serving). */
   retrainFamilies: string[];
   retrainTrials: number;
@@ -35,6 +41,8 @@ export const DEFAULT_MONITOR_POLICY: MonitorPolicy = {
   minDriftRows: 48,
   retrainOn: ["live_rmse", "dataset_drift"],
   retrainCooldownMs: 28 * 24 * 3_600_000,
+  retrainValidDays: 14,
+  retrainTestDays: 14,
   retrainFamilies: ["gbtree"],
   retrainTrials: 0,
   thresholds: {},
@@ -188,6 +196,8 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
           paramOverrides: {},
           trials: policy.retrainTrials,
           dataUntil: isoDay(now),
+          validDays: policy.retrainValidDays,
+          testDays: policy.retrainTestDays,
           reason: `auto: ${trigger.rule === "live_rmse" ? "performance" : "drift"} — ${trigger.message}`,
         },
         "monitor",

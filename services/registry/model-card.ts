@@ -14,6 +14,8 @@ export interface ModelCard {
   metrics: Record<string, number>;
   rows: Record<string, number>;
   windows: Record<string, string>;
+  /** First day the model has not been fitted on (YYYY-MM-DD): later days are out of sample for it. */
+  dataUntil: string;
   dataFingerprint: string;
   dataSource: string;
   rounds: number;

@@ -14,6 +14,9 @@ export interface TrainingRequest {
   /** Labelled hours used: [dataFrom, dataUntil), YYYY-MM-DD. */
   dataFrom?: string;
   dataUntil?: string;
+  /** Days held out at the end of the data for validation and for the test (defaults: 62 and 122, split T). */
+  validDays?: number;
+  testDays?: number;
   reason: string;
 }
 

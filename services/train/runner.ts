@@ -15,6 +15,7 @@ import {
   type PreparedData,
   prepareData,
 } from "../../pipelines/training/candidates.js";
+import { windowSplit } from "../../pipelines/training/splits.js";
 import type { Logger } from "../observability/log.js";
 import {
   ARTIFACT_CARD,
@@ -136,12 +137,15 @@ export async function runTrainingJob(
 
     await stage("load", 0.02, `reading ${ctx.dataPath}`);
     const data = windowOf(await loadHourly(ctx.dataPath), request.dataFrom, request.dataUntil);
-    const prepared = prepareData(
-      data,
-      request.dataFrom || request.dataUntil
-        ? { from: request.dataFrom, until: request.dataUntil }
-        : undefined,
-    );
+    const window = {
+      ...(request.dataFrom ? { from: request.dataFrom } : {}),
+      ...(request.dataUntil ? { until: request.dataUntil } : {}),
+      ...(request.validDays ? { validDays: request.validDays } : {}),
+      ...(request.testDays ? { testDays: request.testDays } : {}),
+    };
+    const prepared = prepareData(data, window);
+    // The final model is fitted on train + valid: the test window is the first data it has not seen.
+    const fittedUntil = windowSplit(data, window).bounds.testFrom;
     const specs = candidateSpecs({
       families: request.families.length > 0 ? (request.families as Family[]) : undefined,
       objectives: request.objectives.length > 0 ? (request.objectives as ObjectiveName[]) : undefined,
@@ -238,6 +242,7 @@ export async function runTrainingJob(
       metrics,
       rows: prepared.rows,
       windows: prepared.windows,
+      dataUntil: fittedUntil,
       dataFingerprint: data.fingerprint,
       dataSource: ctx.dataPath,
       rounds: final.rounds,
