@@ -1,2 +1,3 @@
+export * from "./calendar.js";
 export * from "./features.js";
 export * from "./schema.js";

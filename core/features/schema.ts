@@ -3,6 +3,7 @@
  * One table of field specs drives both validation paths (one record, or columns of many),
  * so an online request and a batch file are held to exactly the same rules.
  */
+import { civilDate, localDayAndHour } from "./calendar.js";
 
 export type RawField =
   | "season"
@@ -51,10 +52,24 @@ export const RAW_FIELD_NAMES: readonly RawField[] = RAW_FIELDS.map((f) => f.name
 
 const SPEC_BY_NAME = new Map<string, FieldSpec>(RAW_FIELDS.map((f) => [f.name, f]));
 
-export type RawRecord = Record<RawField, number>;
+/** The optional key of a request that carries the start of the hour as an ISO-8601 instant. */
+export const TIMESTAMP_FIELD = "timestamp";
 
-/** Columnar raw data: one array per field, all of the same length. */
-export type RawColumns = Record<RawField, ArrayLike<number>> & { readonly length: number };
+/**
+ * `day` is the local calendar date of the hour in Washington, D.C. as a day number (days since
+ * 1970-01-01, see calendar.ts). It is known when the request carried a timestamp (or the batch a date),
+ * and absent otherwise: old clients send only the 12 fields, and the model must work without it.
+ */
+export type RawRecord = Record<RawField, number> & { day?: number };
+
+/**
+ * Columnar raw data: one array per field, all of the same length. `day` as in RawRecord; a missing
+ * column, or NaN in it, means the date of that row is unknown.
+ */
+export type RawColumns = Record<RawField, ArrayLike<number>> & {
+  readonly length: number;
+  readonly day?: ArrayLike<number>;
+};
 
 export interface FieldViolation {
   /** Field path, e.g. "hr" or "inputs[3].hr". */
@@ -62,7 +77,7 @@ export interface FieldViolation {
   /** What is wrong and what is allowed. */
   readonly description: string;
   /** Machine-readable reason, in the spirit of pydantic's error types. */
-  readonly type: "missing" | "type" | "range" | "integer" | "extra" | "object";
+  readonly type: "missing" | "type" | "range" | "integer" | "extra" | "object" | "mismatch";
 }
 
 export function allowedValues(spec: FieldSpec): string {
@@ -97,10 +112,84 @@ export type ValidationResult =
   | { readonly ok: true; readonly record: RawRecord }
   | { readonly ok: false; readonly violations: FieldViolation[] };
 
+// RFC 3339 / ISO-8601 date-time WITH an offset: without one, "2012-07-04T17:00" would be read in the
+// server's own time zone, so the same request would mean different hours on different machines.
+const ISO_INSTANT =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$/;
+
+/** Parses an ISO-8601 instant with an explicit offset; undefined when it is not one. */
+export function parseTimestamp(value: string): Date | undefined {
+  const m = ISO_INSTANT.exec(value);
+  if (m === null) return undefined;
+  const [y, mo, d, h, mi] = [1, 2, 3, 4, 5].map((k) => Number(m[k]));
+  // Date would roll impossible dates over (2012-02-30 → March 1st); refuse them instead.
+  const wall = new Date(0);
+  wall.setUTCFullYear(y as number, (mo as number) - 1, d);
+  if (
+    wall.getUTCMonth() !== (mo as number) - 1 ||
+    wall.getUTCDate() !== d ||
+    (h as number) > 23 ||
+    (mi as number) > 59
+  ) {
+    return undefined;
+  }
+  const date = new Date(value);
+  return Number.isFinite(date.getTime()) ? date : undefined;
+}
+
+/**
+ * The first year of the data: `yr` is year − 2011, and only 0 (2011) and 1 (2012) exist. For a date in
+ * another year `yr` is not checked against it: the model knows only two year levels, so a client
+ * forecasting 2013 or later must choose one (normally 1, the latest) — `yr` is then a model setting,
+ * not a fact about the date, and rejecting either choice would break clients that made the other.
+ */
+export const FIRST_DATA_YEAR = 2011;
+const LAST_DATA_YEAR = 2012;
+
+type DateFacts = { hour?: number; yr: number; year: number; mnth: number; weekday: number };
+
+/** The fields that contradict the date; `hr` only when `facts.hour` is given. */
+export function dateMismatches(
+  facts: DateFacts,
+  value: (field: "hr" | "yr" | "mnth" | "weekday") => number | undefined,
+): { field: "hr" | "yr" | "mnth" | "weekday"; expected: number; actual: number }[] {
+  const out: { field: "hr" | "yr" | "mnth" | "weekday"; expected: number; actual: number }[] = [];
+  const check = (field: "hr" | "yr" | "mnth" | "weekday", expected: number) => {
+    const actual = value(field);
+    if (actual !== undefined && !Number.isNaN(actual) && actual !== expected)
+      out.push({ field, expected, actual });
+  };
+  if (facts.hour !== undefined) check("hr", facts.hour);
+  check("weekday", facts.weekday);
+  check("mnth", facts.mnth);
+  if (facts.year >= FIRST_DATA_YEAR && facts.year <= LAST_DATA_YEAR) check("yr", facts.yr);
+  return out;
+}
+
+const WEEKDAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+
+function describeFact(field: "hr" | "yr" | "mnth" | "weekday", expected: number): string {
+  switch (field) {
+    case "hr":
+      return `${String(expected).padStart(2, "0")}:00`;
+    case "weekday":
+      return `a ${WEEKDAYS[expected]} (weekday ${expected})`;
+    case "mnth":
+      return `in month ${expected}`;
+    case "yr":
+      return `in ${FIRST_DATA_YEAR + expected} (yr ${expected})`;
+  }
+}
+
 /**
  * Validates one record from an untrusted source (JSON body, RPC message). Strict:
  * numbers must be JSON numbers (no "3" strings), unknown fields are rejected so a
  * misspelt field is not silently ignored, and every problem is reported, not just the first.
+ *
+ * One optional key beyond the 12 fields: `timestamp`, the start of the hour as an ISO-8601 instant
+ * with an offset ("2012-07-04T21:00:00Z"). When given, its date in Washington, D.C. becomes the
+ * record's `day` (for the date-derived features), and its local hour, weekday, month and year must
+ * agree with `hr`, `weekday`, `mnth` and `yr` (type "mismatch", reported on the field).
  */
 export function validateRecord(
   input: unknown,
@@ -146,12 +235,34 @@ export function validateRecord(
     else record[spec.name] = value;
   }
   for (const key of Object.keys(source)) {
-    if (!SPEC_BY_NAME.has(key) && !allowExtra.includes(key)) {
+    if (!SPEC_BY_NAME.has(key) && key !== TIMESTAMP_FIELD && !allowExtra.includes(key)) {
       violations.push({
         field: at(key),
         type: "extra",
-        description: `is not a known field; the fields are ${RAW_FIELD_NAMES.join(", ")}`,
+        description: `is not a known field; the fields are ${RAW_FIELD_NAMES.join(", ")} and the optional ${TIMESTAMP_FIELD}`,
       });
+    }
+  }
+  const stamp = source[TIMESTAMP_FIELD];
+  if (stamp !== undefined) {
+    const instant = typeof stamp === "string" ? parseTimestamp(stamp) : undefined;
+    if (instant === undefined) {
+      violations.push({
+        field: at(TIMESTAMP_FIELD),
+        type: "type",
+        description: `must be an ISO-8601 date-time with a UTC offset, e.g. "2012-07-04T21:00:00Z", got ${describe(stamp)}`,
+      });
+    } else {
+      const local = localDayAndHour(instant);
+      const shown = stamp as string;
+      for (const m of dateMismatches(local, (f) => record[f])) {
+        violations.push({
+          field: at(m.field),
+          type: "mismatch",
+          description: `must agree with the timestamp: ${shown} is ${describeFact(m.field, m.expected)} in Washington, D.C., but ${m.field} is ${m.actual}`,
+        });
+      }
+      record.day = local.day;
     }
   }
   return violations.length === 0 ? { ok: true, record } : { ok: false, violations };
@@ -162,9 +273,46 @@ export interface RowViolation extends FieldViolation {
   readonly row: number;
 }
 
-/** Validates columns of many rows; NaN marks a value that was missing or not a number in the source. */
+/**
+ * Validates columns of many rows; NaN marks a value that was missing or not a number in the source.
+ * A `day` column, when present, must hold integer day numbers (NaN = date unknown) whose weekday,
+ * month and year agree with the row's fields, as a timestamp must in validateRecord.
+ */
 export function validateColumns(columns: RawColumns): RowViolation[] {
   const violations: RowViolation[] = [];
+  const { day } = columns;
+  if (day !== undefined) {
+    if (day.length !== columns.length) {
+      throw new Error(`column day has ${day.length} values, expected ${columns.length}`);
+    }
+    for (let row = 0; row < columns.length; row++) {
+      const d = day[row] as number;
+      if (Number.isNaN(d)) continue;
+      if (!Number.isInteger(d)) {
+        violations.push({
+          row,
+          field: "day",
+          type: "integer",
+          description: `must be a day number, got ${d}`,
+        });
+        continue;
+      }
+      const c = civilDate(d);
+      const facts = { year: c.year, yr: c.year - FIRST_DATA_YEAR, mnth: c.month, weekday: c.weekday };
+      const valid = (f: RawField) => {
+        const v = columns[f][row] as number;
+        return checkValue(SPEC_BY_NAME.get(f) as FieldSpec, v) === undefined ? v : undefined;
+      };
+      for (const m of dateMismatches(facts, valid)) {
+        violations.push({
+          row,
+          field: m.field,
+          type: "mismatch",
+          description: `must agree with the date of the row: ${describeFact(m.field, m.expected)}, but ${m.field} is ${m.actual}`,
+        });
+      }
+    }
+  }
   for (const spec of RAW_FIELDS) {
     const column = columns[spec.name];
     if (column.length !== columns.length) {

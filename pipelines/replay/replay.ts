@@ -4,6 +4,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import { dayNumber, instantOfLocalHour, RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { rmse } from "../../core/metrics/index.js";
+import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import type { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import type { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import type { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
