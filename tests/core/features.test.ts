@@ -1,11 +1,19 @@
 import { describe, expect, it } from "vitest";
 import {
+  DATE_FEATURE_NAMES,
+  dayColumn,
+  dayNumber,
   FEATURE_NAMES,
+  FEATURE_SCHEMA_VERSION,
   featureMatrix,
   featuresOfRecord,
+  instantOfLocalHour,
   NUM_FEATURES,
   RAW_FIELD_NAMES,
+  recordsToColumns,
+  validateColumns,
   validateRecord,
+  withDays,
 } from "../../core/features/index.js";
 import { loadHourly } from "../../pipelines/data/hourly.js";
 import { HOUR_CSV, modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
@@ -45,11 +53,138 @@ describe("feature definition", () => {
     expect(mismatches).toBe(0);
   });
 
-  it("puts the raw fields first in schema order, then the derived working-day hour", () => {
+  it("gives identical features through both paths when each JSON record also carries its timestamp", async () => {
+    const batch = await loadHourly(HOUR_CSV);
+    const matrix = featureMatrix(withDays(batch.columns, dayColumn(batch.dteday)));
+    const rows = readHourCsvRecords();
+    let mismatches = 0;
+    let withDate = 0;
+    rows.forEach((row, i) => {
+      const timestamp = instantOfLocalHour(dayNumber(row.dteday as string), row.hr as number).toISOString();
+      const body = JSON.parse(JSON.stringify({ ...modelInput(row), timestamp }));
+      const result = validateRecord(body);
+      if (!result.ok) throw new Error(`row ${i}: ${JSON.stringify(result.violations)}`);
+      const online = featuresOfRecord(result.record);
+      for (let f = 0; f < NUM_FEATURES; f++) {
+        if (!Object.is(online[f], matrix[i * NUM_FEATURES + f])) mismatches++;
+      }
+      if (!Number.isNaN(online[FEATURE_NAMES.indexOf("days_to_holiday")] as number)) withDate++;
+    });
+    expect(mismatches).toBe(0);
+    expect(withDate).toBe(17_379);
+  });
+
+  it("puts the raw fields first in schema order, then the derived working-day hour, then the date features", () => {
+    expect(FEATURE_SCHEMA_VERSION).toBe(2);
     expect(FEATURE_NAMES.slice(0, 12)).toEqual(RAW_FIELD_NAMES);
+    expect(FEATURE_NAMES.slice(12)).toEqual(["workingday_hr", ...DATE_FEATURE_NAMES]);
     const f = featuresOfRecord({ ...VALID, workingday: 1, hr: 17 });
     expect(f[FEATURE_NAMES.indexOf("workingday_hr")]).toBe(41);
     expect(f[FEATURE_NAMES.indexOf("temp")]).toBe(Math.fround(0.24));
+  });
+
+  it("leaves the date features NaN without a date, and caps holiday distances at a week", () => {
+    const none = featuresOfRecord(VALID);
+    for (const name of DATE_FEATURE_NAMES) expect(none[FEATURE_NAMES.indexOf(name)], name).toBeNaN();
+    const at = (date: string) => {
+      const f = featuresOfRecord({ ...VALID, day: dayNumber(date) });
+      return DATE_FEATURE_NAMES.map((n) => f[FEATURE_NAMES.indexOf(n)]);
+    };
+    expect(at("2012-11-23")).toEqual([7, 1, 0]); // the day after Thanksgiving
+    expect(at("2012-11-21")).toEqual([1, 7, 0]); // the day before
+    expect(at("2012-12-24")).toEqual([1, 7, 1]); // Christmas Eve, in the year-end break
+    expect(at("2012-08-15")).toEqual([7, 7, 0]); // far from any holiday
+    // A day column with NaN for unknown dates, as recordsToColumns builds it.
+    const columns = recordsToColumns([VALID, { ...VALID, day: dayNumber("2012-11-23") }]);
+    expect(Array.from(columns.day ?? [])).toEqual([Number.NaN, dayNumber("2012-11-23")]);
+  });
+});
+
+describe("timestamps", () => {
+  const JULY_4 = {
+    ...VALID,
+    season: 3,
+    yr: 1,
+    mnth: 7,
+    hr: 17,
+    holiday: 1,
+    weekday: 3,
+    workingday: 0,
+  };
+
+  it("accepts a timestamp that agrees with the fields and sets the local day", () => {
+    const r = validateRecord({ ...JULY_4, timestamp: "2012-07-04T21:00:00Z" });
+    expect(r).toEqual({ ok: true, record: { ...JULY_4, day: dayNumber("2012-07-04") } });
+    // Any offset, and any instant inside the hour.
+    const r2 = validateRecord({ ...JULY_4, timestamp: "2012-07-04T17:59:59.999-04:00" });
+    expect(r2.ok && r2.record.day).toBe(dayNumber("2012-07-04"));
+  });
+
+  it("names each field that contradicts the timestamp", () => {
+    const r = validateRecord({ ...JULY_4, hr: 18, timestamp: "2012-07-04T21:00:00Z" });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.violations).toEqual([
+      {
+        field: "hr",
+        type: "mismatch",
+        description:
+          "must agree with the timestamp: 2012-07-04T21:00:00Z is 17:00 in Washington, D.C., but hr is 18",
+      },
+    ]);
+    const all = validateRecord(
+      { ...JULY_4, yr: 0, mnth: 6, weekday: 4, timestamp: "2012-07-04T21:00:00Z" },
+      "inputs[2]",
+    );
+    expect(all.ok ? [] : all.violations.map((v) => [v.field, v.type])).toEqual([
+      ["inputs[2].weekday", "mismatch"],
+      ["inputs[2].mnth", "mismatch"],
+      ["inputs[2].yr", "mismatch"],
+    ]);
+  });
+
+  it("uses the local date: 01:00 UTC on July 5th is still July 4th in Washington", () => {
+    const r = validateRecord({ ...JULY_4, hr: 21, timestamp: "2012-07-05T01:00:00Z" });
+    expect(r.ok && r.record.day).toBe(dayNumber("2012-07-04"));
+  });
+
+  it("does not check yr outside 2011–2012, where it is a model setting rather than a fact", () => {
+    // 2013-07-04 is a Thursday.
+    for (const yr of [0, 1]) {
+      const r = validateRecord({ ...JULY_4, yr, weekday: 4, timestamp: "2013-07-04T21:00:00Z" });
+      expect(r.ok, `yr ${yr}`).toBe(true);
+    }
+    const wrongDay = validateRecord({ ...JULY_4, weekday: 3, timestamp: "2013-07-04T21:00:00Z" });
+    expect(wrongDay.ok ? [] : wrongDay.violations.map((v) => v.field)).toEqual(["weekday"]);
+  });
+
+  it.each([
+    ["2012-07-04 21:00:00"],
+    ["2012-07-04T21:00:00"], // no offset: would depend on the server's time zone
+    ["2012-02-30T10:00:00Z"],
+    ["2012-07-04T24:00:00Z"],
+    ["yesterday"],
+    [""],
+    [1341435600000],
+    [null],
+  ])("rejects timestamp %j as type 'type'", (timestamp) => {
+    const r = validateRecord({ ...JULY_4, timestamp });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.violations).toHaveLength(1);
+    expect(r.violations[0]).toMatchObject({ field: "timestamp", type: "type" });
+    expect(r.violations[0]?.description).toContain("ISO-8601");
+  });
+
+  it("checks a day column of a batch against weekday, month and year", () => {
+    const columns = recordsToColumns([
+      { ...JULY_4, day: dayNumber("2012-07-04") },
+      { ...JULY_4, day: dayNumber("2012-07-05") },
+      JULY_4,
+    ]);
+    expect(validateColumns(columns).map((v) => [v.row, v.field, v.type])).toEqual([
+      [1, "weekday", "mismatch"],
+    ]);
   });
 });
 
