@@ -46,37 +46,28 @@ export interface ServerConfig {
   ortThreads: number;
 }
 
-function intFromEnv(
-  env: NodeJS.ProcessEnv,
-  name: string,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`);
-  }
-  return value;
-}
-
+/** A number from the environment, or `fallback` when unset; anything else is an error naming the variable. */
 function numberFromEnv(
   env: NodeJS.ProcessEnv,
   name: string,
   fallback: number,
   min: number,
   max: number,
+  integer = false,
 ): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max) {
-    throw new Error(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(raw)}`);
+  const ok = integer ? Number.isInteger(value) : Number.isFinite(value);
+  if (!ok || value < min || value > max) {
+    const allowed = integer ? `an integer in ${min}..${max}` : `a number in [${min}, ${max}]`;
+    throw new Error(`${name} must be ${allowed}, got ${JSON.stringify(raw)}`);
   }
   return value;
 }
+
+const intFromEnv = (env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number) =>
+  numberFromEnv(env, name, fallback, min, max, true);
 
 /** Settings from the environment, each with a default that works from a fresh clone. */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
