@@ -206,6 +206,7 @@ export function chartSvg(
     )
     .join("");
   return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="sans-serif" font-size="11">
+<title>${title}</title>
 <text x="${pad.left}" y="16" font-size="13">${title}</text>
 <line x1="${pad.left}" y1="${height - pad.bottom}" x2="${width - pad.right}" y2="${height - pad.bottom}" stroke="#999"/>
 ${ticks}${months}
