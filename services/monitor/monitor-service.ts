@@ -7,6 +7,7 @@ import {
   type MonitorService,
   type TimeWindow,
 } from "../../gen/bikeshare/v1/monitor_pb.js";
+import { pageOf, pageResult } from "../paging.js";
 import { invalidArgument } from "../predict/predict-service.js";
 import type { ModelVersion } from "../registry/registry.js";
 import type { Actuals, Window } from "./actuals.js";
@@ -95,17 +96,6 @@ function alertToProto(a: AlertRecord) {
   };
 }
 
-function page(pageSize: number, pageToken: string): { limit: number; offset: number } {
-  const limit = pageSize === 0 ? 50 : Math.min(pageSize, 1000);
-  const offset = pageToken === "" ? 0 : Number(pageToken);
-  if (!Number.isInteger(offset) || offset < 0) {
-    throw invalidArgument([
-      { field: "page_token", type: "range", description: "is not a token returned by this list" },
-    ]);
-  }
-  return { limit, offset };
-}
-
 export function createMonitorService(deps: MonitorDeps): Partial<ServiceImpl<typeof MonitorService>> {
   return {
     async reportActuals(req) {
@@ -171,27 +161,22 @@ export function createMonitorService(deps: MonitorDeps): Partial<ServiceImpl<typ
     },
 
     async listReports(req) {
-      const { limit, offset } = page(req.pageSize, req.pageToken);
-      const reports = await deps.reports.list(limit + 1, offset);
-      return {
-        reports: reports.slice(0, limit).map(reportToProto),
-        nextPageToken: reports.length > limit ? String(offset + limit) : "",
-      };
+      const page = pageOf(req.pageSize, req.pageToken, 1000);
+      const { items, nextPageToken } = pageResult(await deps.reports.list(page.limit + 1, page.offset), page);
+      return { reports: items.map(reportToProto), nextPageToken };
     },
 
     async listAlerts(req) {
-      const { limit, offset } = page(req.pageSize, req.pageToken);
+      const page = pageOf(req.pageSize, req.pageToken, 1000);
       const window = windowFromProto(req.window);
       const alerts = await deps.alerts.list({
         ...(window.from !== undefined ? { from: new Date(window.from) } : {}),
         ...(window.until !== undefined ? { until: new Date(window.until) } : {}),
-        limit: limit + 1,
-        offset,
+        limit: page.limit + 1,
+        offset: page.offset,
       });
-      return {
-        alerts: alerts.slice(0, limit).map(alertToProto),
-        nextPageToken: alerts.length > limit ? String(offset + limit) : "",
-      };
+      const { items, nextPageToken } = pageResult(alerts, page);
+      return { alerts: items.map(alertToProto), nextPageToken };
     },
 
     async runCheck(req) {

@@ -11,6 +11,7 @@ import {
 } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
+import { pageOf, pageResult } from "../paging.js";
 import { invalidArgument } from "../predict/predict-service.js";
 import type { JobEvents } from "./job-events.js";
 import { type JobRecord, type JobStore, TERMINAL, type TrainingRequest } from "./job-store.js";
@@ -187,19 +188,15 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
     },
 
     async listJobs(req) {
-      const limit = req.pageSize === 0 ? 50 : Math.min(req.pageSize, 500);
-      const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
-      if (!Number.isInteger(offset) || offset < 0) {
-        throw invalidArgument([
-          { field: "page_token", type: "range", description: "is not a token returned by ListJobs" },
-        ]);
-      }
+      const page = pageOf(req.pageSize, req.pageToken, 500);
       const state = req.state === JobState.UNSPECIFIED ? undefined : STATE_NAME[req.state];
-      const list = await jobs.list({ ...(state ? { state } : {}), limit: limit + 1, offset });
-      return {
-        jobs: list.slice(0, limit).map(jobToProto),
-        nextPageToken: list.length > limit ? String(offset + limit) : "",
-      };
+      const list = await jobs.list({
+        ...(state ? { state } : {}),
+        limit: page.limit + 1,
+        offset: page.offset,
+      });
+      const { items, nextPageToken } = pageResult(list, page);
+      return { jobs: items.map(jobToProto), nextPageToken };
     },
 
     async cancelJob(req) {
