@@ -23,6 +23,9 @@ command -v make >/dev/null || missing+=(make)
 command -v python3 >/dev/null || missing+=(python3)
 # Headless Chromium renders the HTML drift report in a test (driven by playwright-core, never a downloaded browser).
 command -v chromium >/dev/null || missing+=(chromium)
+# A real Redis for the BullMQ queue tests, and Prometheus (promtool + server) for the ops/ tests.
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
