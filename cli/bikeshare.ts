@@ -88,8 +88,8 @@ async function train(values: Record<string, string | boolean | undefined>): Prom
         throw new UsageError(`unknown family ${f}; use ${Object.keys(FAMILIES).join(", ")}`);
       return family;
     });
-  const trials = values.trials === undefined ? 0 : Number(values.trials);
-  if (!Number.isInteger(trials) || trials < 0)
+  const trials = values.trials === undefined ? undefined : Number(values.trials);
+  if (trials !== undefined && !(Number.isInteger(trials) && trials >= 0))
     throw new UsageError(`--trials must be a non-negative integer, got ${values.trials}`);
   const { job } = await client.startTraining({
     families,

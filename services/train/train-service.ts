@@ -100,7 +100,7 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
           });
         return name ?? "";
       });
-      if (req.searchTrials > MAX_TRIALS) {
+      if (req.searchTrials !== undefined && req.searchTrials > MAX_TRIALS) {
         violations.push({
           field: "search_trials",
           type: "range",
@@ -132,7 +132,7 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
         families: [...new Set(families)],
         objectives: [...new Set(objectives)],
         paramOverrides: req.paramOverrides,
-        ...(req.searchTrials > 0 ? { trials: req.searchTrials } : {}),
+        ...(req.searchTrials !== undefined ? { trials: req.searchTrials } : {}),
         ...(dataFrom ? { dataFrom } : {}),
         ...(dataUntil ? { dataUntil } : {}),
         reason: req.reason || "manual",

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { FeatureImportance, HourConditions, ModelFamily } from "./common_pb.js";
 import { file_bikeshare_v1_common } from "./common_pb.js";
+import type { Job } from "./train_pb.js";
+import { file_bikeshare_v1_train } from "./train_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,67 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/predict.proto.
  */
 export const file_bikeshare_v1_predict: GenFile = /*@__PURE__*/
-  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxIkIKDlByZWRpY3RSZXF1ZXN0EjAKCmNvbmRpdGlvbnMYASABKAsyHC5iaWtlc2hhcmUudjEuSG91ckNvbmRpdGlvbnMifwoPUHJlZGljdFJlc3BvbnNlEhIKCnByZWRpY3Rpb24YASABKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQQoTUHJlZGljdEJhdGNoUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zIoUBChRQcmVkaWN0QmF0Y2hSZXNwb25zZRITCgtwcmVkaWN0aW9ucxgBIAMoARIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChRQcmVkaWN0U3RyZWFtUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zIlMKFVByZWRpY3RTdHJlYW1SZXNwb25zZRIOCgZvZmZzZXQYASABKAQSEwoLcHJlZGljdGlvbnMYAiADKAESFQoNbW9kZWxfdmVyc2lvbhgDIAEoCSIVChNHZXRNb2RlbEluZm9SZXF1ZXN0Ij4KFEdldE1vZGVsSW5mb1Jlc3BvbnNlEiYKBW1vZGVsGAEgASgLMhcuYmlrZXNoYXJlLnYxLk1vZGVsSW5mbyKPAwoJTW9kZWxJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIPCgdhbGlhc2VzGAMgAygJEikKBmZhbWlseRgEIAEoDjIZLmJpa2VzaGFyZS52MS5Nb2RlbEZhbWlseRIRCglvYmplY3RpdmUYBSABKAkSFQoNZmVhdHVyZV9uYW1lcxgGIAMoCRI7ChJmZWF0dXJlX2ltcG9ydGFuY2UYByADKAsyHy5iaWtlc2hhcmUudjEuRmVhdHVyZUltcG9ydGFuY2USNQoHbWV0cmljcxgIIAMoCzIkLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8uTWV0cmljc0VudHJ5EhgKEGRhdGFfZmluZ2VycHJpbnQYCSABKAkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcnVudGltZRgLIAEoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ATLkAgoOUHJlZGljdFNlcnZpY2USRgoHUHJlZGljdBIcLmJpa2VzaGFyZS52MS5QcmVkaWN0UmVxdWVzdBodLmJpa2VzaGFyZS52MS5QcmVkaWN0UmVzcG9uc2USVQoMUHJlZGljdEJhdGNoEiEuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlcXVlc3QaIi5iaWtlc2hhcmUudjEuUHJlZGljdEJhdGNoUmVzcG9uc2USXAoNUHJlZGljdFN0cmVhbRIiLmJpa2VzaGFyZS52MS5QcmVkaWN0U3RyZWFtUmVxdWVzdBojLmJpa2VzaGFyZS52MS5QcmVkaWN0U3RyZWFtUmVzcG9uc2UoATABElUKDEdldE1vZGVsSW5mbxIhLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLkdldE1vZGVsSW5mb1Jlc3BvbnNlYgZwcm90bzM", [file_bikeshare_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxInUKE1N0YXJ0U2NvcmluZ1JlcXVlc3QSDQoFaW5wdXQYASABKAkSDgoGb3V0cHV0GAIgASgJEhYKDmludmFsaWRfb3V0cHV0GAMgASgJEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiNgoUU3RhcnRTY29yaW5nUmVzcG9uc2USHgoDam9iGAEgASgLMhEuYmlrZXNoYXJlLnYxLkpvYiJCCg5QcmVkaWN0UmVxdWVzdBIwCgpjb25kaXRpb25zGAEgASgLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zIn8KD1ByZWRpY3RSZXNwb25zZRISCgpwcmVkaWN0aW9uGAEgASgBEhUKDW1vZGVsX3ZlcnNpb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkEKE1ByZWRpY3RCYXRjaFJlcXVlc3QSKgoEcm93cxgBIAMoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucyKFAQoUUHJlZGljdEJhdGNoUmVzcG9uc2USEwoLcHJlZGljdGlvbnMYASADKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoUUHJlZGljdFN0cmVhbVJlcXVlc3QSKgoEcm93cxgBIAMoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucyJTChVQcmVkaWN0U3RyZWFtUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEhMKC3ByZWRpY3Rpb25zGAIgAygBEhUKDW1vZGVsX3ZlcnNpb24YAyABKAkiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCI+ChRHZXRNb2RlbEluZm9SZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8ijwMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHYWxpYXNlcxgDIAMoCRIpCgZmYW1pbHkYBCABKA4yGS5iaWtlc2hhcmUudjEuTW9kZWxGYW1pbHkSEQoJb2JqZWN0aXZlGAUgASgJEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSOwoSZmVhdHVyZV9pbXBvcnRhbmNlGAcgAygLMh8uYmlrZXNoYXJlLnYxLkZlYXR1cmVJbXBvcnRhbmNlEjUKB21ldHJpY3MYCCADKAsyJC5iaWtlc2hhcmUudjEuTW9kZWxJbmZvLk1ldHJpY3NFbnRyeRIYChBkYXRhX2ZpbmdlcnByaW50GAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3J1bnRpbWUYCyABKAkaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEyuwMKDlByZWRpY3RTZXJ2aWNlEkYKB1ByZWRpY3QSHC5iaWtlc2hhcmUudjEuUHJlZGljdFJlcXVlc3QaHS5iaWtlc2hhcmUudjEuUHJlZGljdFJlc3BvbnNlElUKDFByZWRpY3RCYXRjaBIhLmJpa2VzaGFyZS52MS5QcmVkaWN0QmF0Y2hSZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlc3BvbnNlElwKDVByZWRpY3RTdHJlYW0SIi5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlcXVlc3QaIy5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlc3BvbnNlKAEwARJVCgxHZXRNb2RlbEluZm8SIS5iaWtlc2hhcmUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJVCgxTdGFydFNjb3JpbmcSIS5iaWtlc2hhcmUudjEuU3RhcnRTY29yaW5nUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5TdGFydFNjb3JpbmdSZXNwb25zZWIGcHJvdG8z", [file_bikeshare_v1_common, file_bikeshare_v1_train, file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message bikeshare.v1.StartScoringRequest
+ */
+export type StartScoringRequest = Message<"bikeshare.v1.StartScoringRequest"> & {
+  /**
+   * Paths relative to the server's scoring directory (SCORING_DIR).
+   *
+   * @generated from field: string input = 1;
+   */
+  input: string;
+
+  /**
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * Where invalid rows go; empty means `<output>.invalid.csv`.
+   *
+   * @generated from field: string invalid_output = 3;
+   */
+  invalidOutput: string;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * A retried request with the same key returns the first job instead of starting another.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message bikeshare.v1.StartScoringRequest.
+ * Use `create(StartScoringRequestSchema)` to create a new message.
+ */
+export const StartScoringRequestSchema: GenMessage<StartScoringRequest> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 0);
+
+/**
+ * @generated from message bikeshare.v1.StartScoringResponse
+ */
+export type StartScoringResponse = Message<"bikeshare.v1.StartScoringResponse"> & {
+  /**
+   * @generated from field: bikeshare.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message bikeshare.v1.StartScoringResponse.
+ * Use `create(StartScoringResponseSchema)` to create a new message.
+ */
+export const StartScoringResponseSchema: GenMessage<StartScoringResponse> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 1);
 
 /**
  * @generated from message bikeshare.v1.PredictRequest
@@ -31,7 +93,7 @@ export type PredictRequest = Message<"bikeshare.v1.PredictRequest"> & {
  * Use `create(PredictRequestSchema)` to create a new message.
  */
 export const PredictRequestSchema: GenMessage<PredictRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 0);
+  messageDesc(file_bikeshare_v1_predict, 2);
 
 /**
  * @generated from message bikeshare.v1.PredictResponse
@@ -67,7 +129,7 @@ export type PredictResponse = Message<"bikeshare.v1.PredictResponse"> & {
  * Use `create(PredictResponseSchema)` to create a new message.
  */
 export const PredictResponseSchema: GenMessage<PredictResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 1);
+  messageDesc(file_bikeshare_v1_predict, 3);
 
 /**
  * @generated from message bikeshare.v1.PredictBatchRequest
@@ -84,7 +146,7 @@ export type PredictBatchRequest = Message<"bikeshare.v1.PredictBatchRequest"> & 
  * Use `create(PredictBatchRequestSchema)` to create a new message.
  */
 export const PredictBatchRequestSchema: GenMessage<PredictBatchRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 2);
+  messageDesc(file_bikeshare_v1_predict, 4);
 
 /**
  * @generated from message bikeshare.v1.PredictBatchResponse
@@ -118,7 +180,7 @@ export type PredictBatchResponse = Message<"bikeshare.v1.PredictBatchResponse"> 
  * Use `create(PredictBatchResponseSchema)` to create a new message.
  */
 export const PredictBatchResponseSchema: GenMessage<PredictBatchResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 3);
+  messageDesc(file_bikeshare_v1_predict, 5);
 
 /**
  * @generated from message bikeshare.v1.PredictStreamRequest
@@ -135,7 +197,7 @@ export type PredictStreamRequest = Message<"bikeshare.v1.PredictStreamRequest"> 
  * Use `create(PredictStreamRequestSchema)` to create a new message.
  */
 export const PredictStreamRequestSchema: GenMessage<PredictStreamRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 4);
+  messageDesc(file_bikeshare_v1_predict, 6);
 
 /**
  * @generated from message bikeshare.v1.PredictStreamResponse
@@ -164,7 +226,7 @@ export type PredictStreamResponse = Message<"bikeshare.v1.PredictStreamResponse"
  * Use `create(PredictStreamResponseSchema)` to create a new message.
  */
 export const PredictStreamResponseSchema: GenMessage<PredictStreamResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 5);
+  messageDesc(file_bikeshare_v1_predict, 7);
 
 /**
  * @generated from message bikeshare.v1.GetModelInfoRequest
@@ -177,7 +239,7 @@ export type GetModelInfoRequest = Message<"bikeshare.v1.GetModelInfoRequest"> & 
  * Use `create(GetModelInfoRequestSchema)` to create a new message.
  */
 export const GetModelInfoRequestSchema: GenMessage<GetModelInfoRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 6);
+  messageDesc(file_bikeshare_v1_predict, 8);
 
 /**
  * @generated from message bikeshare.v1.GetModelInfoResponse
@@ -194,7 +256,7 @@ export type GetModelInfoResponse = Message<"bikeshare.v1.GetModelInfoResponse"> 
  * Use `create(GetModelInfoResponseSchema)` to create a new message.
  */
 export const GetModelInfoResponseSchema: GenMessage<GetModelInfoResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 7);
+  messageDesc(file_bikeshare_v1_predict, 9);
 
 /**
  * What a client needs to know about the serving model.
@@ -277,7 +339,7 @@ export type ModelInfo = Message<"bikeshare.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 8);
+  messageDesc(file_bikeshare_v1_predict, 10);
 
 /**
  * Demand forecasts from the model version behind the `production` alias.
@@ -324,6 +386,17 @@ export const PredictService: GenService<{
     methodKind: "unary";
     input: typeof GetModelInfoRequestSchema;
     output: typeof GetModelInfoResponseSchema;
+  },
+  /**
+   * Queues a job that scores a file on the server (Arrow IPC, Parquet or CSV in; Arrow IPC or
+   * Parquet out, by extension). Follow it with TrainService.GetJob or WatchJob.
+   *
+   * @generated from rpc bikeshare.v1.PredictService.StartScoring
+   */
+  startScoring: {
+    methodKind: "unary";
+    input: typeof StartScoringRequestSchema;
+    output: typeof StartScoringResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_bikeshare_v1_predict, 0);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/train.proto.
  */
 export const file_bikeshare_v1_train: GenFile = /*@__PURE__*/
-  fileDesc("ChhiaWtlc2hhcmUvdjEvdHJhaW4ucHJvdG8SDGJpa2VzaGFyZS52MSKrAwoUU3RhcnRUcmFpbmluZ1JlcXVlc3QSEgoKZXhwZXJpbWVudBgBIAEoCRIrCghmYW1pbGllcxgCIAMoDjIZLmJpa2VzaGFyZS52MS5Nb2RlbEZhbWlseRIrCgpvYmplY3RpdmVzGAMgAygOMhcuYmlrZXNoYXJlLnYxLk9iamVjdGl2ZRJPCg9wYXJhbV9vdmVycmlkZXMYBCADKAsyNi5iaWtlc2hhcmUudjEuU3RhcnRUcmFpbmluZ1JlcXVlc3QuUGFyYW1PdmVycmlkZXNFbnRyeRIVCg1zZWFyY2hfdHJpYWxzGAUgASgNEi0KCWRhdGFfZnJvbRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZGF0YV91bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRo1ChNQYXJhbU92ZXJyaWRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiNwoVU3RhcnRUcmFpbmluZ1Jlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLmJpa2VzaGFyZS52MS5Kb2IiHwoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiMAoOR2V0Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuYmlrZXNoYXJlLnYxLkpvYiIhCg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIuEBChBXYXRjaEpvYlJlc3BvbnNlEg4KBmpvYl9pZBgBIAEoCRIlCgVzdGF0ZRgCIAEoDjIWLmJpa2VzaGFyZS52MS5Kb2JTdGF0ZRINCgVzdGFnZRgDIAEoCRIRCgljYW5kaWRhdGUYBCABKAkSDQoFcm91bmQYBSABKA0SFAoMdHJhaW5fbWV0cmljGAYgASgBEhQKDHZhbGlkX21ldHJpYxgHIAEoARIPCgdtZXNzYWdlGAggASgJEigKBHRpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl8KD0xpc3RKb2JzUmVxdWVzdBIlCgVzdGF0ZRgBIAEoDjIWLmJpa2VzaGFyZS52MS5Kb2JTdGF0ZRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJMChBMaXN0Sm9ic1Jlc3BvbnNlEh8KBGpvYnMYASADKAsyES5iaWtlc2hhcmUudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMwoRQ2FuY2VsSm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuYmlrZXNoYXJlLnYxLkpvYiLYAgoDSm9iEgoKAmlkGAEgASgJEiUKBXN0YXRlGAIgASgOMhYuYmlrZXNoYXJlLnYxLkpvYlN0YXRlEg0KBXN0YWdlGAMgASgJEhAKCHByb2dyZXNzGAQgASgBEg4KBnJlYXNvbhgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCSABKAkSDgoGcnVuX2lkGAogASgJEhUKDW1vZGVsX3ZlcnNpb24YCyABKAkSEAoIcHJvbW90ZWQYDCABKAgSFAoMcmVxdWVzdGVkX2J5GA0gASgJKnEKCU9iamVjdGl2ZRIZChVPQkpFQ1RJVkVfVU5TUEVDSUZJRUQQABIbChdPQkpFQ1RJVkVfU1FVQVJFRF9FUlJPUhABEhUKEU9CSkVDVElWRV9QT0lTU09OEAISFQoRT0JKRUNUSVZFX1RXRUVESUUQAyqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUykwMKDFRyYWluU2VydmljZRJYCg1TdGFydFRyYWluaW5nEiIuYmlrZXNoYXJlLnYxLlN0YXJ0VHJhaW5pbmdSZXF1ZXN0GiMuYmlrZXNoYXJlLnYxLlN0YXJ0VHJhaW5pbmdSZXNwb25zZRJDCgZHZXRKb2ISGy5iaWtlc2hhcmUudjEuR2V0Sm9iUmVxdWVzdBocLmJpa2VzaGFyZS52MS5HZXRKb2JSZXNwb25zZRJLCghXYXRjaEpvYhIdLmJpa2VzaGFyZS52MS5XYXRjaEpvYlJlcXVlc3QaHi5iaWtlc2hhcmUudjEuV2F0Y2hKb2JSZXNwb25zZTABEkkKCExpc3RKb2JzEh0uYmlrZXNoYXJlLnYxLkxpc3RKb2JzUmVxdWVzdBoeLmJpa2VzaGFyZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCUNhbmNlbEpvYhIeLmJpa2VzaGFyZS52MS5DYW5jZWxKb2JSZXF1ZXN0Gh8uYmlrZXNoYXJlLnYxLkNhbmNlbEpvYlJlc3BvbnNlYgZwcm90bzM", [file_bikeshare_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChhiaWtlc2hhcmUvdjEvdHJhaW4ucHJvdG8SDGJpa2VzaGFyZS52MSLCAwoUU3RhcnRUcmFpbmluZ1JlcXVlc3QSEgoKZXhwZXJpbWVudBgBIAEoCRIrCghmYW1pbGllcxgCIAMoDjIZLmJpa2VzaGFyZS52MS5Nb2RlbEZhbWlseRIrCgpvYmplY3RpdmVzGAMgAygOMhcuYmlrZXNoYXJlLnYxLk9iamVjdGl2ZRJPCg9wYXJhbV9vdmVycmlkZXMYBCADKAsyNi5iaWtlc2hhcmUudjEuU3RhcnRUcmFpbmluZ1JlcXVlc3QuUGFyYW1PdmVycmlkZXNFbnRyeRIaCg1zZWFyY2hfdHJpYWxzGAUgASgNSACIAQESLQoJZGF0YV9mcm9tGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpkYXRhX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YCCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAkgASgJGjUKE1BhcmFtT3ZlcnJpZGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIQCg5fc2VhcmNoX3RyaWFscyI3ChVTdGFydFRyYWluaW5nUmVzcG9uc2USHgoDam9iGAEgASgLMhEuYmlrZXNoYXJlLnYxLkpvYiIfCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIwCg5HZXRKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5iaWtlc2hhcmUudjEuSm9iIiEKD1dhdGNoSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAki4QEKEFdhdGNoSm9iUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEiUKBXN0YXRlGAIgASgOMhYuYmlrZXNoYXJlLnYxLkpvYlN0YXRlEg0KBXN0YWdlGAMgASgJEhEKCWNhbmRpZGF0ZRgEIAEoCRINCgVyb3VuZBgFIAEoDRIUCgx0cmFpbl9tZXRyaWMYBiABKAESFAoMdmFsaWRfbWV0cmljGAcgASgBEg8KB21lc3NhZ2UYCCABKAkSKAoEdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXwoPTGlzdEpvYnNSZXF1ZXN0EiUKBXN0YXRlGAEgASgOMhYuYmlrZXNoYXJlLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIkwKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLmJpa2VzaGFyZS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIzChFDYW5jZWxKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5iaWtlc2hhcmUudjEuSm9iIpUDCgNKb2ISCgoCaWQYASABKAkSJQoFc3RhdGUYAiABKA4yFi5iaWtlc2hhcmUudjEuSm9iU3RhdGUSDQoFc3RhZ2UYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKAESDgoGcmVhc29uGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgJIAEoCRIOCgZydW5faWQYCiABKAkSFQoNbW9kZWxfdmVyc2lvbhgLIAEoCRIQCghwcm9tb3RlZBgMIAEoCBIUCgxyZXF1ZXN0ZWRfYnkYDSABKAkSDAoEa2luZBgOIAEoCRItCgdzY29yaW5nGA8gASgLMhwuYmlrZXNoYXJlLnYxLlNjb3JpbmdTdW1tYXJ5IpwBCg5TY29yaW5nU3VtbWFyeRINCgVpbnB1dBgBIAEoCRIOCgZvdXRwdXQYAiABKAkSFgoOaW52YWxpZF9vdXRwdXQYAyABKAkSEQoJcm93c19yZWFkGAQgASgEEhMKC3Jvd3Nfc2NvcmVkGAUgASgEEhQKDHJvd3NfaW52YWxpZBgGIAEoBBIVCg1tb2RlbF92ZXJzaW9uGAcgASgJKnEKCU9iamVjdGl2ZRIZChVPQkpFQ1RJVkVfVU5TUEVDSUZJRUQQABIbChdPQkpFQ1RJVkVfU1FVQVJFRF9FUlJPUhABEhUKEU9CSkVDVElWRV9QT0lTU09OEAISFQoRT0JKRUNUSVZFX1RXRUVESUUQAyqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUykwMKDFRyYWluU2VydmljZRJYCg1TdGFydFRyYWluaW5nEiIuYmlrZXNoYXJlLnYxLlN0YXJ0VHJhaW5pbmdSZXF1ZXN0GiMuYmlrZXNoYXJlLnYxLlN0YXJ0VHJhaW5pbmdSZXNwb25zZRJDCgZHZXRKb2ISGy5iaWtlc2hhcmUudjEuR2V0Sm9iUmVxdWVzdBocLmJpa2VzaGFyZS52MS5HZXRKb2JSZXNwb25zZRJLCghXYXRjaEpvYhIdLmJpa2VzaGFyZS52MS5XYXRjaEpvYlJlcXVlc3QaHi5iaWtlc2hhcmUudjEuV2F0Y2hKb2JSZXNwb25zZTABEkkKCExpc3RKb2JzEh0uYmlrZXNoYXJlLnYxLkxpc3RKb2JzUmVxdWVzdBoeLmJpa2VzaGFyZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCUNhbmNlbEpvYhIeLmJpa2VzaGFyZS52MS5DYW5jZWxKb2JSZXF1ZXN0Gh8uYmlrZXNoYXJlLnYxLkNhbmNlbEpvYlJlc3BvbnNlYgZwcm90bzM", [file_bikeshare_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bikeshare.v1.StartTrainingRequest
@@ -49,11 +49,12 @@ export type StartTrainingRequest = Message<"bikeshare.v1.StartTrainingRequest"> 
   paramOverrides: { [key: string]: string };
 
   /**
-   * Number of random-search trials per family (seeded, reproducible); 0 means the default.
+   * Number of random-search trials per family (seeded, reproducible); unset means the default,
+   * 0 means the family baselines only.
    *
-   * @generated from field: uint32 search_trials = 5;
+   * @generated from field: optional uint32 search_trials = 5;
    */
-  searchTrials: number;
+  searchTrials?: number | undefined;
 
   /**
    * Labelled hours used: [data_from, data_until). Unset means the whole shipped data.
@@ -392,6 +393,20 @@ export type Job = Message<"bikeshare.v1.Job"> & {
    * @generated from field: string requested_by = 13;
    */
   requestedBy: string;
+
+  /**
+   * What the job does: "train" or "score".
+   *
+   * @generated from field: string kind = 14;
+   */
+  kind: string;
+
+  /**
+   * Set for scoring jobs.
+   *
+   * @generated from field: bikeshare.v1.ScoringSummary scoring = 15;
+   */
+  scoring?: ScoringSummary | undefined;
 };
 
 /**
@@ -400,6 +415,59 @@ export type Job = Message<"bikeshare.v1.Job"> & {
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_bikeshare_v1_train, 10);
+
+/**
+ * What a scoring job read and wrote.
+ *
+ * @generated from message bikeshare.v1.ScoringSummary
+ */
+export type ScoringSummary = Message<"bikeshare.v1.ScoringSummary"> & {
+  /**
+   * Files on the server, relative to its scoring directory.
+   *
+   * @generated from field: string input = 1;
+   */
+  input: string;
+
+  /**
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * Rows that could not be scored, with row number and reason (CSV).
+   *
+   * @generated from field: string invalid_output = 3;
+   */
+  invalidOutput: string;
+
+  /**
+   * @generated from field: uint64 rows_read = 4;
+   */
+  rowsRead: bigint;
+
+  /**
+   * @generated from field: uint64 rows_scored = 5;
+   */
+  rowsScored: bigint;
+
+  /**
+   * @generated from field: uint64 rows_invalid = 6;
+   */
+  rowsInvalid: bigint;
+
+  /**
+   * @generated from field: string model_version = 7;
+   */
+  modelVersion: string;
+};
+
+/**
+ * Describes the message bikeshare.v1.ScoringSummary.
+ * Use `create(ScoringSummarySchema)` to create a new message.
+ */
+export const ScoringSummarySchema: GenMessage<ScoringSummary> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_train, 11);
 
 /**
  * Loss the booster minimises.
