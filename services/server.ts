@@ -9,6 +9,7 @@ import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { InProcessQueue } from "../pipelines/jobs/queue.js";
+import { ThreadExecutor } from "../pipelines/jobs/thread-executor.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
@@ -129,6 +130,7 @@ export async function startServer(
   const queue = new InProcessQueue(
     (jobId, signal) =>
       runTrainingJob(
+  const executor = new ThreadExecutor();
         {
           registry,
           jobs,
@@ -137,6 +139,7 @@ export async function startServer(
           dataPath: config.dataPath,
           modelName: config.modelName,
           nthread: config.trainThreads,
+          executor,
           onFinished: (job, seconds) => {
             metrics.jobs.observe({ kind: "train", outcome: job.state }, seconds);
             void notifyJob(job, seconds);
@@ -341,6 +344,7 @@ export async function startServer(
       await predictionLog.close();
       notifier?.close();
       await db.close();
+      await executor.close();
     },
   };
 }

@@ -1,3 +1,5 @@
+import { CANCEL_REQUESTED } from "./cancelled.js";
+
 /**
  * Where jobs wait and who runs them. In-process by default; a BullMQ implementation
  * (issue 6) plugs in behind the same interface when REDIS_URL is set.
@@ -40,7 +42,7 @@ export class InProcessQueue implements JobQueue {
     }
     const job = this.running.get(jobId);
     if (!job) return false;
-    job.controller.abort(new Error("cancelled"));
+    job.controller.abort(CANCEL_REQUESTED);
     return true;
   }
 

@@ -1,24 +1,11 @@
 import { randomUUID } from "node:crypto";
+import type { TrainingRequest } from "../../pipelines/training/job.js";
 import type { Database } from "../storage/database.js";
+
+export type { TrainingRequest };
 
 export type JobState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export const TERMINAL: readonly JobState[] = ["succeeded", "failed", "cancelled"];
-
-/** What a caller asked for; stored with the job so that a restart can run it again. */
-export interface TrainingRequest {
-  experiment: string;
-  families: string[];
-  objectives: string[];
-  paramOverrides: Record<string, string>;
-  trials?: number;
-  /** Labelled hours used: [dataFrom, dataUntil), YYYY-MM-DD. */
-  dataFrom?: string;
-  dataUntil?: string;
-  /** Days held out at the end of the data for validation and for the test (defaults: 62 and 122, split T). */
-  validDays?: number;
-  testDays?: number;
-  reason: string;
-}
 
 export interface JobRecord {
   id: string;

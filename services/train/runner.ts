@@ -1,21 +1,9 @@
 import { performance } from "node:perf_hooks";
 import { FEATURE_NAMES, FEATURE_SCHEMA_VERSION } from "../../core/features/index.js";
-import { rmse } from "../../core/metrics/index.js";
-import { OnnxModel } from "../../core/onnx/index.js";
 import { xgboostVersion } from "../../core/xgboost/index.js";
-import { type HourlyDataset, loadHourly, selectRows } from "../../pipelines/data/hourly.js";
-import {
-  type CandidateResult,
-  candidateSpecs,
-  chooseWinner,
-  type Family,
-  finalizeWinner,
-  fitCandidate,
-  type ObjectiveName,
-  type PreparedData,
-  prepareData,
-} from "../../pipelines/training/candidates.js";
-import { windowSplit } from "../../pipelines/training/splits.js";
+import { CANCEL_REQUESTED, type JobExecutor, TaskCancelled } from "../../pipelines/jobs/tasks.js";
+import type { CandidateSpec } from "../../pipelines/training/candidates.js";
+import type { TrainingInput, TrainingProgress } from "../../pipelines/training/job.js";
 import type { Logger } from "../observability/log.js";
 import {
   ARTIFACT_CARD,
@@ -33,6 +21,8 @@ export interface TrainingContext {
   jobs: JobStore;
   events: JobEvents;
   log: Logger;
+  /** Where the computing half of the job runs: a worker thread, or BullMQ workers. */
+  executor: JobExecutor;
   dataPath: string;
   modelName: string;
   /** XGBoost threads; 0 = every core. */
@@ -42,42 +32,111 @@ export interface TrainingContext {
   onFinished?: (job: JobRecord, seconds: number) => void;
 }
 
-class Cancelled extends Error {}
-
 /** Abort reason used when the server shuts down: the job is queued again, not cancelled. */
 export const SHUTDOWN = new Error("server shutting down");
 
-function windowOf(data: HourlyDataset, from?: string, until?: string): HourlyDataset {
-  if (!from && !until) return data;
-  const keep: number[] = [];
-  data.dteday.forEach((day, i) => {
-    if ((!from || day >= from) && (!until || day < until)) keep.push(i);
-  });
-  return selectRows(data, keep);
-}
-
-/** RMSE of a registered version on the given rows, or undefined when this server cannot compute its features. */
-async function evaluateVersion(
+/** The production version's ONNX model, when its features are the ones this server computes. */
+async function championOf(
   registry: Registry,
   version: ModelVersion,
-  test: PreparedData["test"],
-): Promise<number | undefined> {
+): Promise<TrainingInput["champion"] | undefined> {
   const card = JSON.parse(
     (await registry.readArtifact(version.runId, ARTIFACT_CARD)).toString("utf8"),
   ) as ModelCard;
   if (JSON.stringify(card.featureNames) !== JSON.stringify(FEATURE_NAMES)) return undefined;
-  const model = await OnnxModel.load(await registry.readArtifact(version.runId, ARTIFACT_ONNX));
-  try {
-    return rmse(test.labels, await model.predict(test.data, test.rows));
-  } finally {
-    await model.release();
+  return { version: version.version, onnx: await registry.readArtifact(version.runId, ARTIFACT_ONNX) };
+}
+
+/**
+ * Records candidates as runs while the job computes. Progress arrives as messages; the writes are
+ * chained so they happen in order and one at a time, and the first failure is kept for the end.
+ */
+class CandidateRecorder {
+  private chain: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  private readonly open = new Map<string, string>();
+
+  constructor(
+    private readonly ctx: TrainingContext,
+    private readonly experiment: string,
+    private readonly jobId: string,
+  ) {}
+
+  private enqueue(step: () => Promise<void>): void {
+    this.chain = this.chain.then(step).catch((error: unknown) => {
+      this.failure ??= error;
+    });
+  }
+
+  /** A new attempt of the job (e.g. on another worker) leaves the previous attempt's runs behind. */
+  restart(): void {
+    this.enqueue(() => this.closeOpen("failed"));
+  }
+
+  started(spec: CandidateSpec, dataFingerprint: string): void {
+    this.enqueue(async () => {
+      const previous = this.open.get(spec.id);
+      if (previous) await this.ctx.registry.endRun(previous, "failed");
+      const run = await this.ctx.registry.createRun({
+        experiment: this.experiment,
+        name: spec.id,
+        tags: { family: spec.family, objective: spec.objective, job_id: this.jobId, role: "candidate" },
+        dataFingerprint,
+        ...(this.ctx.sourceCommit ? { sourceCommit: this.ctx.sourceCommit } : {}),
+      });
+      await this.ctx.registry.logRunData(run.id, {
+        params: Object.fromEntries(Object.entries(spec.params).map(([k, v]) => [k, String(v)])),
+      });
+      this.open.set(spec.id, run.id);
+    });
+  }
+
+  finished(progress: Extract<TrainingProgress, { type: "candidate-end" }>): void {
+    this.enqueue(async () => {
+      const runId = this.open.get(progress.spec.id);
+      if (!runId) return; // its start was recorded by an earlier server process: nothing to attach to
+      const { result } = progress;
+      await this.ctx.registry.logRunData(runId, {
+        metrics: [
+          ...result.history.flatMap((e) => [
+            { key: "train_rmse", value: e.train, step: e.round },
+            ...(e.valid !== undefined ? [{ key: "valid_rmse", value: e.valid, step: e.round }] : []),
+          ]),
+          ...Object.entries(result.valid).map(([k, value]) => ({
+            key: `valid_${k}`,
+            value,
+            step: result.bestRounds,
+          })),
+          { key: "best_rounds", value: result.bestRounds, step: 0 },
+          { key: "seconds", value: result.seconds, step: 0 },
+        ],
+      });
+      await this.ctx.registry.endRun(runId, "finished");
+      this.open.delete(progress.spec.id);
+    });
+  }
+
+  runOf(specId: string): string | undefined {
+    return this.open.get(specId);
+  }
+
+  private async closeOpen(status: "failed" | "cancelled"): Promise<void> {
+    for (const runId of this.open.values()) await this.ctx.registry.endRun(runId, status);
+    this.open.clear();
+  }
+
+  /** Waits for every write; ends runs still open with `status` when given. */
+  async settle(status?: "failed" | "cancelled"): Promise<void> {
+    if (status) this.enqueue(() => this.closeOpen(status));
+    await this.chain;
+    if (this.failure) throw this.failure;
   }
 }
 
 /**
- * One training job: every candidate is a registry run with its per-round metrics; the
- * winner (by validation RMSE only) is refit, tested once, exported and registered with
- * the artifacts the server and the monitor need; it gets `staging`, and `production`
+ * One training job: the executor computes (candidates, choice on validation only, refit, test);
+ * this function records every candidate as a registry run with its per-round metrics, registers the
+ * winner with the artifacts the server and the monitor need, gives it `staging`, and `production`
  * only through the registry's champion/challenger gate.
  */
 export async function runTrainingJob(
@@ -99,9 +158,6 @@ export async function runTrainingJob(
     publish(name, message);
     log.info(message, { stage: name });
   };
-  const checkCancelled = () => {
-    if (signal.aborted) throw new Cancelled("cancelled");
-  };
 
   const finish = async (
     state: "succeeded" | "failed" | "cancelled",
@@ -116,6 +172,7 @@ export async function runTrainingJob(
 
   await ctx.jobs.markRunning(jobId);
   const request = job.request;
+  const recorder = new CandidateRecorder(ctx, request.experiment, jobId);
   try {
     // A retried job (the process died after registering) must not register a second version.
     const previous = await registeredByJob(ctx, jobId);
@@ -135,93 +192,42 @@ export async function runTrainingJob(
     });
     for (const run of orphaned) await ctx.registry.endRun(run.id, "failed");
 
-    await stage("load", 0.02, `reading ${ctx.dataPath}`);
-    const data = windowOf(await loadHourly(ctx.dataPath), request.dataFrom, request.dataUntil);
-    const window = {
-      ...(request.dataFrom ? { from: request.dataFrom } : {}),
-      ...(request.dataUntil ? { until: request.dataUntil } : {}),
-      ...(request.validDays ? { validDays: request.validDays } : {}),
-      ...(request.testDays ? { testDays: request.testDays } : {}),
-    };
-    const prepared = prepareData(data, window);
-    // The final model is fitted on train + valid: the test window is the first data it has not seen.
-    const fittedUntil = windowSplit(data, window).bounds.testFrom;
-    const specs = candidateSpecs({
-      families: request.families.length > 0 ? (request.families as Family[]) : undefined,
-      objectives: request.objectives.length > 0 ? (request.objectives as ObjectiveName[]) : undefined,
-      trials: request.trials,
-      overrides: request.paramOverrides,
-    });
-    await stage("train", 0.05, `${specs.length} candidates on ${data.columns.length} labelled hours`);
-
-    const results: { result: CandidateResult; runId: string }[] = [];
-    for (const [i, spec] of specs.entries()) {
-      checkCancelled();
-      const run = await ctx.registry.createRun({
-        experiment: request.experiment,
-        name: spec.id,
-        tags: { family: spec.family, objective: spec.objective, job_id: jobId, role: "candidate" },
-        dataFingerprint: data.fingerprint,
-        ...(ctx.sourceCommit ? { sourceCommit: ctx.sourceCommit } : {}),
-      });
-      await ctx.registry.logRunData(run.id, {
-        params: Object.fromEntries(Object.entries(spec.params).map(([k, v]) => [k, String(v)])),
-      });
-      const history: { key: string; value: number; step: number }[] = [];
-      try {
-        const result = await fitCandidate(spec, prepared, {
-          signal,
-          nthread: ctx.nthread,
-          onRound: (e) => {
-            history.push({ key: "train_rmse", value: e.train, step: e.round });
-            if (e.valid !== undefined) history.push({ key: "valid_rmse", value: e.valid, step: e.round });
-            publish("train", `${spec.id} round ${e.round}`, {
-              candidate: spec.id,
-              round: e.round,
-              trainMetric: e.train,
-              ...(e.valid !== undefined ? { validMetric: e.valid } : {}),
-            });
-          },
-        });
-        await ctx.registry.logRunData(run.id, {
-          metrics: [
-            ...history,
-            ...Object.entries(result.valid).map(([k, value]) => ({
-              key: `valid_${k}`,
-              value,
-              step: result.bestRounds,
-            })),
-            { key: "best_rounds", value: result.bestRounds, step: 0 },
-            { key: "seconds", value: result.seconds, step: 0 },
-          ],
-        });
-        await ctx.registry.endRun(run.id, "finished");
-        results.push({ result, runId: run.id });
-        await stage(
-          "train",
-          0.05 + (0.75 * (i + 1)) / specs.length,
-          `${spec.id}: valid RMSE ${result.valid.rmse.toFixed(2)}`,
-        );
-      } catch (error) {
-        await ctx.registry.endRun(run.id, signal.aborted ? "cancelled" : "failed");
-        throw signal.aborted ? new Cancelled("cancelled") : error;
-      }
-    }
-
-    const winner = chooseWinner(results.map((r) => r.result));
-    const winnerRunId = results.find((r) => r.result === winner)?.runId as string;
-    await stage(
-      "refit",
-      0.82,
-      `winner ${winner.spec.id} (valid RMSE ${winner.valid.rmse.toFixed(2)}); refitting on train+valid`,
-    );
-    const final = await finalizeWinner(winner, prepared, { signal, nthread: ctx.nthread });
-    checkCancelled();
-
     const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
-    const championRmse = production
-      ? await evaluateVersion(ctx.registry, production, prepared.test)
-      : undefined;
+    const champion = production ? await championOf(ctx.registry, production) : undefined;
+    let stageWrites: Promise<void> = Promise.resolve();
+    const outcome = await ctx.executor.run(
+      "train",
+      jobId,
+      { request, dataPath: ctx.dataPath, nthread: ctx.nthread, ...(champion ? { champion } : {}) },
+      (p) => {
+        switch (p.type) {
+          case "stage":
+            if (p.stage === "load") recorder.restart();
+            stageWrites = stageWrites.then(() => stage(p.stage, p.progress, p.message));
+            break;
+          case "round":
+            publish("train", `${p.candidate} round ${p.round}`, {
+              candidate: p.candidate,
+              round: p.round,
+              trainMetric: p.train,
+              ...(p.valid !== undefined ? { validMetric: p.valid } : {}),
+            });
+            break;
+          case "candidate-start":
+            recorder.started(p.spec, p.dataFingerprint);
+            break;
+          case "candidate-end":
+            recorder.finished(p);
+            break;
+        }
+      },
+      signal,
+    );
+    await stageWrites;
+    await recorder.settle();
+
+    const { winner, final, championRmse } = outcome;
+    const winnerRunId = recorder.runOf(winner.spec.id) ?? (await lastRunOf(ctx, jobId, winner.spec.id));
     const metrics: Record<string, number> = {
       ...Object.fromEntries(Object.entries(winner.valid).map(([k, v]) => [`valid_${k}`, v])),
       ...Object.fromEntries(Object.entries(final.test).map(([k, v]) => [`test_${k}`, v])),
@@ -240,10 +246,10 @@ export async function runTrainingJob(
       featureSchemaVersion: FEATURE_SCHEMA_VERSION,
       featureImportance: final.featureImportance,
       metrics,
-      rows: prepared.rows,
-      windows: prepared.windows,
-      dataUntil: fittedUntil,
-      dataFingerprint: data.fingerprint,
+      rows: outcome.rows,
+      windows: outcome.windows,
+      dataUntil: outcome.fittedUntil,
+      dataFingerprint: outcome.dataFingerprint,
       dataSource: ctx.dataPath,
       rounds: final.rounds,
       xgboostVersion,
@@ -260,12 +266,12 @@ export async function runTrainingJob(
         objective: winner.spec.objective,
         job_id: jobId,
         role: "final",
-        parent_run: winnerRunId,
+        ...(winnerRunId ? { parent_run: winnerRunId } : {}),
         reason: request.reason,
         ...(production && championRmse !== undefined ? { "gate.champion_version": production.version } : {}),
-        "gate.window": `${prepared.windows.test}`,
+        "gate.window": `${outcome.windows.test}`,
       },
-      dataFingerprint: data.fingerprint,
+      dataFingerprint: outcome.dataFingerprint,
       ...(ctx.sourceCommit ? { sourceCommit: ctx.sourceCommit } : {}),
     });
     await ctx.registry.logRunData(finalRun.id, {
@@ -317,7 +323,7 @@ export async function runTrainingJob(
         version: version.version,
         actor,
         reason: production
-          ? `job ${jobId}: test RMSE ${final.test.rmse.toFixed(2)} vs ${championRmse?.toFixed(2) ?? "n/a"} for version ${production.version} on ${prepared.windows.test}`
+          ? `job ${jobId}: test RMSE ${final.test.rmse.toFixed(2)} vs ${championRmse?.toFixed(2) ?? "n/a"} for version ${production.version} on ${outcome.windows.test}`
           : `job ${jobId}: first model`,
       });
       promoted = true;
@@ -332,18 +338,32 @@ export async function runTrainingJob(
     );
     await finish("succeeded", { runId: finalRun.id, modelVersion: version.version, promoted });
   } catch (error) {
+    const cancelled = signal.aborted && signal.reason === CANCEL_REQUESTED;
+    await recorder
+      .settle(cancelled || error instanceof TaskCancelled ? "cancelled" : "failed")
+      .catch((recordError: unknown) => log.error("could not close the job's runs", { error: recordError }));
     if (signal.aborted && signal.reason === SHUTDOWN) {
       await ctx.jobs.requeue(jobId);
       log.info("job interrupted by shutdown; it will run again at the next start");
       return;
     }
-    if (error instanceof Cancelled || signal.aborted) {
+    if (cancelled || error instanceof TaskCancelled) {
       await finish("cancelled", { error: "cancelled by request" });
       return;
     }
     log.error("training job failed", { error });
     await finish("failed", { error: error instanceof Error ? error.message : String(error) });
   }
+}
+
+/** The last run recorded for a candidate of this job (its start may predate this server process). */
+async function lastRunOf(ctx: TrainingContext, jobId: string, specId: string): Promise<string | undefined> {
+  const { runs } = await ctx.registry.searchRuns({
+    filter: `tags.job_id = '${jobId}' and tags.role = 'candidate' and attributes.run_name = '${specId}'`,
+    orderBy: ["attributes.start_time DESC"],
+    pageSize: 1,
+  });
+  return runs[0]?.id;
 }
 
 async function registeredByJob(ctx: TrainingContext, jobId: string): Promise<ModelVersion | undefined> {

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
 import { hashToken } from "../../services/auth/tokens.js";
 import { configFromEnv, type ServerConfig } from "../../services/config.js";
 import { createLogger } from "../../services/observability/log.js";
@@ -89,6 +90,7 @@ export async function seedModels(
           jobs,
           events: new JobEvents(),
           log,
+          executor: inlineExecutor,
           dataPath: config.dataPath,
           modelName: config.modelName,
           nthread: 2,

@@ -3,7 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
-import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
+import { RegistryService, RunStatus } from "../../gen/bikeshare/v1/registry_pb.js";
 import { JobState, TrainService, type WatchJobResponse } from "../../gen/bikeshare/v1/train_pb.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -128,6 +128,11 @@ describe("training jobs", () => {
     expect(version?.aliases).toContain("staging");
     const { run } = await registry.getRun({ runId: version?.runId as string });
     expect(run?.tags.job_id).toBe(job?.id);
+    // search_trials 0 (not unset) asks for the family baseline alone: one candidate run.
+    const { runs: candidates } = await registry.searchRuns({
+      filter: `tags.job_id = '${job?.id}' and tags.role = 'candidate'`,
+    });
+    expect(candidates.map((r) => [r.name, r.status])).toEqual([["gbtree#0", RunStatus.FINISHED]]);
     expect(run?.artifacts.map((a) => a.path).sort()).toEqual([
       "metadata.json",
       "model.json",
@@ -190,6 +195,8 @@ describe("training jobs", () => {
     const { runs } = await registry.searchRuns({ filter: `tags.job_id = '${jobId}'` });
     expect(runs.length).toBeGreaterThan(0);
     expect(runs.every((r) => r.tags.role === "candidate")).toBe(true);
+    expect(runs.some((r) => r.status === RunStatus.CANCELLED)).toBe(true);
+    expect(runs.some((r) => r.status === RunStatus.RUNNING)).toBe(false);
     const again = await trainer.cancelJob({ jobId }).catch((e) => e);
     expect(again.code).toBe(Code.FailedPrecondition);
   });
