@@ -19,6 +19,7 @@ import { configFromEnv } from "../services/config.js";
 import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
+import { workerCommand } from "./commands/worker.js";
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
 
@@ -35,6 +36,8 @@ Usage:
   bikeshare replay [--train-until 2011-12-31] [--from 2012-01-01] [--to 2012-12-31] [--out docs/replay]
                                         Replay the hours in order through a fresh server, with and without
                                         automatic retraining; writes a timeline, a chart and a summary
+
+  bikeshare worker                      Run queued jobs from BullMQ on REDIS_URL (WORKER_CONCURRENCY, WORKER_METRICS_PORT)
 
 Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
 http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;
@@ -316,6 +319,8 @@ async function main(argv: string[]): Promise<number> {
       return actuals(action, values);
     case "replay":
       return replayCommand(values);
+    case "worker":
+      return workerCommand();
     default:
       throw new UsageError(
         command === undefined ? "a command is needed" : `unknown command ${JSON.stringify(command)}`,

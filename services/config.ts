@@ -44,6 +44,8 @@ export interface ServerConfig {
   maxBatchSize: number;
   /** onnxruntime intra-op threads; 1 is fastest here for single rows (docs/benchmarks.md). */
   ortThreads: number;
+  /** When set, jobs go to BullMQ on this Redis and `bikeshare worker` processes run them. */
+  redisUrl?: string;
 }
 
 /** A number from the environment, or `fallback` when unset; anything else is an error naming the variable. */
@@ -69,6 +71,13 @@ function numberFromEnv(
 const intFromEnv = (env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number) =>
   numberFromEnv(env, name, fallback, min, max, true);
 
+export function redisUrlFromEnv(raw: string): string {
+  if (!/^rediss?:\/\/[^\s]+$/.test(raw)) {
+    throw new Error("REDIS_URL must be a URL like redis://host:6379 (or rediss:// for TLS)");
+  }
+  return raw;
+}
+
 /** Settings from the environment, each with a default that works from a fresh clone. */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const root = projectRoot();
@@ -91,5 +100,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     modelName: env.BIKESHARE_MODEL_NAME || "bike-demand",
     maxBatchSize: intFromEnv(env, "BIKESHARE_MAX_BATCH", 10_000, 1, 1_000_000),
     ortThreads: intFromEnv(env, "BIKESHARE_ORT_THREADS", 1, 1, 64),
+    ...(env.REDIS_URL ? { redisUrl: redisUrlFromEnv(env.REDIS_URL) } : {}),
   };
 }

@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, type Interceptor } from "@connectrpc/connect";
@@ -13,6 +12,7 @@ import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { ServerConfig } from "../../services/config.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
+import { freePort } from "../helpers/ports.js";
 import { seedModels, type Tokens, testConfig, writeTokens } from "../helpers/server.js";
 
 const ROOT = join(import.meta.dirname, "../..");
@@ -23,15 +23,6 @@ let config: ServerConfig;
 let tokens: Tokens;
 let port: number;
 let child: ChildProcess | undefined;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** The real CLI, as its own process, on the test's database and artifacts. */
 async function startChild(): Promise<void> {

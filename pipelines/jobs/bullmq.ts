@@ -1,0 +1,275 @@
+/**
+ * Jobs over BullMQ on Redis, for when REDIS_URL is set: the server submits each task to one queue
+ * and `bikeshare worker` processes, on any machine, compute it and hand back the outcome. The
+ * server alone writes the registry, so a task retried after a worker died still registers once.
+ */
+import { Job, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
+import { Redis } from "ioredis";
+import {
+  CANCEL_REQUESTED,
+  isTaskKind,
+  type JobExecutor,
+  TASKS,
+  type Task,
+  TaskCancelled,
+  type TaskKind,
+  type TaskTypes,
+} from "./tasks.js";
+
+export const QUEUE_NAME = "bikeshare-jobs";
+/** Workers listen here for the ids of jobs to abort: only the process running a job can stop it. */
+const CANCEL_CHANNEL = "bikeshare:cancel";
+const CANCELLED_REASON = "cancelled by request";
+
+/** BullMQ needs commands to wait for Redis rather than fail after a few retries (KNOWN.md). */
+function connection(url: string) {
+  return { url, maxRetriesPerRequest: null };
+}
+
+// Task inputs and outputs carry typed arrays (ONNX bytes, matrices), which JSON would turn into
+// objects of numbers: they travel as base64.
+const TYPED = { Uint8Array, Float32Array, Float64Array } as const;
+type TypedName = keyof typeof TYPED;
+
+export function encodePayload(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string) {
+    // The holder's own value: a Buffer's toJSON has already turned `v` into {type, data} here.
+    const v = this[key];
+    for (const [name, type] of Object.entries(TYPED)) {
+      if (v instanceof type) {
+        return { $typed: name, base64: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };
+      }
+    }
+    return v instanceof Object && "toJSON" in v && typeof v.toJSON === "function" ? v.toJSON(key) : v;
+  });
+}
+
+export function decodePayload<T>(text: string): T {
+  return JSON.parse(text, (_key, v: unknown) => {
+    if (v && typeof v === "object" && "$typed" in v && "base64" in v) {
+      const { $typed, base64 } = v as { $typed: TypedName; base64: string };
+      const bytes = Buffer.from(base64, "base64");
+      const copy = new Uint8Array(bytes).buffer; // aligned, and not shared with Buffer's pool
+      const type = TYPED[$typed];
+      return new type(copy, 0, copy.byteLength / type.BYTES_PER_ELEMENT);
+    }
+    return v;
+  }) as T;
+}
+
+export interface BullExecutorOptions {
+  /** Attempts per task: a worker that dies mid-task leaves it to another one. */
+  attempts?: number;
+  backoffMs?: number;
+}
+
+/** Submits tasks to the queue and follows them: progress through QueueEvents, then the outcome. */
+export class BullExecutor implements JobExecutor {
+  private readonly queue: Queue;
+  private readonly events: QueueEvents;
+  private readonly publisher: Redis;
+  private readonly progress = new Map<string, (data: unknown) => void>();
+
+  constructor(
+    url: string,
+    private readonly options: BullExecutorOptions = {},
+  ) {
+    this.queue = new Queue(QUEUE_NAME, { connection: connection(url) });
+    this.events = new QueueEvents(QUEUE_NAME, { connection: connection(url) });
+    this.events.on("progress", ({ jobId, data }) => this.progress.get(jobId)?.(data));
+    this.publisher = new Redis(url, { maxRetriesPerRequest: null });
+    // Redis being away is survivable (jobs wait for it); ioredis reports it as errors on every client.
+    this.queue.on("error", () => {});
+    this.events.on("error", () => {});
+    this.publisher.on("error", () => {});
+  }
+
+  async run<K extends TaskKind>(
+    kind: K,
+    jobId: string,
+    input: TaskTypes[K]["input"],
+    report: (progress: TaskTypes[K]["progress"]) => void,
+    signal: AbortSignal,
+  ): Promise<TaskTypes[K]["output"]> {
+    this.progress.set(jobId, (data) => report(data as TaskTypes[K]["progress"]));
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        if (signal.reason === CANCEL_REQUESTED) {
+          void this.cancel(jobId);
+          reject(new TaskCancelled());
+        } else {
+          // e.g. the server shuts down: the task goes on, and the next start picks up its outcome.
+          reject(signal.reason);
+        }
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    });
+    aborted.catch(() => {});
+    let stopped = false;
+    try {
+      const finished = (async () => {
+        await this.events.waitUntilReady();
+        while (!stopped) {
+          // The job id is ours: a restarted server finds the job it submitted before, finished or
+          // not, and a job that Redis lost (e.g. restarted without persistence) is submitted again.
+          const job = (await Job.fromId(this.queue, jobId)) ?? (await this.submit(kind, jobId, input));
+          const state = await job.getState();
+          if (state === "completed") return job.returnvalue as string;
+          if (state === "failed") throw new Error(job.failedReason);
+          try {
+            return (await job.waitUntilFinished(this.events, 5000)) as string;
+          } catch (error) {
+            // Events missed while Redis was away: look at the job itself again.
+            if (!(error instanceof Error && /timed out before finishing/.test(error.message))) throw error;
+          }
+        }
+        throw new Error("stopped waiting");
+      })();
+      finished.catch(() => {});
+      const output = await Promise.race([finished, aborted]);
+      return decodePayload<TaskTypes[K]["output"]>(output);
+    } catch (error) {
+      if (error instanceof Error && error.message.startsWith(CANCELLED_REASON)) throw new TaskCancelled();
+      throw error;
+    } finally {
+      stopped = true;
+      this.progress.delete(jobId);
+      if (onAbort) signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private submit<K extends TaskKind>(kind: K, jobId: string, input: TaskTypes[K]["input"]): Promise<Job> {
+    return this.queue.add(
+      kind,
+      { input: encodePayload(input) },
+      {
+        jobId,
+        attempts: this.options.attempts ?? 3,
+        backoff: { type: "exponential", delay: this.options.backoffMs ?? 2000 },
+        removeOnComplete: { age: 7 * 86_400 },
+        removeOnFail: { age: 30 * 86_400 },
+      },
+    );
+  }
+
+  private async cancel(jobId: string): Promise<void> {
+    const job = await Job.fromId(this.queue, jobId);
+    if (!job) return;
+    if (await job.isActive()) {
+      await this.publisher.publish(CANCEL_CHANNEL, jobId);
+    } else {
+      await job.remove().catch(() => this.publisher.publish(CANCEL_CHANNEL, jobId));
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.events.close(), this.queue.close()]);
+    this.publisher.disconnect();
+  }
+}
+
+export interface WorkerOptions {
+  concurrency?: number;
+  /** How long a job stays locked to a worker without a renewal; a dead worker's job is retried after it. */
+  lockDurationMs?: number;
+  onStarted?: (kind: TaskKind, jobId: string, attempt: number) => void;
+  onFinished?: (
+    kind: TaskKind,
+    jobId: string,
+    outcome: "succeeded" | "failed" | "cancelled",
+    seconds: number,
+  ) => void;
+}
+
+export interface RunningWorker {
+  close(): Promise<void>;
+}
+
+/** A `bikeshare worker`: takes tasks from the queue and runs them in this process. */
+export async function startWorker(url: string, options: WorkerOptions = {}): Promise<RunningWorker> {
+  const lockDuration = options.lockDurationMs ?? 30_000;
+  const worker = new Worker(
+    QUEUE_NAME,
+    async (job, _token, signal) => {
+      const kind = job.name;
+      if (!isTaskKind(kind)) throw new UnrecoverableError(`unknown task kind ${JSON.stringify(kind)}`);
+      const jobId = job.id as string;
+      const started = performance.now();
+      options.onStarted?.(kind, jobId, job.attemptsMade + 1);
+      const outcome = (name: "succeeded" | "failed" | "cancelled") =>
+        options.onFinished?.(kind, jobId, name, (performance.now() - started) / 1000);
+      const abort = signal ?? new AbortController().signal;
+      try {
+        const input = decodePayload<TaskTypes[typeof kind]["input"]>((job.data as { input: string }).input);
+        const output = await (TASKS[kind] as Task<typeof kind>)(
+          input,
+          (progress) => void job.updateProgress(progress as object).catch(() => {}),
+          abort,
+        );
+        outcome("succeeded");
+        return encodePayload(output);
+      } catch (error) {
+        if (error instanceof TaskCancelled || abort.aborted) {
+          outcome("cancelled");
+          throw new UnrecoverableError(CANCELLED_REASON);
+        }
+        outcome("failed");
+        throw error;
+      }
+    },
+    {
+      connection: connection(url),
+      concurrency: options.concurrency ?? 1,
+      lockDuration,
+      stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)),
+      // A job whose worker died is retried rather than failed at once.
+      maxStalledCount: 2,
+    },
+  );
+  worker.on("error", () => {});
+  const subscriber = new Redis(url, { maxRetriesPerRequest: null });
+  subscriber.on("error", () => {});
+  subscriber.on("message", (_channel, jobId: string) => worker.cancelJob(jobId, CANCELLED_REASON));
+  await subscriber.subscribe(CANCEL_CHANNEL);
+  await worker.waitUntilReady();
+  return {
+    async close() {
+      await worker.close();
+      subscriber.disconnect();
+    },
+  };
+}
+
+const SCHEDULE_QUEUE = "bikeshare-schedules";
+
+/**
+ * Runs `handler` every `everyMs` through a BullMQ job scheduler: one run per period however many
+ * server processes share the Redis, and a period missed while every server was down runs when
+ * one comes back.
+ */
+export async function scheduleRepeating(
+  url: string,
+  name: string,
+  everyMs: number,
+  handler: () => Promise<void>,
+): Promise<RunningWorker> {
+  const queue = new Queue(SCHEDULE_QUEUE, { connection: connection(url) });
+  queue.on("error", () => {});
+  await queue.upsertJobScheduler(name, { every: everyMs }, { name });
+  const worker = new Worker(
+    SCHEDULE_QUEUE,
+    async (job) => {
+      if (job.name === name) await handler();
+    },
+    { connection: connection(url), concurrency: 1 },
+  );
+  worker.on("error", () => {});
+  return {
+    async close() {
+      await worker.close();
+      await queue.close();
+    },
+  };
+}
