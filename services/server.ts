@@ -8,7 +8,9 @@ import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
+import { BullExecutor, QUEUE_NAME, scheduleRepeating } from "../pipelines/jobs/bullmq.js";
 import { InProcessQueue } from "../pipelines/jobs/queue.js";
+import type { JobExecutor } from "../pipelines/jobs/tasks.js";
 import { ThreadExecutor } from "../pipelines/jobs/thread-executor.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
@@ -127,19 +129,20 @@ export async function startServer(
   const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
   if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
 
+  const executor: JobExecutor = config.redisUrl ? new BullExecutor(config.redisUrl) : new ThreadExecutor();
+  if (config.redisUrl) log.info("jobs go to BullMQ workers", { queue: QUEUE_NAME });
   const queue = new InProcessQueue(
     (jobId, signal) =>
       runTrainingJob(
-  const executor = new ThreadExecutor();
         {
           registry,
           jobs,
           events,
           log,
+          executor,
           dataPath: config.dataPath,
           modelName: config.modelName,
           nthread: config.trainThreads,
-          executor,
           onFinished: (job, seconds) => {
             metrics.jobs.observe({ kind: "train", outcome: job.state }, seconds);
             void notifyJob(job, seconds);
@@ -148,7 +151,8 @@ export async function startServer(
         jobId,
         signal,
       ),
-    1,
+    // In a thread, one job at a time (training uses every core); with workers, as many as they take.
+    config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
   );
   metrics.trackQueueDepth("train", () => queue.depth);
@@ -236,13 +240,17 @@ export async function startServer(
       allowRetrain,
     );
   };
+  const scheduledCheck = () =>
+    check(Date.now(), config.autoRetrain).then(
+      () => {},
+      (error: unknown) => log.error("scheduled check failed", { error }),
+    );
+  const interval = config.checkIntervalSeconds * 1000;
   const schedule =
-    config.checkIntervalSeconds > 0
-      ? setInterval(() => {
-          check(Date.now(), config.autoRetrain).catch((error: unknown) =>
-            log.error("scheduled check failed", { error }),
-          );
-        }, config.checkIntervalSeconds * 1000).unref()
+    interval > 0 && !config.redisUrl ? setInterval(() => void scheduledCheck(), interval).unref() : undefined;
+  const bullSchedule =
+    interval > 0 && config.redisUrl
+      ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck)
       : undefined;
 
   const legacy = createLegacyHandler({
@@ -328,6 +336,7 @@ export async function startServer(
     live,
     async close() {
       if (schedule) clearInterval(schedule);
+      await bullSchedule?.close();
       await new Promise<void>((resolve) => {
         front.close(() => resolve());
         h1.closeIdleConnections();
@@ -340,11 +349,11 @@ export async function startServer(
       h2.close();
       // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
       await queue.close(SHUTDOWN);
+      await executor.close();
       await live.stop();
       await predictionLog.close();
       notifier?.close();
       await db.close();
-      await executor.close();
     },
   };
 }
