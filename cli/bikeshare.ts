@@ -19,6 +19,7 @@ import { configFromEnv } from "../services/config.js";
 import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
+import { notifyCommand } from "./commands/notify.js";
 import { workerCommand } from "./commands/worker.js";
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
@@ -38,6 +39,10 @@ Usage:
                                         automatic retraining; writes a timeline, a chart and a summary
 
   bikeshare worker                      Run queued jobs from BullMQ on REDIS_URL (WORKER_CONCURRENCY, WORKER_METRICS_PORT)
+  bikeshare notify --type deployment|training|drift [--model-version V] [--alias NAME] [--job-id ID]
+                   [--state succeeded|failed|cancelled] [--drift-share 0..1] [--report-id ID] [--reason TEXT]
+                   [--message TEXT] [--link URL]
+                                        E-mail a templated message (text and HTML) through SMTP_* to ALERT_EMAIL_TO
 
 Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
 http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;
@@ -296,6 +301,14 @@ async function main(argv: string[]): Promise<number> {
       force: { type: "boolean" },
       "order-by": { type: "string" },
       "train-until": { type: "string" },
+      type: { type: "string" },
+      "model-version": { type: "string" },
+      "job-id": { type: "string" },
+      state: { type: "string" },
+      "drift-share": { type: "string" },
+      "report-id": { type: "string" },
+      message: { type: "string" },
+      link: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -321,6 +334,8 @@ async function main(argv: string[]): Promise<number> {
       return replayCommand(values);
     case "worker":
       return workerCommand();
+    case "notify":
+      return notifyCommand(values, (message) => new UsageError(message));
     default:
       throw new UsageError(
         command === undefined ? "a command is needed" : `unknown command ${JSON.stringify(command)}`,

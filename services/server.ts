@@ -26,6 +26,8 @@ import { PredictionLog } from "./monitor/prediction-log.js";
 import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
+import { tracingInterceptor } from "./observability/rpc-tracing.js";
+import { initTracing } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
 import { Registry } from "./registry/registry.js";
@@ -92,6 +94,7 @@ export async function startServer(
   log: Logger,
   options: { bootstrap?: boolean } = {},
 ): Promise<RunningServer> {
+  const stopTracing = initTracing(log);
   const metrics = new Metrics();
   const db = await Database.open(config.dbPath);
   const registry = await Registry.open(db, config.modelsDir);
@@ -285,6 +288,7 @@ export async function startServer(
       );
     },
     interceptors: [
+      tracingInterceptor(),
       metricsInterceptor(metrics),
       authInterceptor(book, defaultPolicy({ openPredict: !config.predictNeedsToken })),
     ],
@@ -354,6 +358,7 @@ export async function startServer(
       await predictionLog.close();
       notifier?.close();
       await db.close();
+      await stopTracing();
     },
   };
 }

@@ -125,6 +125,73 @@ export interface Notification {
   link?: string;
 }
 
+// Templates shared by the server's own e-mails and `bikeshare notify`, so that both read alike.
+
+export interface TrainingFacts {
+  jobId: string;
+  state: string;
+  modelVersion?: string;
+  seconds?: number;
+  reason?: string;
+  error?: string;
+}
+
+export function trainingNotification(f: TrainingFacts): Notification {
+  const facts: Record<string, string | number> = { job_id: f.jobId, state: f.state };
+  if (f.reason) facts.reason = f.reason;
+  if (f.seconds !== undefined) facts.seconds = Math.round(f.seconds);
+  if (f.modelVersion) facts.model_version = f.modelVersion;
+  return {
+    kind: "training",
+    subject: `training job ${f.state}${f.modelVersion ? `: version ${f.modelVersion}` : ""}`,
+    summary: f.error ? `The job ended ${f.state}: ${f.error}` : `The job ended ${f.state}.`,
+    facts,
+  };
+}
+
+export interface DeploymentFacts {
+  modelName: string;
+  version: string;
+  alias: string;
+  /** Why the version moved, e.g. "it beat production on the last labelled window". */
+  reason?: string;
+}
+
+export function deploymentNotification(f: DeploymentFacts): Notification {
+  const facts: Record<string, string | number> = {
+    model: f.modelName,
+    model_version: f.version,
+    alias: f.alias,
+  };
+  if (f.reason) facts.reason = f.reason;
+  return {
+    kind: "deployment",
+    subject: `version ${f.version} is now in ${f.alias}`,
+    summary: `Version ${f.version} of ${f.modelName} now serves as ${f.alias}${f.reason ? `: ${f.reason}` : "."}`,
+    facts,
+  };
+}
+
+export interface DriftFacts {
+  modelVersion: string;
+  /** Share of features that drifted, 0 to 1. */
+  driftShare?: number;
+  link?: string;
+}
+
+export function driftNotification(f: DriftFacts): Notification {
+  const facts: Record<string, string | number> = { model_version: f.modelVersion };
+  const share = f.driftShare === undefined ? "" : ` in ${Math.round(f.driftShare * 100)}% of the features`;
+  if (f.driftShare !== undefined) facts.drift_share = f.driftShare;
+  return {
+    kind: "drift",
+    subject: `data drift on model version ${f.modelVersion}`,
+    summary: `The data served by model version ${f.modelVersion} has drifted from its training data${share}.`,
+    facts,
+    ...(f.link ? { link: f.link } : {}),
+  };
+}
+
 /** An SMTP failure, with secrets removed from its message. `code` is nodemailer's (EAUTH, ECONNECTION, …). */
 export class NotifierError extends Error {
   override readonly name = "NotifierError";

@@ -1,6 +1,9 @@
+import { isSpanContextValid, trace } from "@opentelemetry/api";
+
 /**
  * Structured JSON logs, one object per line on stdout, so that log shippers need no
  * parsing rules. Callers pass fields, never secrets: request bodies and headers are not logged.
+ * A line written while a span is active carries its trace_id and span_id, to join logs to traces.
  */
 type Level = "debug" | "info" | "warn" | "error";
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -27,7 +30,13 @@ export function createLogger(
     (lvl: Level) =>
     (msg: string, fields: Record<string, unknown> = {}) => {
       if (ORDER[lvl] < min) return;
-      const entry: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, msg, ...base };
+      const entry: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, msg };
+      const span = trace.getActiveSpan()?.spanContext();
+      if (span && isSpanContextValid(span)) {
+        entry.trace_id = span.traceId;
+        entry.span_id = span.spanId;
+      }
+      Object.assign(entry, base);
       for (const [k, v] of Object.entries(fields)) entry[k] = errorFields(v);
       write(`${JSON.stringify(entry)}\n`);
     };

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
+import { traceMethods } from "../observability/tracing.js";
 import type { Database, Queryable } from "../storage/database.js";
 import { filterToSql, orderByToSql, parseFilter, parseOrderBy } from "./search-filter.js";
 
@@ -1555,3 +1556,22 @@ export class Registry {
     };
   }
 }
+
+// A span for every registry write, so that a trace shows what an RPC or a training job registered.
+traceMethods(Registry, "registry", {
+  createRun: (input) => ({ "registry.experiment": input.experiment, "registry.run_name": input.name ?? "" }),
+  logRunData: (runId, data) => ({
+    "registry.run_id": runId,
+    "registry.params": Object.keys(data.params ?? {}).length,
+    "registry.metrics": data.metrics?.length ?? 0,
+    "registry.tags": Object.keys(data.tags ?? {}).length,
+  }),
+  putArtifact: (runId, path) => ({ "registry.run_id": runId, "registry.artifact_path": path }),
+  createModelVersion: (input) => ({ "registry.model_name": input.modelName, "registry.run_id": input.runId }),
+  setAlias: (input) => ({
+    "registry.model_name": input.modelName,
+    "registry.alias": input.alias,
+    "registry.version": input.version,
+    "registry.forced": input.force === true,
+  }),
+});
