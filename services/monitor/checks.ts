@@ -102,11 +102,15 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
     deps.log.debug("drift check skipped", { reason: error.message });
   }
   if (report) {
+    metrics.driftCheckTime.set(Date.now() / 1000);
     metrics.driftShare.set(report.dataset.driftedShare);
     metrics.datasetDrift.set(report.dataset.datasetDrift ? 1 : 0);
     metrics.predictionDrift.set(report.prediction.drifted ? 1 : 0);
-    for (const f of report.dataset.features)
+    metrics.featureDrift.reset(); // a feature whose test changed must not keep its old series
+    for (const f of report.dataset.features) {
       metrics.featureDrift.set({ feature: f.feature, test: f.test }, f.statistic);
+      metrics.featureDrifted.set({ feature: f.feature }, f.drifted ? 1 : 0);
+    }
     if (report.dataset.datasetDrift) {
       const drifted = report.dataset.features.filter((f) => f.drifted).map((f) => f.feature);
       violations.push({
@@ -128,9 +132,14 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
 
   const live = (await deps.actuals.performance(window)).find((v) => v.modelVersion === production.version);
   const testRmse = card.metrics.test_rmse;
-  if (live) metrics.liveRmse.set({ model_version: production.version }, live.rmse);
-  if (live && testRmse !== undefined && live.labelledHours >= policy.minLabelledHours) {
-    const limit = policy.rmseFactor * testRmse;
+  const limit = testRmse === undefined ? undefined : policy.rmseFactor * testRmse;
+  if (live) metrics.setLiveAccuracy(production.version, live.rmse, live.labelledHours, limit);
+  if (
+    live &&
+    testRmse !== undefined &&
+    limit !== undefined &&
+    live.labelledHours >= policy.minLabelledHours
+  ) {
     if (live.rmse > limit) {
       violations.push({
         rule: "live_rmse",

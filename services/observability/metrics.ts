@@ -1,6 +1,10 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { ALERT_RULES } from "../monitor/alerts.js";
 
-/** Every metric the server exports, on one registry served at /metrics. */
+export const JOB_KINDS = ["train", "score"] as const;
+export const JOB_OUTCOMES = ["succeeded", "failed", "cancelled"] as const;
+
+/** Every metric a bikeshare process (server or worker) exports, on one registry served at /metrics. */
 export class Metrics {
   readonly registry = new Registry();
 
@@ -34,9 +38,17 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly modelTestRmse = new Gauge({
+    name: "bikeshare_model_test_rmse",
+    help: "Test RMSE recorded in the model card of the version being served.",
+    labelNames: ["model", "version", "alias"] as const,
+    registers: [this.registry],
+  });
+
+  /** Its _count by outcome is the count of job outcomes: no separate counter is needed. */
   readonly jobs = new Histogram({
     name: "bikeshare_job_duration_seconds",
-    help: "Wall time of jobs, by kind and outcome (succeeded, failed, cancelled).",
+    help: "Wall time of jobs, by kind (train, score) and outcome (succeeded, failed, cancelled).",
     labelNames: ["kind", "outcome"] as const,
     buckets: [1, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
     registers: [this.registry],
@@ -79,9 +91,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly featureDrifted = new Gauge({
+    name: "bikeshare_feature_drifted",
+    help: "1 when the feature drifted in the last check (its test's threshold was crossed).",
+    labelNames: ["feature"] as const,
+    registers: [this.registry],
+  });
+
+  readonly driftCheckTime = new Gauge({
+    name: "bikeshare_drift_check_timestamp_seconds",
+    help: "Unix time at which the last drift report was computed.",
+    registers: [this.registry],
+  });
+
   readonly liveRmse = new Gauge({
     name: "bikeshare_live_rmse",
-    help: "RMSE over labelled hours of the monitoring window, by model version.",
+    help: "RMSE of the production version over the labelled hours of the last check's window.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+
+  readonly liveRmseThreshold = new Gauge({
+    name: "bikeshare_live_rmse_threshold",
+    help: "Live RMSE above which the server raises a live_rmse alert: BIKESHARE_RMSE_FACTOR x the version's test RMSE.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+
+  readonly liveLabelledHours = new Gauge({
+    name: "bikeshare_live_labelled_hours",
+    help: "Hours of the last check's window that have both a prediction and an actual count.",
     labelNames: ["model_version"] as const,
     registers: [this.registry],
   });
@@ -93,25 +132,48 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  private readonly queueDepthSources = new Map<string, () => number>();
+  private readonly queueDepthSources = new Map<string, () => number | Promise<number>>();
 
   readonly queueDepth = new Gauge({
     name: "bikeshare_queue_depth",
-    help: "Jobs waiting or running, by queue.",
+    help: "Jobs waiting or running, by queue; for prediction_log, entries not yet written.",
     labelNames: ["queue"] as const,
     registers: [this.registry],
-    // Read at scrape time, so the figure is never stale.
-    collect: () => {
-      for (const [queue, depth] of this.queueDepthSources) this.queueDepth.set({ queue }, depth());
+    // Read at scrape time, so the figure is never stale. A depth that cannot be read (Redis down)
+    // is left out rather than failing the whole scrape or showing an old figure.
+    collect: async () => {
+      await Promise.all(
+        [...this.queueDepthSources].map(async ([queue, depth]) => {
+          try {
+            this.queueDepth.set({ queue }, await depth());
+          } catch {
+            this.queueDepth.remove({ queue });
+          }
+        }),
+      );
     },
   });
 
-  trackQueueDepth(queue: string, depth: () => number): void {
+  /** `depth` may be async, e.g. a count of BullMQ jobs in Redis. */
+  trackQueueDepth(queue: string, depth: () => number | Promise<number>): void {
     this.queueDepthSources.set(queue, depth);
   }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "bikeshare_" });
+    // A series that first appears at 1 hides that first event from rate() and increase(), so the
+    // job-failure alert would miss the first failure: every known label set starts at zero.
+    for (const kind of JOB_KINDS) for (const outcome of JOB_OUTCOMES) this.jobs.zero({ kind, outcome });
+    for (const rule of ALERT_RULES) this.alerts.inc({ rule }, 0);
+  }
+
+  /** Live accuracy of the production version, replacing the figures of any version served before. */
+  setLiveAccuracy(modelVersion: string, rmse: number, labelledHours: number, threshold?: number): void {
+    for (const gauge of [this.liveRmse, this.liveRmseThreshold, this.liveLabelledHours]) gauge.reset();
+    const labels = { model_version: modelVersion };
+    this.liveRmse.set(labels, rmse);
+    this.liveLabelledHours.set(labels, labelledHours);
+    if (threshold !== undefined) this.liveRmseThreshold.set(labels, threshold);
   }
 
   observe(service: string, method: string, code: string, protocol: string, seconds: number): void {

@@ -50,9 +50,15 @@ export class LiveModel implements ModelSlot {
     const next = await ServingModel.load(this.registry, target, this.ortThreads);
     const previous = this.current;
     this.current = next;
-    if (previous)
-      this.metrics.modelInfo.remove({ model: previous.name, version: previous.version, alias: this.alias });
-    this.metrics.modelInfo.set({ model: next.name, version: next.version, alias: this.alias }, 1);
+    if (previous) {
+      const labels = { model: previous.name, version: previous.version, alias: this.alias };
+      this.metrics.modelInfo.remove(labels);
+      this.metrics.modelTestRmse.remove(labels);
+    }
+    const labels = { model: next.name, version: next.version, alias: this.alias };
+    this.metrics.modelInfo.set(labels, 1);
+    const testRmse = next.card.metrics.test_rmse;
+    if (testRmse !== undefined) this.metrics.modelTestRmse.set(labels, testRmse);
     this.log.info("serving model version", {
       model: next.name,
       version: next.version,
