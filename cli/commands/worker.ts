@@ -3,6 +3,7 @@ import { startWorker } from "../../pipelines/jobs/bullmq.js";
 import { redisUrlFromEnv } from "../../services/config.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Metrics } from "../../services/observability/metrics.js";
+import { initTracing, withSpan } from "../../services/observability/tracing.js";
 
 function intFromEnv(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name];
@@ -28,9 +29,11 @@ export async function workerCommand(): Promise<number> {
   const log = createLogger({ service: "bikeshare-worker", pid: process.pid });
   const metrics = new Metrics();
 
+  const stopTracing = initTracing(log);
   const worker = await startWorker(url, {
     concurrency,
     lockDurationMs,
+    around: (kind, jobId, task) => withSpan(`${kind} task`, { "job.id": jobId }, task),
     onStarted: (kind, jobId, attempt) => log.info("job started", { kind, job_id: jobId, attempt }),
     onFinished: (kind, jobId, outcome, seconds) => {
       metrics.jobs.observe({ kind, outcome }, seconds);
@@ -60,6 +63,7 @@ export async function workerCommand(): Promise<number> {
     log.info("worker stopping: finishing the jobs it holds", { signal });
     server?.close();
     await worker.close();
+    await stopTracing();
     process.exit(0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));

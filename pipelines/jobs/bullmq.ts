@@ -3,6 +3,7 @@
  * and `bikeshare worker` processes, on any machine, compute it and hand back the outcome. The
  * server alone writes the registry, so a task retried after a worker died still registers once.
  */
+import { context, propagation, ROOT_CONTEXT } from "@opentelemetry/api";
 import { Job, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import {
@@ -141,9 +142,12 @@ export class BullExecutor implements JobExecutor {
   }
 
   private submit<K extends TaskKind>(kind: K, jobId: string, input: TaskTypes[K]["input"]): Promise<Job> {
+    // The W3C trace context of the job, so that the worker's spans continue its trace.
+    const trace: Record<string, string> = {};
+    propagation.inject(context.active(), trace);
     return this.queue.add(
       kind,
-      { input: encodePayload(input) },
+      { input: encodePayload(input), trace },
       {
         jobId,
         attempts: this.options.attempts ?? 3,
@@ -175,6 +179,8 @@ export interface WorkerOptions {
   /** How long a job stays locked to a worker without a renewal; a dead worker's job is retried after it. */
   lockDurationMs?: number;
   onStarted?: (kind: TaskKind, jobId: string, attempt: number) => void;
+  /** Wraps each task, e.g. in a span; it runs in the trace context the job was submitted from. */
+  around?: <T>(kind: TaskKind, jobId: string, task: () => Promise<T>) => Promise<T>;
   onFinished?: (
     kind: TaskKind,
     jobId: string,
@@ -201,12 +207,18 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       const outcome = (name: "succeeded" | "failed" | "cancelled") =>
         options.onFinished?.(kind, jobId, name, (performance.now() - started) / 1000);
       const abort = signal ?? new AbortController().signal;
+      const data = job.data as { input: string; trace?: Record<string, string> };
+      const around = options.around ?? ((_kind, _jobId, task) => task());
       try {
-        const input = decodePayload<TaskTypes[typeof kind]["input"]>((job.data as { input: string }).input);
-        const output = await (TASKS[kind] as Task<typeof kind>)(
-          input,
-          (progress) => void job.updateProgress(progress as object).catch(() => {}),
-          abort,
+        const input = decodePayload<TaskTypes[typeof kind]["input"]>(data.input);
+        const output = await context.with(propagation.extract(ROOT_CONTEXT, data.trace ?? {}), () =>
+          around(kind, jobId, () =>
+            (TASKS[kind] as Task<typeof kind>)(
+              input,
+              (progress) => void job.updateProgress(progress as object).catch(() => {}),
+              abort,
+            ),
+          ),
         );
         outcome("succeeded");
         return encodePayload(output);

@@ -1,3 +1,4 @@
+import { type Context, context } from "@opentelemetry/api";
 import { CANCEL_REQUESTED } from "./cancelled.js";
 
 /**
@@ -18,6 +19,8 @@ export interface JobQueue {
 /** Runs jobs one at a time (training uses every core) in this process. */
 export class InProcessQueue implements JobQueue {
   private readonly waiting: string[] = [];
+  /** The trace context of whoever queued each job (e.g. the StartTraining call), for the job's spans. */
+  private readonly origins = new Map<string, Context>();
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   private closed = false;
 
@@ -31,6 +34,7 @@ export class InProcessQueue implements JobQueue {
     if (this.closed) throw new Error("the job queue is closed");
     if (this.waiting.includes(jobId) || this.running.has(jobId)) return;
     this.waiting.push(jobId);
+    this.origins.set(jobId, context.active());
     this.pump();
   }
 
@@ -61,7 +65,10 @@ export class InProcessQueue implements JobQueue {
     while (!this.closed && this.running.size < this.concurrency && this.waiting.length > 0) {
       const jobId = this.waiting.shift() as string;
       const controller = new AbortController();
-      const done = this.handler(jobId, controller.signal)
+      const origin = this.origins.get(jobId) ?? context.active();
+      this.origins.delete(jobId);
+      const done = context
+        .with(origin, () => this.handler(jobId, controller.signal))
         .catch((error: unknown) => this.onError(jobId, error))
         .finally(() => {
           this.running.delete(jobId);

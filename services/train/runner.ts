@@ -5,6 +5,7 @@ import { CANCEL_REQUESTED, type JobExecutor, TaskCancelled } from "../../pipelin
 import type { CandidateSpec } from "../../pipelines/training/candidates.js";
 import type { TrainingInput, TrainingProgress } from "../../pipelines/training/job.js";
 import type { Logger } from "../observability/log.js";
+import { withSpan } from "../observability/tracing.js";
 import {
   ARTIFACT_CARD,
   ARTIFACT_NATIVE,
@@ -139,11 +140,11 @@ class CandidateRecorder {
  * winner with the artifacts the server and the monitor need, gives it `staging`, and `production`
  * only through the registry's champion/challenger gate.
  */
-export async function runTrainingJob(
-  ctx: TrainingContext,
-  jobId: string,
-  signal: AbortSignal,
-): Promise<void> {
+export function runTrainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
+  return withSpan("training job", { "job.id": jobId }, () => trainingJob(ctx, jobId, signal));
+}
+
+async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
   const job = await ctx.jobs.get(jobId);
   if (!job || TERMINAL.includes(job.state)) return;
   const started = performance.now();

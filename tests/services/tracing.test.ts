@@ -387,13 +387,17 @@ describe("RPC spans on a real server", () => {
     const watch = await rpcSpan(traceId, "bikeshare.v1.TrainService/WatchJob");
     const trace = inTrace(traceId);
     const byId = new Map(trace.map((s) => [s.spanContext().spanId, s]));
+    const jobSpan = trace.find((s) => s.name === "training job");
+    expect(jobSpan?.attributes["job.id"]).toBe(job?.id);
+    expect(jobSpan?.parentSpanContext?.spanId).toBe(start.spanContext().spanId);
+    // RPC → training job → registry write.
     const descendsFromStart = (span: ReadableSpan) => {
       for (
         let p = span.parentSpanContext?.spanId;
         p !== undefined;
         p = byId.get(p)?.parentSpanContext?.spanId
       ) {
-        if (p === start.spanContext().spanId) return true;
+        if (p === jobSpan?.spanContext().spanId) return true;
       }
       return false;
     };
