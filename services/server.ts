@@ -21,12 +21,12 @@ import { AlertStore } from "./monitor/alerts.js";
 import { DEFAULT_MONITOR_POLICY, type MonitorPolicy, runCheck } from "./monitor/checks.js";
 import { DriftReports } from "./monitor/drift-reports.js";
 import { createMonitorService } from "./monitor/monitor-service.js";
-import { Notifier, smtpFromEnv } from "./monitor/notifier.js";
+import { deploymentNotification, Notifier, smtpFromEnv, trainingNotification } from "./monitor/notifier.js";
 import { PredictionLog } from "./monitor/prediction-log.js";
 import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
-import { tracingInterceptor } from "./observability/rpc-tracing.js";
+import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tracing.js";
 import { initTracing } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
@@ -39,16 +39,6 @@ import { runTrainingJob, SHUTDOWN } from "./train/runner.js";
 import { createTrainService } from "./train/train-service.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
-function protocolOf(contentType: string | null): string {
-  if (contentType?.startsWith("application/grpc-web")) return "grpc-web";
-  if (contentType?.startsWith("application/grpc")) return "grpc";
-  return "connect";
-}
-
-function codeName(code: Code): string {
-  return (Code[code] ?? "unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
-}
 
 function metricsInterceptor(metrics: Metrics): Interceptor {
   return (next) => async (req) => {
@@ -162,27 +152,26 @@ export async function startServer(
 
   async function notifyJob(job: JobRecord, seconds: number): Promise<void> {
     if (!notifier) return;
-    const facts = {
-      job_id: job.id,
-      state: job.state,
-      reason: job.reason,
-      seconds: Math.round(seconds),
-      model_version: job.modelVersion ?? "",
-    };
     try {
-      await notifier.send({
-        kind: "training",
-        subject: `training job ${job.state}${job.modelVersion ? `: version ${job.modelVersion}` : ""}`,
-        summary: job.error ? `The job ended ${job.state}: ${job.error}` : `The job ended ${job.state}.`,
-        facts,
-      });
-      if (job.promoted) {
-        await notifier.send({
-          kind: "deployment",
-          subject: `version ${job.modelVersion} is now in production`,
-          summary: `Version ${job.modelVersion} beat the production model on the most recent labelled window and now serves.`,
-          facts,
-        });
+      await notifier.send(
+        trainingNotification({
+          jobId: job.id,
+          state: job.state,
+          seconds,
+          reason: job.reason,
+          ...(job.modelVersion ? { modelVersion: job.modelVersion } : {}),
+          ...(job.error ? { error: job.error } : {}),
+        }),
+      );
+      if (job.promoted && job.modelVersion) {
+        await notifier.send(
+          deploymentNotification({
+            modelName: config.modelName,
+            version: job.modelVersion,
+            alias: "production",
+            reason: `it beat the production model on the most recent labelled window (job ${job.id})`,
+          }),
+        );
       }
     } catch (error) {
       log.error("job e-mail failed", { job_id: job.id, error });
