@@ -20,6 +20,7 @@ import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
 import { notifyCommand } from "./commands/notify.js";
+import { scoreCommand } from "./commands/score.js";
 import { workerCommand } from "./commands/worker.js";
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
@@ -43,6 +44,10 @@ Usage:
                    [--state succeeded|failed|cancelled] [--drift-share 0..1] [--report-id ID] [--reason TEXT]
                    [--message TEXT] [--link URL]
                                         E-mail a templated message (text and HTML) through SMTP_* to ALERT_EMAIL_TO
+  bikeshare score --in FILE --out FILE [--invalid FILE] [--model-version V] [--remote] [--chunk-size N] [--threads N]
+                                        Score an Arrow IPC, Parquet or CSV file into Arrow IPC (.arrow, .arrows) or
+                                        Parquet, locally with the registry's production ONNX model or, with --remote,
+                                        through PredictStream; invalid rows go to OUT.invalid.csv with row and reason
 
 Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
 http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;
@@ -309,6 +314,11 @@ async function main(argv: string[]): Promise<number> {
       "report-id": { type: "string" },
       message: { type: "string" },
       link: { type: "string" },
+      in: { type: "string" },
+      invalid: { type: "string" },
+      remote: { type: "boolean" },
+      "chunk-size": { type: "string" },
+      threads: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -336,6 +346,8 @@ async function main(argv: string[]): Promise<number> {
       return workerCommand();
     case "notify":
       return notifyCommand(values, (message) => new UsageError(message));
+    case "score":
+      return scoreCommand(values, (message) => new UsageError(message));
     default:
       throw new UsageError(
         command === undefined ? "a command is needed" : `unknown command ${JSON.stringify(command)}`,

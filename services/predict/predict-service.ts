@@ -53,7 +53,8 @@ export function createPredictService(
   onServed: OnServed,
   limits: { maxBatchSize: number },
 ): Partial<ServiceImpl<typeof PredictService>> {
-  const validateRows = (rows: readonly HourConditions[]) => {
+  /** `firstRow` numbers rows from the start of a stream, so an error names the row the client sent. */
+  const validateRows = (rows: readonly HourConditions[], firstRow = 0) => {
     if (rows.length > limits.maxBatchSize) {
       throw invalidArgument([
         {
@@ -67,7 +68,7 @@ export function createPredictService(
     const hourStarts: (number | undefined)[] = [];
     const violations: FieldViolation[] = [];
     rows.forEach((row, i) => {
-      const result = recordFromConditions(row, `rows[${i}]`);
+      const result = recordFromConditions(row, `rows[${firstRow + i}]`);
       if (result.ok) {
         records.push(result.record);
         hourStarts.push(result.hourStart);
@@ -112,7 +113,8 @@ export function createPredictService(
     async *predictStream(requests) {
       let offset = 0n;
       for await (const chunk of requests) {
-        const { records, hourStarts } = validateRows(chunk.rows);
+        // Row indexes in errors count from the start of the stream (as `offset` does), not the message.
+        const { records, hourStarts } = validateRows(chunk.rows, Number(offset));
         const { model, predictions } = await serve(records, hourStarts);
         yield { offset, predictions: Array.from(predictions), modelVersion: model.version };
         offset += BigInt(records.length);

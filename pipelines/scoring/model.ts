@@ -1,0 +1,38 @@
+import { FEATURE_NAMES, type RawColumns } from "../../core/features/index.js";
+import type { OnnxModel } from "../../core/onnx/index.js";
+import type { Booster } from "../../core/xgboost/index.js";
+
+/**
+ * What scoring needs of a model: the features it reads and a batch predict over a row-major float32
+ * matrix [rows × features]. An ONNX session and the native booster both fit; so can a test double.
+ */
+export interface ScoringModel {
+  /** The model's inputs in order; scoring refuses a model whose features differ from FEATURE_NAMES. */
+  readonly featureNames: readonly string[];
+  predict(features: Float32Array, rows: number): Promise<Float32Array>;
+}
+
+/**
+ * A model behind something that computes the features itself from the validated raw fields, such as
+ * PredictService.PredictStream on a server (remote scoring).
+ */
+export interface RawRowsModel {
+  predictRows(columns: RawColumns): Promise<Float32Array>;
+}
+
+/** ONNX Runtime; the feature names come from the model's metadata unless given (e.g. from its card). */
+export function onnxScoringModel(onnx: OnnxModel, featureNames?: readonly string[]): ScoringModel {
+  const names = featureNames ?? onnx.featureNames;
+  if (names === undefined)
+    throw new Error("the ONNX model stores no feature_names; pass the names from its model card");
+  return { featureNames: names, predict: (features, rows) => onnx.predict(features, rows) };
+}
+
+/** The native XGBoost booster, predicting on the libuv pool (off the event loop). */
+export function boosterScoringModel(
+  booster: Booster,
+  featureNames: readonly string[] = FEATURE_NAMES,
+): ScoringModel {
+  const cols = featureNames.length;
+  return { featureNames, predict: (data, rows) => booster.predictAsync({ data, rows, cols }) };
+}

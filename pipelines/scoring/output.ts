@@ -1,0 +1,151 @@
+/**
+ * Scoring outputs: Arrow IPC (file or stream) or Parquet, chosen by extension, written chunk by chunk to
+ * a temporary file beside the target and renamed over it only when complete, so a failed or cancelled
+ * run never leaves a truncated file that looks like a result.
+ *
+ * Columns: `row` (the input row, 1-based), the 12 raw fields as read, `prediction` (float32, as the
+ * model computes it). Only valid rows appear; the others are in the invalid-rows file with the same
+ * row numbers.
+ */
+
+import { once } from "node:events";
+import { createWriteStream } from "node:fs";
+import { type FileHandle, open, rename, rm } from "node:fs/promises";
+import { basename, dirname, extname, join } from "node:path";
+import {
+  type Data,
+  makeVector,
+  RecordBatch,
+  RecordBatchFileWriter,
+  RecordBatchStreamWriter,
+} from "apache-arrow";
+import { RAW_FIELDS, type RawField } from "../../core/features/index.js";
+import { type ParquetColumn, ParquetStreamWriter, type ParquetValues } from "./parquet-writer.js";
+
+export type OutputFormat = "arrow-file" | "arrow-stream" | "parquet";
+
+export interface ScoredChunk {
+  readonly length: number;
+  /** 1-based input row of each output row. */
+  readonly rows: Int32Array;
+  readonly fields: Record<RawField, Float64Array>;
+  readonly predictions: Float32Array;
+}
+
+export interface ScoringOutput {
+  readonly format: OutputFormat;
+  write(chunk: ScoredChunk): Promise<void>;
+  /** Completes the file and moves it into place. */
+  finish(): Promise<void>;
+  /** Removes the partial file. */
+  discard(): Promise<void>;
+}
+
+export function outputFormatOf(path: string): OutputFormat {
+  const ext = extname(path).toLowerCase();
+  if (ext === ".arrow" || ext === ".feather" || ext === ".ipc") return "arrow-file";
+  if (ext === ".arrows") return "arrow-stream";
+  if (ext === ".parquet") return "parquet";
+  throw new Error(
+    `cannot tell the output format of ${path}: use .arrow (Arrow IPC file), .arrows (Arrow IPC stream) or .parquet`,
+  );
+}
+
+/** The output columns, in order: integer fields as int8 (all are small codes), the rest as doubles. */
+const COLUMNS: readonly ParquetColumn[] = [
+  { name: "row", type: "int32" },
+  ...RAW_FIELDS.map((f): ParquetColumn => ({ name: f.name, type: f.kind === "integer" ? "int8" : "double" })),
+  { name: "prediction", type: "float" },
+];
+
+function columnValues(chunk: ScoredChunk): ParquetValues[] {
+  return [
+    chunk.rows,
+    ...RAW_FIELDS.map((f) =>
+      f.kind === "integer" ? Int8Array.from(chunk.fields[f.name]) : chunk.fields[f.name],
+    ),
+    chunk.predictions,
+  ];
+}
+
+function emptyChunk(): ScoredChunk {
+  const fields = Object.fromEntries(RAW_FIELDS.map((f) => [f.name, new Float64Array(0)])) as Record<
+    RawField,
+    Float64Array
+  >;
+  return { length: 0, rows: new Int32Array(0), fields, predictions: new Float32Array(0) };
+}
+
+/** A sibling temp name, so the final rename stays on one file system. */
+export function partialPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.partial`);
+}
+
+export async function openScoringOutput(path: string, format = outputFormatOf(path)): Promise<ScoringOutput> {
+  const temp = partialPath(path);
+  const discard = async () => {
+    await rm(temp, { force: true });
+  };
+  if (format === "parquet") {
+    const file: FileHandle = await open(temp, "w");
+    const writer = new ParquetStreamWriter(file, COLUMNS);
+    return {
+      format,
+      write: (chunk) => writer.writeRowGroup(columnValues(chunk), chunk.length),
+      async finish() {
+        try {
+          await writer.finish();
+          await file.sync();
+        } finally {
+          await file.close();
+        }
+        await rename(temp, path);
+      },
+      async discard() {
+        await file.close().catch(() => undefined);
+        await discard();
+      },
+    };
+  }
+  const writer = format === "arrow-file" ? new RecordBatchFileWriter() : new RecordBatchStreamWriter();
+  const stream = createWriteStream(temp);
+  await once(stream, "open");
+  // The IPC writer queues its bytes; this pump moves them to the file, waiting on the stream's own
+  // backpressure, and is awaited at the end so every byte is on disk before the rename.
+  const pump = (async () => {
+    for await (const bytes of writer) {
+      if (!stream.write(bytes)) await once(stream, "drain");
+    }
+  })();
+  pump.catch(() => undefined);
+  let wrote = false;
+  const write = async (chunk: ScoredChunk) => {
+    const values = columnValues(chunk);
+    const batch = new RecordBatch(
+      Object.fromEntries(
+        COLUMNS.map((c, i) => [c.name, makeVector(values[i] as ParquetValues).data[0] as Data]),
+      ),
+    );
+    writer.write(batch);
+    wrote = true;
+  };
+  return {
+    format,
+    write,
+    async finish() {
+      // Without a batch the writer has no schema and would write nothing: readers need at least that.
+      if (!wrote) await write(emptyChunk());
+      writer.finish();
+      await pump;
+      stream.end();
+      await once(stream, "finish");
+      await rename(temp, path);
+    },
+    async discard() {
+      writer.abort();
+      await pump.catch(() => undefined);
+      stream.destroy();
+      await discard();
+    },
+  };
+}
