@@ -44,6 +44,8 @@ export interface ServerConfig {
   maxBatchSize: number;
   /** onnxruntime intra-op threads; 1 is fastest here for single rows (docs/benchmarks.md). */
   ortThreads: number;
+  /** Files that StartScoring may read and write (paths in requests are relative to it). */
+  scoringDir: string;
   /** When set, jobs go to BullMQ on this Redis and `bikeshare worker` processes run them. */
   redisUrl?: string;
 }
@@ -100,6 +102,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     modelName: env.BIKESHARE_MODEL_NAME || "bike-demand",
     maxBatchSize: intFromEnv(env, "BIKESHARE_MAX_BATCH", 10_000, 1, 1_000_000),
     ortThreads: intFromEnv(env, "BIKESHARE_ORT_THREADS", 1, 1, 64),
+    scoringDir: resolve(root, env.SCORING_DIR || "data/scoring"),
     ...(env.REDIS_URL ? { redisUrl: redisUrlFromEnv(env.REDIS_URL) } : {}),
   };
 }

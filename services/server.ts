@@ -2,16 +2,16 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { BullExecutor, QUEUE_NAME, scheduleRepeating } from "../pipelines/jobs/bullmq.js";
+import { ProcessExecutor } from "../pipelines/jobs/process-executor.js";
 import { InProcessQueue } from "../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../pipelines/jobs/tasks.js";
-import { ThreadExecutor } from "../pipelines/jobs/thread-executor.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
@@ -30,6 +30,7 @@ import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tr
 import { initTracing } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
+import { runScoringJob, startScoringHandler } from "./predict/scoring-jobs.js";
 import { Registry } from "./registry/registry.js";
 import { createRegistryService } from "./registry/registry-service.js";
 import { Database } from "./storage/database.js";
@@ -122,28 +123,41 @@ export async function startServer(
   const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
   if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
 
-  const executor: JobExecutor = config.redisUrl ? new BullExecutor(config.redisUrl) : new ThreadExecutor();
+  const executor: JobExecutor = config.redisUrl ? new BullExecutor(config.redisUrl) : new ProcessExecutor();
   if (config.redisUrl) log.info("jobs go to BullMQ workers", { queue: QUEUE_NAME });
+  const onFinished = (job: JobRecord, seconds: number) => {
+    metrics.jobs.observe({ kind: job.kind, outcome: job.state }, seconds);
+    if (job.kind === "train") void notifyJob(job, seconds);
+  };
   const queue = new InProcessQueue(
-    (jobId, signal) =>
-      runTrainingJob(
-        {
+    async (jobId, signal) => {
+      const job = await jobs.get(jobId);
+      if (job?.kind === "score") {
+        const context = {
           registry,
           jobs,
           events,
           log,
           executor,
-          dataPath: config.dataPath,
+          onFinished,
           modelName: config.modelName,
-          nthread: config.trainThreads,
-          onFinished: (job, seconds) => {
-            metrics.jobs.observe({ kind: "train", outcome: job.state }, seconds);
-            void notifyJob(job, seconds);
-          },
-        },
-        jobId,
-        signal,
-      ),
+          scoringDir: config.scoringDir,
+        };
+        return runScoringJob(context, jobId, signal);
+      }
+      const context = {
+        registry,
+        jobs,
+        events,
+        log,
+        executor,
+        dataPath: config.dataPath,
+        modelName: config.modelName,
+        nthread: config.trainThreads,
+        onFinished,
+      };
+      return runTrainingJob(context, jobId, signal);
+    },
     // In a thread, one job at a time (training uses every core); with workers, as many as they take.
     config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
@@ -257,7 +271,10 @@ export async function startServer(
   });
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(PredictService, createPredictService(live, onServed, config));
+      router.service(PredictService, {
+        ...createPredictService(live, onServed, config),
+        startScoring: startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
+      });
       router.service(
         TrainService,
         createTrainService({ jobs, queue, events, defaultExperiment: config.experiment }),

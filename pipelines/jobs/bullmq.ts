@@ -10,6 +10,7 @@ import {
   CANCEL_REQUESTED,
   isTaskKind,
   type JobExecutor,
+  progressBatches,
   TASKS,
   type Task,
   TaskCancelled,
@@ -77,9 +78,16 @@ export class BullExecutor implements JobExecutor {
   ) {
     this.queue = new Queue(QUEUE_NAME, { connection: connection(url) });
     this.events = new QueueEvents(QUEUE_NAME, { connection: connection(url) });
-    this.events.on("progress", ({ jobId, data }) => this.progress.get(jobId)?.(data));
+    // Workers send progress in batches (see progressBatches).
+    this.events.on("progress", ({ jobId, data }) => {
+      const report = this.progress.get(jobId);
+      if (report && Array.isArray(data)) for (const progress of data) report(progress);
+    });
     this.publisher = new Redis(url, { maxRetriesPerRequest: null });
     // Redis being away is survivable (jobs wait for it); ioredis reports it as errors on every client.
+    // Every job being followed listens on both (one listener each): as many as the server runs at once.
+    this.queue.setMaxListeners(0);
+    this.events.setMaxListeners(0);
     this.queue.on("error", () => {});
     this.events.on("error", () => {});
     this.publisher.on("error", () => {});
@@ -211,15 +219,12 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       const around = options.around ?? ((_kind, _jobId, task) => task());
       try {
         const input = decodePayload<TaskTypes[typeof kind]["input"]>(data.input);
-        const output = await context.with(propagation.extract(ROOT_CONTEXT, data.trace ?? {}), () =>
-          around(kind, jobId, () =>
-            (TASKS[kind] as Task<typeof kind>)(
-              input,
-              (progress) => void job.updateProgress(progress as object).catch(() => {}),
-              abort,
-            ),
-          ),
-        );
+        const progress = progressBatches<unknown>((batch) => void job.updateProgress(batch).catch(() => {}));
+        const output = await context
+          .with(propagation.extract(ROOT_CONTEXT, data.trace ?? {}), () =>
+            around(kind, jobId, () => (TASKS[kind] as Task<typeof kind>)(input, progress.push, abort)),
+          )
+          .finally(progress.flush);
         outcome("succeeded");
         return encodePayload(output);
       } catch (error) {

@@ -1,28 +1,35 @@
-/** Body of a ThreadExecutor worker thread: runs one task and posts its progress and outcome. */
-import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { TASKS, TaskCancelled, type TaskKind } from "./tasks.js";
+/** Body of a ProcessExecutor child: receives one task, runs it, posts its progress and outcome, exits. */
+import { progressBatches, TASKS, TaskCancelled, type TaskKind } from "./tasks.js";
 
-export type ThreadMessage<P, O> =
-  | { type: "progress"; progress: P }
+export type ChildMessage<P, O> =
+  | { type: "progress"; progress: P[] }
   | { type: "done"; output: O }
   | { type: "error"; name: string; message: string; cancelled: boolean };
 
-if (!isMainThread && parentPort) {
-  const port = parentPort;
-  const { kind, input } = workerData as { kind: TaskKind; input: never };
+if (process.send) {
   const controller = new AbortController();
-  port.on("message", (message) => {
-    if (message === "abort") controller.abort(new TaskCancelled());
+  const post = (message: ChildMessage<unknown, unknown>) =>
+    new Promise<void>((resolve) => process.send?.(message, undefined, {}, () => resolve()));
+  // The parent going away (a crash, SIGKILL) must not leave an orphan training on the cores.
+  process.on("disconnect", () => process.exit(1));
+  process.on("message", (message: "abort" | { kind: TaskKind; input: never }) => {
+    if (message === "abort") {
+      controller.abort(new TaskCancelled());
+      return;
+    }
+    const progress = progressBatches<unknown>((batch) => void post({ type: "progress", progress: batch }));
+    TASKS[message.kind](message.input, progress.push, controller.signal)
+      .finally(progress.flush)
+      .then(
+        (output) => post({ type: "done", output }),
+        (error: unknown) =>
+          post({
+            type: "error",
+            name: error instanceof Error ? error.name : "Error",
+            message: error instanceof Error ? error.message : String(error),
+            cancelled: error instanceof TaskCancelled || controller.signal.aborted,
+          }),
+      )
+      .finally(() => process.disconnect());
   });
-  const post = (message: ThreadMessage<unknown, unknown>) => port.postMessage(message);
-  TASKS[kind](input, (progress) => post({ type: "progress", progress }), controller.signal).then(
-    (output) => post({ type: "done", output }),
-    (error: unknown) =>
-      post({
-        type: "error",
-        name: error instanceof Error ? error.name : "Error",
-        message: error instanceof Error ? error.message : String(error),
-        cancelled: error instanceof TaskCancelled || controller.signal.aborted,
-      }),
-  );
 }

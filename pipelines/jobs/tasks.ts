@@ -1,10 +1,12 @@
 /**
  * The kinds of work a job can do, each a function of (input, report, signal) with no access to
- * the server's registry, so that any executor can run it: a worker thread of the server or a
+ * the server's registry, so that any executor can run it: a child process of the server or a
  * `bikeshare worker` process on another machine.
  */
 export { CANCEL_REQUESTED, TaskCancelled } from "./cancelled.js";
 
+import { computeScoring, type ScoringTaskInput } from "../scoring/job.js";
+import type { ScoringProgress, ScoringSummary } from "../scoring/score-file.js";
 import {
   computeTraining,
   type TrainingInput,
@@ -14,6 +16,7 @@ import {
 
 export interface TaskTypes {
   train: { input: TrainingInput; progress: TrainingProgress; output: TrainingOutcome };
+  score: { input: ScoringTaskInput; progress: ScoringProgress; output: ScoringSummary };
 }
 
 export type TaskKind = keyof TaskTypes;
@@ -26,6 +29,7 @@ export type Task<K extends TaskKind> = (
 
 export const TASKS: { [K in TaskKind]: Task<K> } = {
   train: computeTraining,
+  score: computeScoring,
 };
 
 export function isTaskKind(kind: unknown): kind is TaskKind {
@@ -49,3 +53,28 @@ export const inlineExecutor: JobExecutor = {
   run: (kind, _jobId, input, report, signal) => (TASKS[kind] as Task<typeof kind>)(input, report, signal),
   close: async () => {},
 };
+
+/**
+ * Coalesces a task's progress into batches sent at most every `intervalMs`: boosting rounds come
+ * by the thousand per second, and one message (or Redis write) each would keep the receiving
+ * server busy. Order is kept; `flush` sends what is left.
+ */
+export function progressBatches<P>(send: (batch: P[]) => void, intervalMs = 50) {
+  let pending: P[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (pending.length === 0) return;
+    const batch = pending;
+    pending = [];
+    send(batch);
+  };
+  return {
+    push(progress: P) {
+      pending.push(progress);
+      timer ??= setTimeout(flush, intervalMs);
+    },
+    flush,
+  };
+}

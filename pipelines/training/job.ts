@@ -1,6 +1,6 @@
 /**
  * The computing half of a training job: everything that needs CPU and no registry. It runs where
- * the executor puts it (a worker thread of the server, or a `bikeshare worker` process) and reports
+ * the executor puts it (a child process of the server, or a `bikeshare worker` process) and reports
  * progress as plain messages; the server records the outcome in its registry.
  */
 import { rmse } from "../../core/metrics/index.js";

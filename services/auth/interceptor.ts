@@ -14,6 +14,8 @@ export function defaultPolicy(options: { openPredict: boolean }): Policy {
     "bikeshare.v1.PredictService/PredictBatch": predict,
     "bikeshare.v1.PredictService/PredictStream": predict,
     "bikeshare.v1.PredictService/GetModelInfo": predict,
+    // Reads and writes files on the server: a trainer's job, like starting a training.
+    "bikeshare.v1.PredictService/StartScoring": "trainer",
 
     "bikeshare.v1.TrainService/GetJob": "reader",
     "bikeshare.v1.TrainService/WatchJob": "reader",

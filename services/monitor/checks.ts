@@ -190,7 +190,9 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
   let retrainJobId: string | undefined;
   const trigger = raised.find((a) => policy.retrainOn.includes(a.rule));
   if (allowRetrain && trigger) {
-    const recent = await deps.jobs.list({ limit: 20, offset: 0 });
+    const recent = (await deps.jobs.list({ limit: 20, offset: 0 })).flatMap((j) =>
+      j.kind === "train" ? [j] : [],
+    );
     const busy = recent.some((j) => j.state === "queued" || j.state === "running");
     const lastAuto = recent.find((j) => j.request.reason.startsWith("auto:"));
     const lastAutoUntil = lastAuto?.request.dataUntil

@@ -266,7 +266,7 @@ export function traceMethods<T extends object>(
 
 /**
  * The active span as a W3C `traceparent` header value, to carry the trace into a job that runs
- * later or elsewhere (a worker thread, a BullMQ worker); undefined when no span is active.
+ * later or elsewhere (a child process, a BullMQ worker); undefined when no span is active.
  */
 export function activeTraceparent(): string | undefined {
   const span = trace.getActiveSpan();

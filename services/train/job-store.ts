@@ -7,13 +7,29 @@ export type { TrainingRequest };
 export type JobState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export const TERMINAL: readonly JobState[] = ["succeeded", "failed", "cancelled"];
 
-export interface JobRecord {
+export type JobKind = "train" | "score";
+
+/** A scoring job: files relative to the server's scoring directory. */
+export interface ScoringRequest {
+  input: string;
+  output: string;
+  invalidOutput: string;
+  reason: string;
+}
+
+export interface ScoringResult {
+  rowsRead: number;
+  rowsScored: number;
+  rowsInvalid: number;
+  modelVersion: string;
+}
+
+interface JobFields {
   id: string;
   state: JobState;
   stage: string;
   progress: number;
   reason: string;
-  request: TrainingRequest;
   createdAt: Date;
   startedAt?: Date;
   finishedAt?: Date;
@@ -26,18 +42,23 @@ export interface JobRecord {
   attempts: number;
 }
 
+export type JobRecord = JobFields &
+  (
+    | { kind: "train"; request: TrainingRequest }
+    | { kind: "score"; request: ScoringRequest; scoring?: ScoringResult }
+  );
+
 type Row = Record<string, unknown>;
 
 function fromRow(r: Row): JobRecord {
   const opt = <T>(v: unknown) => (v === null || v === undefined ? undefined : (v as T));
   const date = (v: unknown) => (v === null || v === undefined ? undefined : new Date(String(v)));
-  return {
+  const fields: JobFields = {
     id: String(r.id),
     state: r.state as JobState,
     stage: String(r.stage),
     progress: Number(r.progress),
     reason: String(r.reason),
-    request: JSON.parse(String(r.request)) as TrainingRequest,
     createdAt: new Date(String(r.created_at)),
     startedAt: date(r.started_at),
     finishedAt: date(r.finished_at),
@@ -49,13 +70,23 @@ function fromRow(r: Row): JobRecord {
     idempotencyKey: opt<string>(r.idempotency_key),
     attempts: Number(r.attempts),
   };
+  if (r.kind === "score") {
+    const scoring = opt<string>(r.result);
+    return {
+      ...fields,
+      kind: "score",
+      request: JSON.parse(String(r.request)) as ScoringRequest,
+      ...(scoring ? { scoring: JSON.parse(scoring) as ScoringResult } : {}),
+    };
+  }
+  return { ...fields, kind: "train", request: JSON.parse(String(r.request)) as TrainingRequest };
 }
 
 const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at,
   strftime(started_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS started_at, strftime(finished_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS finished_at,
-  error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts`;
+  error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts, kind, result`;
 
-/** Training jobs, persisted so that an accepted job survives a crash or restart. */
+/** Training and scoring jobs, persisted so that an accepted job survives a crash or restart. */
 export class JobStore {
   private constructor(private readonly db: Database) {}
 
@@ -78,12 +109,32 @@ export class JobStore {
       idempotency_key VARCHAR UNIQUE,
       attempts INTEGER NOT NULL
     )`);
+    // Added with scoring jobs; databases from before hold training jobs only.
+    await db.run(`ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'train'`);
+    await db.run(`ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`);
     return new JobStore(db);
   }
 
-  /** A new queued job, or the existing one when the idempotency key was seen before. */
-  async create(
+  /** A new queued training job, or the existing one when the idempotency key was seen before. */
+  create(
     request: TrainingRequest,
+    requestedBy: string,
+    idempotencyKey?: string,
+  ): Promise<{ job: JobRecord; created: boolean }> {
+    return this.insert("train", request, requestedBy, idempotencyKey);
+  }
+
+  createScoring(
+    request: ScoringRequest,
+    requestedBy: string,
+    idempotencyKey?: string,
+  ): Promise<{ job: JobRecord; created: boolean }> {
+    return this.insert("score", request, requestedBy, idempotencyKey);
+  }
+
+  private async insert(
+    kind: JobKind,
+    request: TrainingRequest | ScoringRequest,
     requestedBy: string,
     idempotencyKey?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
@@ -96,8 +147,8 @@ export class JobStore {
       }
       const id = randomUUID();
       await tx.run(
-        `INSERT INTO jobs VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, NULL, NULL, NULL, NULL, NULL, false, $4, $5, 0)`,
-        [id, request.reason, JSON.stringify(request), requestedBy, idempotencyKey || null],
+        `INSERT INTO jobs VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, NULL, NULL, NULL, NULL, NULL, false, $4, $5, 0, $6, NULL)`,
+        [id, request.reason, JSON.stringify(request), requestedBy, idempotencyKey || null, kind],
       );
       const [row] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
       return { job: fromRow(row as Row), created: true };
@@ -134,11 +185,18 @@ export class JobStore {
   async finish(
     id: string,
     state: "succeeded" | "failed" | "cancelled",
-    result: { error?: string; runId?: string; modelVersion?: string; promoted?: boolean } = {},
+    result: {
+      error?: string;
+      runId?: string;
+      modelVersion?: string;
+      promoted?: boolean;
+      scoring?: ScoringResult;
+    } = {},
   ): Promise<void> {
     await this.db.run(
       `UPDATE jobs SET state = $2, stage = $2, progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END,
-         finished_at = now()::TIMESTAMP, error = $3, run_id = coalesce($4, run_id), model_version = $5, promoted = $6
+         finished_at = now()::TIMESTAMP, error = $3, run_id = coalesce($4, run_id), model_version = $5, promoted = $6,
+         result = $7
        WHERE id = $1`,
       [
         id,
@@ -147,6 +205,7 @@ export class JobStore {
         result.runId ?? null,
         result.modelVersion ?? null,
         result.promoted ?? false,
+        result.scoring ? JSON.stringify(result.scoring) : null,
       ],
     );
   }

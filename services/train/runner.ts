@@ -22,7 +22,7 @@ export interface TrainingContext {
   jobs: JobStore;
   events: JobEvents;
   log: Logger;
-  /** Where the computing half of the job runs: a worker thread, or BullMQ workers. */
+  /** Where the computing half of the job runs: a child process of the server, or BullMQ workers. */
   executor: JobExecutor;
   dataPath: string;
   modelName: string;
@@ -146,7 +146,7 @@ export function runTrainingJob(ctx: TrainingContext, jobId: string, signal: Abor
 
 async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
   const job = await ctx.jobs.get(jobId);
-  if (!job || TERMINAL.includes(job.state)) return;
+  if (job?.kind !== "train" || TERMINAL.includes(job.state)) return;
   const started = performance.now();
   const log = ctx.log.child({ job_id: jobId });
   const publish = (

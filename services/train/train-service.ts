@@ -55,6 +55,20 @@ export function jobToProto(job: JobRecord): Job {
     modelVersion: job.modelVersion ?? "",
     promoted: job.promoted,
     requestedBy: job.requestedBy,
+    kind: job.kind,
+    ...(job.kind === "score"
+      ? {
+          scoring: {
+            input: job.request.input,
+            output: job.request.output,
+            invalidOutput: job.request.invalidOutput,
+            rowsRead: BigInt(job.scoring?.rowsRead ?? 0),
+            rowsScored: BigInt(job.scoring?.rowsScored ?? 0),
+            rowsInvalid: BigInt(job.scoring?.rowsInvalid ?? 0),
+            modelVersion: job.scoring?.modelVersion ?? "",
+          },
+        }
+      : {}),
   });
 }
 

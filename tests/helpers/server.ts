@@ -47,6 +47,7 @@ export async function testConfig(dir: string, overrides: Partial<ServerConfig> =
     dbPath: join(dir, "bikeshare.duckdb"),
     tokensPath: join(dir, "tokens.json"),
     adminTokenPath: join(dir, "admin-token"),
+    scoringDir: join(dir, "scoring"),
     dataPath: HOUR_CSV,
     port: 0,
     host: "127.0.0.1",

@@ -3,10 +3,13 @@
  * a worker killed mid-job costs a retry and nothing else, and Redis going away stops only the jobs.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { tableFromIPC } from "apache-arrow";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService, RunStatus } from "../../gen/bikeshare/v1/registry_pb.js";
@@ -130,6 +133,24 @@ describe("jobs on BullMQ workers", () => {
     expect(b.started.length).toBeGreaterThan(0);
     expect(new Set([...a.started, ...b.started])).toEqual(new Set(ids));
   }, 300_000);
+
+  it("runs a scoring job on a worker", async () => {
+    await mkdir(t.config.scoringDir, { recursive: true });
+    const rows = readHourCsvRecords().slice(0, 500) as Record<string, number>[];
+    const csv = [RAW_FIELD_NAMES.join(","), ...rows.map((r) => RAW_FIELD_NAMES.map((f) => r[f]).join(","))];
+    await writeFile(join(t.config.scoringDir, "hours.csv"), `${csv.join("\n")}\n`);
+    const { job } = await clientAs(PredictService, t.tokens.trainer).startScoring({
+      input: "hours.csv",
+      output: "hours.arrow",
+    });
+    const jobId = job?.id as string;
+    const done = await waitForJob(jobId, 120_000);
+    expect([done.state, done.error]).toEqual([JobState.SUCCEEDED, ""]);
+    expect(done.scoring?.rowsScored).toBe(500n);
+    expect(workers.some((w) => w.started.includes(jobId))).toBe(true);
+    const table = tableFromIPC(await readFile(join(t.config.scoringDir, "hours.arrow")));
+    expect(table.numRows).toBe(500);
+  }, 180_000);
 
   it("retries a job whose worker was killed with SIGKILL; the registry holds exactly one version for it", async () => {
     const trainer = clientAs(TrainService, t.tokens.trainer);

@@ -1,0 +1,124 @@
+/**
+ * PredictService.StartScoring: a file on the server scored as a job with the production model,
+ * followed with TrainService.GetJob; its paths cannot leave the scoring directory.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RAW_FIELD_NAMES } from "../../core/features/index.js";
+import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
+import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+let t: TestServer;
+const records = readHourCsvRecords().slice(8000, 8200) as Record<string, number>[];
+
+function clientAs<S extends Parameters<typeof createClient>[0]>(service: S, token?: string) {
+  const auth: Interceptor = (next) => (req) => {
+    if (token) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return createClient(
+    service,
+    createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] }),
+  );
+}
+
+/** 200 hours of hour.csv as CSV; row 7 (1-based) gets an impossible hour. */
+async function writeInput(path: string): Promise<void> {
+  const lines = [RAW_FIELD_NAMES.join(",")];
+  records.forEach((r, i) => {
+    lines.push(RAW_FIELD_NAMES.map((f) => (i === 6 && f === "hr" ? 31 : r[f])).join(","));
+  });
+  await writeFile(path, `${lines.join("\n")}\n`);
+}
+
+async function waitForJob(jobId: string) {
+  const trainer = clientAs(TrainService, t.tokens.trainer);
+  for (;;) {
+    const { job } = await trainer.getJob({ jobId });
+    if (job && [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED].includes(job.state)) return job;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  t = await startTestServer();
+  await mkdir(t.config.scoringDir, { recursive: true });
+  await writeInput(join(t.config.scoringDir, "hours.csv"));
+}, 120_000);
+
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe("scoring jobs", () => {
+  it("scores a server file into Parquet with the production model; the invalid row goes to the side file", async () => {
+    const { job } = await clientAs(PredictService, t.tokens.trainer).startScoring({
+      input: "hours.csv",
+      output: "out/scored.parquet",
+      reason: "test",
+    });
+    expect(job?.kind).toBe("score");
+    const done = await waitForJob(job?.id as string);
+    expect([done.state, done.error]).toEqual([JobState.SUCCEEDED, ""]);
+    expect(done.scoring).toMatchObject({
+      input: "hours.csv",
+      output: "out/scored.parquet",
+      invalidOutput: "out/scored.parquet.invalid.csv",
+      rowsRead: 200n,
+      rowsScored: 199n,
+      rowsInvalid: 1n,
+      modelVersion: "1",
+    });
+
+    // The same rows through PredictBatch: the job must give the same forecasts, in input order.
+    const valid = records.filter((_, i) => i !== 6);
+    const batch = await clientAs(PredictService).predictBatch({ rows: valid.map((r) => modelInput(r)) });
+    const instance = await DuckDBInstance.create(":memory:");
+    const connection = await instance.connect();
+    const path = join(t.config.scoringDir, "out/scored.parquet");
+    const rows = (await connection.runAndReadAll(`SELECT * FROM read_parquet('${path}')`)).getRowObjectsJS();
+    connection.closeSync();
+    instance.closeSync();
+    expect(rows).toHaveLength(199);
+    const predictions = rows.map((r) => Number(r.prediction));
+    const worst = Math.max(...predictions.map((p, i) => Math.abs(p - (batch.predictions[i] as number))));
+    expect(worst).toBeLessThan(1e-3);
+
+    const invalid = await readFile(join(t.config.scoringDir, "out/scored.parquet.invalid.csv"), "utf8");
+    expect(invalid.trim().split("\n")).toEqual([
+      "row,field,reason",
+      '7,hr,"hr must be an integer in 0..23 (hour of the day), got 31"',
+    ]);
+  }, 120_000);
+
+  it("refuses paths outside the scoring directory, missing inputs and unknown formats, naming the field", async () => {
+    const predict = clientAs(PredictService, t.tokens.trainer);
+    const cases = [
+      [{ input: "../../etc/passwd.csv", output: "x.parquet" }, "input"],
+      [{ input: "/etc/hosts.csv", output: "x.parquet" }, "input"],
+      [{ input: "nope.csv", output: "x.parquet" }, "input"],
+      [{ input: "hours.csv", output: "x.json" }, "output"],
+      [{ input: "hours.csv", output: "../x.parquet" }, "output"],
+      [{ input: "hours.csv", output: "" }, "output"],
+    ] as const;
+    for (const [request, field] of cases) {
+      const error = await predict.startScoring(request).catch((e: unknown) => ConnectError.from(e));
+      expect(error, JSON.stringify(request)).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code).toBe(Code.InvalidArgument);
+      expect((error as ConnectError).rawMessage).toContain(field);
+    }
+  });
+
+  it("needs a trainer token", async () => {
+    const error = await clientAs(PredictService, t.tokens.reader)
+      .startScoring({ input: "hours.csv", output: "x.parquet" })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect((error as ConnectError).code).toBe(Code.PermissionDenied);
+  });
+});
