@@ -320,6 +320,17 @@ pipelines/jobs/process-executor.ts):
 | idle | ${p99s(idleRuns)} | ${f2(median(idleRuns.map((r) => r.p99ms)))} | ${f2(median(idleRuns.map((r) => r.p50ms)))} |
 | training | ${p99s(trainingRuns)} | ${f2(median(trainingRuns.map((r) => r.p99ms)))} | ${f2(median(trainingRuns.map((r) => r.p50ms)))} |
 
+Issue 3 asks for predict p99 under 20 ms during a training job; the median above says whether that holds on this
+run. What was done: the job computes in a child process at nice 10 (not on the server's event loop, not at the
+server's priority), and sends its per-round progress in batches every 50 ms (one message per boosting round kept
+the server's event loop about 30% busy). Measured with \`monitorEventLoopDelay\` in an ad-hoc run, the server's
+event-loop delay p99 stays at 2–5 ms during training; what remains is the load generator, the server and
+XGBoost's threads sharing two cores, and pauses of 30–90 ms that show in idle runs as well on this VM.
+
+Single-row throughput is lower than the first walking-skeleton measurement (5,590 req/s legacy REST before the
+prediction log, auth and registry existed). A CPU profile under load points at the prediction log's per-value
+parameter conversion when it inserts batches into DuckDB, and at async-context tracking in the DuckDB wrapper.
+
 The old Python API answered 14 req/s as shipped. The gRPC figure is bounded by Node's HTTP/2 stack: a bare
 connect-node h2c server with a handler that does nothing measured ≈ 1,050 req/s under ghz here, so the
 limit is the transport, not the model.

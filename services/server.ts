@@ -129,40 +129,21 @@ export async function startServer(
     metrics.jobs.observe({ kind: job.kind, outcome: job.state }, seconds);
     if (job.kind === "train") void notifyJob(job, seconds);
   };
+  const jobContext = { registry, jobs, events, log, executor, onFinished, modelName: config.modelName };
   const queue = new InProcessQueue(
     async (jobId, signal) => {
       const job = await jobs.get(jobId);
       if (job?.kind === "score") {
-        const context = {
-          registry,
-          jobs,
-          events,
-          log,
-          executor,
-          onFinished,
-          modelName: config.modelName,
-          scoringDir: config.scoringDir,
-        };
-        return runScoringJob(context, jobId, signal);
+        return runScoringJob({ ...jobContext, scoringDir: config.scoringDir }, jobId, signal);
       }
-      const context = {
-        registry,
-        jobs,
-        events,
-        log,
-        executor,
-        dataPath: config.dataPath,
-        modelName: config.modelName,
-        nthread: config.trainThreads,
-        onFinished,
-      };
-      return runTrainingJob(context, jobId, signal);
+      const training = { ...jobContext, dataPath: config.dataPath, nthread: config.trainThreads };
+      return runTrainingJob(training, jobId, signal);
     },
-    // In a thread, one job at a time (training uses every core); with workers, as many as they take.
+    // In a child process, one job at a time (training uses every core); with workers, as many as they take.
     config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
   );
-  metrics.trackQueueDepth("train", () => queue.depth);
+  metrics.trackQueueDepth("jobs", () => queue.depth);
 
   async function notifyJob(job: JobRecord, seconds: number): Promise<void> {
     if (!notifier) return;

@@ -1,9 +1,7 @@
-import { spawn } from "node:child_process";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CliResult, runCli } from "../helpers/cli.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
-const CLI = join(import.meta.dirname, "../../cli/bikeshare.ts");
 let t: TestServer;
 
 beforeAll(async () => {
@@ -13,26 +11,8 @@ afterAll(async () => {
   await t?.stop();
 });
 
-function run(
-  args: string[],
-  token = t.tokens.admin,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
-      env: { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: token },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
+function run(args: string[], token = t.tokens.admin): Promise<CliResult> {
+  return runCli(args, { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: token });
 }
 
 describe("bikeshare CLI", () => {

@@ -1,10 +1,8 @@
-import { spawn } from "node:child_process";
-import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { notifyCommand } from "../../cli/commands/notify.js";
+import { type CliResult, runCli } from "../helpers/cli.js";
 import { startSmtpServer, type TestSmtpServer } from "../helpers/smtp.js";
 
-const CLI = join(import.meta.dirname, "../../cli/bikeshare.ts");
 const USER = "mailer-user";
 const PASSWORD = "s3cret-Pa55word-for-notify";
 const SECRET_FORMS = [
@@ -46,26 +44,8 @@ function smtpEnv(overrides: Record<string, string | undefined> = {}): NodeJS.Pro
   return env;
 }
 
-function notify(
-  args: string[],
-  env = smtpEnv(),
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, "notify", ...args], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
+function notify(args: string[], env = smtpEnv()): Promise<CliResult> {
+  return runCli(["notify", ...args], env);
 }
 
 function expectNoSecret(...outputs: string[]) {

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour, RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { writeSyntheticInput } from "../../pipelines/scoring/synthetic.js";
+import { type CliResult, runCli } from "../helpers/cli.js";
 import { readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
-const CLI = join(import.meta.dirname, "../../cli/bikeshare.ts");
 const ROWS = 400;
 let t: TestServer;
 let dir: string;
@@ -23,23 +22,8 @@ let arrow: string;
 /** What the server's PredictBatch answers for the same hours: the reference for both scoring paths. */
 let served: number[];
 
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
-      env: { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: t.tokens.reader },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on("error", reject);
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
+function run(args: string[]): Promise<CliResult> {
+  return runCli(args, { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: t.tokens.reader });
 }
 
 beforeAll(async () => {

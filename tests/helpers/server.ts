@@ -2,6 +2,9 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DescService } from "@bufbuild/protobuf";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
 import { hashToken } from "../../services/auth/tokens.js";
 import { configFromEnv, type ServerConfig } from "../../services/config.js";
@@ -132,4 +135,13 @@ export async function startTestServer(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A Connect client (JSON over HTTP/1.1) of a test server, sending `token` as a bearer token when given. */
+export function connectClient<S extends DescService>(baseUrl: string, service: S, token?: string): Client<S> {
+  const auth: Interceptor = (next) => (req) => {
+    if (token) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return createClient(service, createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [auth] }));
 }

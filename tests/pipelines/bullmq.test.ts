@@ -2,11 +2,11 @@
  * Jobs over a real Debian redis-server and real `bikeshare worker` processes: work is shared,
  * a worker killed mid-job costs a retry and nothing else, and Redis going away stops only the jobs.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { DescService } from "@bufbuild/protobuf";
 import { tableFromIPC } from "apache-arrow";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RAW_FIELD_NAMES } from "../../core/features/index.js";
@@ -16,7 +16,7 @@ import { RegistryService, RunStatus } from "../../gen/bikeshare/v1/registry_pb.j
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const conditions = modelInput(readHourCsvRecords()[5000] as Record<string, number>);
@@ -66,15 +66,8 @@ async function workerReady(worker: WorkerProcess): Promise<void> {
   });
 }
 
-function clientAs<S extends Parameters<typeof createClient>[0]>(service: S, token?: string) {
-  const auth: Interceptor = (next) => (req) => {
-    if (token) req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createClient(
-    service,
-    createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] }),
-  );
+function clientAs<S extends DescService>(service: S, token?: string) {
+  return connectClient(t.baseUrl, service, token);
 }
 
 async function waitForJob(jobId: string, timeoutMs: number) {

@@ -2,30 +2,24 @@
  * PredictService.StartScoring: a file on the server scored as a job with the production model,
  * followed with TrainService.GetJob; its paths cannot leave the scoring directory.
  */
+
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 const records = readHourCsvRecords().slice(8000, 8200) as Record<string, number>[];
 
-function clientAs<S extends Parameters<typeof createClient>[0]>(service: S, token?: string) {
-  const auth: Interceptor = (next) => (req) => {
-    if (token) req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createClient(
-    service,
-    createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] }),
-  );
+function clientAs<S extends DescService>(service: S, token?: string) {
+  return connectClient(t.baseUrl, service, token);
 }
 
 /** 200 hours of hour.csv as CSV; row 7 (1-based) gets an impossible hour. */

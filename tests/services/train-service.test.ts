@@ -1,12 +1,12 @@
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService, RunStatus } from "../../gen/bikeshare/v1/registry_pb.js";
 import { JobState, TrainService, type WatchJobResponse } from "../../gen/bikeshare/v1/train_pb.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -16,15 +16,8 @@ afterAll(async () => {
   await t?.stop();
 });
 
-function clientAs<S extends Parameters<typeof createClient>[0]>(service: S, token?: string) {
-  const auth: Interceptor = (next) => (req) => {
-    if (token) req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createClient(
-    service,
-    createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] }),
-  );
+function clientAs<S extends DescService>(service: S, token?: string) {
+  return connectClient(t.baseUrl, service, token);
 }
 
 const conditions = modelInput(readHourCsvRecords()[4000] as Record<string, number>);

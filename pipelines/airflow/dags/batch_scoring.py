@@ -10,13 +10,12 @@ date (YYYY-MM-DD).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from bikeshare_client import client
+from bikeshare_client import DAG_DEFAULTS, client
 
 log = logging.getLogger("bikeshare")
 
@@ -24,11 +23,7 @@ log = logging.getLogger("bikeshare")
 @dag(
     dag_id="batch_scoring",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["bikeshare"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    **DAG_DEFAULTS,
     params={
         "input": Param(
             "incoming/{ds}.parquet", type="string", minLength=1, description="Input file, relative to SCORING_DIR."

@@ -21,9 +21,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CONN_ID = "bikeshare_default"
+# What every bikeshare DAG shares: one run at a time, no backfill, a retry for a server that is away.
+DAG_DEFAULTS: dict[str, Any] = {
+    "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+    "catchup": False,
+    "max_active_runs": 1,
+    "tags": ["bikeshare"],
+    "default_args": {"retries": 2, "retry_delay": timedelta(minutes=1)},
+}
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "bike-demand"  # the server's BIKESHARE_MODEL_NAME default
 TERMINAL_JOB_STATES = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")

@@ -10,12 +10,12 @@ this DAG can leave its own schedule off (BIKESHARE_CHECK_INTERVAL_SECONDS=0).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from bikeshare_client import client
+from bikeshare_client import DAG_DEFAULTS, client
 
 log = logging.getLogger("bikeshare")
 
@@ -37,11 +37,7 @@ def _check_time(value: str | None, fallback: datetime) -> str:
 @dag(
     dag_id="monitoring_pipeline",
     schedule="@hourly",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["bikeshare"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    **DAG_DEFAULTS,
     params={
         "check_time": Param(
             None,

@@ -9,12 +9,11 @@ a promotion past the gate.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from bikeshare_client import client
+from bikeshare_client import DAG_DEFAULTS, client
 
 log = logging.getLogger("bikeshare")
 
@@ -33,11 +32,7 @@ OBJECTIVES = {
 @dag(
     dag_id="training_pipeline",
     schedule="@weekly",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["bikeshare"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    **DAG_DEFAULTS,
     params={
         "families": Param(
             [],
