@@ -27,7 +27,7 @@ import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
 import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tracing.js";
-import { initTracing } from "./observability/tracing.js";
+import { initTracing, withSpan } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
 import { runScoringJob, startScoringHandler } from "./predict/scoring-jobs.js";
@@ -205,28 +205,29 @@ export async function startServer(
     rmseFactor: config.rmseFactor,
     retrainCooldownMs: config.retrainCooldownDays * 86_400_000,
   };
-  const check = async (now: number, allowRetrain: boolean) => {
-    await predictionLog.flush(); // a check sees every prediction served before it
-    return runCheck(
-      {
-        registry,
-        modelName: config.modelName,
-        experiment: config.experiment,
-        actuals,
-        reports,
-        alerts,
-        jobs,
-        enqueue: (jobId) => queue.enqueue(jobId),
-        ...(notifier ? { notifier } : {}),
-        metrics,
-        log,
-        policy,
-        publicUrl: config.publicUrl,
-      },
-      now,
-      allowRetrain,
-    );
-  };
+  const check = (now: number, allowRetrain: boolean) =>
+    withSpan("monitoring check", { "check.retrain_allowed": allowRetrain }, async () => {
+      await predictionLog.flush(); // a check sees every prediction served before it
+      return runCheck(
+        {
+          registry,
+          modelName: config.modelName,
+          experiment: config.experiment,
+          actuals,
+          reports,
+          alerts,
+          jobs,
+          enqueue: (jobId) => queue.enqueue(jobId),
+          ...(notifier ? { notifier } : {}),
+          metrics,
+          log,
+          policy,
+          publicUrl: config.publicUrl,
+        },
+        now,
+        allowRetrain,
+      );
+    });
   const scheduledCheck = () =>
     check(Date.now(), config.autoRetrain).then(
       () => {},

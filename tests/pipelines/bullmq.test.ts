@@ -25,6 +25,8 @@ interface WorkerProcess {
   child: ChildProcess;
   /** Job ids this worker started, in order. */
   started: string[];
+  /** How each job this worker ran ended, by job id. */
+  outcomes: Map<string, string>;
 }
 
 let redis: TestRedis;
@@ -43,15 +45,17 @@ function startWorkerProcess(): WorkerProcess {
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const worker: WorkerProcess = { child, started: [] };
+  const worker: WorkerProcess = { child, started: [], outcomes: new Map() };
   let buffer = "";
   child.stdout?.on("data", (chunk: Buffer) => {
     buffer += chunk.toString();
     const lines = buffer.split("\n");
     buffer = lines.pop() ?? "";
     for (const line of lines) {
-      const entry = JSON.parse(line) as { msg: string; job_id?: string };
+      const entry = JSON.parse(line) as { msg: string; job_id?: string; outcome?: string };
       if (entry.msg === "job started" && entry.job_id) worker.started.push(entry.job_id);
+      if (entry.msg === "job finished" && entry.job_id)
+        worker.outcomes.set(entry.job_id, entry.outcome ?? "");
     }
   });
   workers.push(worker);
@@ -144,6 +148,34 @@ describe("jobs on BullMQ workers", () => {
     const table = tableFromIPC(await readFile(join(t.config.scoringDir, "hours.arrow")));
     expect(table.numRows).toBe(500);
   }, 180_000);
+
+  it("cancels a job running on a worker between boosting rounds; nothing is registered", async () => {
+    const trainer = clientAs(TrainService, t.tokens.trainer);
+    const before = (
+      await clientAs(RegistryService, t.tokens.reader).listModelVersions({ modelName: "bike-demand" })
+    ).versions.length;
+    const { job } = await trainer.startTraining({
+      families: [ModelFamily.GBTREE],
+      searchTrials: 0,
+      paramOverrides: { eta: "0.001" },
+      reason: "test: cancelled on a worker",
+    });
+    const jobId = job?.id as string;
+    for await (const e of trainer.watchJob({ jobId })) {
+      if (e.round >= 5) break;
+    }
+    await trainer.cancelJob({ jobId, reason: "test" });
+    const done = await waitForJob(jobId, 60_000);
+    expect(done.state).toBe(JobState.CANCELLED);
+    // The worker that held it stopped too (the cancel travels over Redis pub/sub).
+    await expect
+      .poll(() => workers.map((w) => w.outcomes.get(jobId)).find(Boolean), { timeout: 30_000 })
+      .toBe("cancelled");
+    const after = (
+      await clientAs(RegistryService, t.tokens.reader).listModelVersions({ modelName: "bike-demand" })
+    ).versions.length;
+    expect(after).toBe(before);
+  }, 120_000);
 
   it("retries a job whose worker was killed with SIGKILL; the registry holds exactly one version for it", async () => {
     const trainer = clientAs(TrainService, t.tokens.trainer);

@@ -12,6 +12,7 @@ import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
+import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import {
   GetModelInfoRequestSchema,
   GetModelInfoResponseSchema,
@@ -332,6 +333,24 @@ describe("RPC spans on a real server", () => {
     const span = await rpcSpan(traceId, "bikeshare.v1.RegistryService/SetAlias");
     expect(span.attributes["rpc.connect_rpc.error_code"]).toBe("unauthenticated");
     expect(span.status.code).toBe(SpanStatusCode.UNSET);
+  });
+
+  it("RunCheck: the monitoring check is a child of the RPC span", async () => {
+    const { traceId, traceparent } = clientTrace();
+    const client = createClient(
+      MonitorService,
+      createConnectTransport({
+        baseUrl: t.baseUrl,
+        httpVersion: "1.1",
+        interceptors: [withHeaders({ traceparent, authorization: `Bearer ${t.tokens.admin}` })],
+      }),
+    );
+    // Whether or not the window holds predictions, the check runs inside the RPC.
+    await client.runCheck({ allowRetrain: false }).catch(() => undefined);
+    const rpc = await rpcSpan(traceId, "bikeshare.v1.MonitorService/RunCheck");
+    const check = inTrace(traceId).find((s) => s.name === "monitoring check");
+    expect(check?.parentSpanContext?.spanId).toBe(rpc.spanContext().spanId);
+    expect(check?.attributes["check.retrain_allowed"]).toBe(false);
   });
 
   it("SetAlias: the registry write is a child of the RPC span", async () => {
