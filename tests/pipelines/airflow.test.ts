@@ -13,15 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
 import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
-import { QUICK_REQUEST, startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, QUICK_REQUEST, startTestServer, type TestServer } from "../helpers/server.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const AIRFLOW = join(ROOT, ".cache/airflow-venv/bin/airflow");
@@ -104,15 +102,10 @@ async function dagsTest(dagId: string, logicalDate: string, conf: object, env: R
 }
 
 function clients(token: string) {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  const transport = createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] });
   return {
-    registry: createClient(RegistryService, transport),
-    predict: createClient(PredictService, transport),
-    monitor: createClient(MonitorService, transport),
+    registry: connectClient(t.baseUrl, RegistryService, token),
+    predict: connectClient(t.baseUrl, PredictService, token),
+    monitor: connectClient(t.baseUrl, MonitorService, token),
   };
 }
 

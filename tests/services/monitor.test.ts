@@ -1,6 +1,5 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
 import { rmse } from "../../core/metrics/index.js";
@@ -8,7 +7,7 @@ import { AlertRule, MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js"
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
-import { QUICK_REQUEST, startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, QUICK_REQUEST, startTestServer, type TestServer } from "../helpers/server.js";
 import { startSmtpServer, type TestSmtpServer } from "../helpers/smtp.js";
 
 const rows = readHourCsvRecords();
@@ -33,15 +32,10 @@ afterAll(async () => {
 });
 
 function clients(token: string) {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  const transport = createConnectTransport({ baseUrl: t.baseUrl, httpVersion: "1.1", interceptors: [auth] });
   return {
-    monitor: createClient(MonitorService, transport),
-    predict: createClient(PredictService, transport),
-    train: createClient(TrainService, transport),
+    monitor: connectClient(t.baseUrl, MonitorService, token),
+    predict: connectClient(t.baseUrl, PredictService, token),
+    train: connectClient(t.baseUrl, TrainService, token),
   };
 }
 
