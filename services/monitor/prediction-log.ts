@@ -97,8 +97,12 @@ export class PredictionLog {
   /** Writes everything buffered so far; resolves when it is committed. */
   flush(): Promise<void> {
     this.writing = this.writing.then(async () => {
-      while (this.buffer.length > 0) {
-        const batch = this.buffer.splice(0, this.options.batchSize);
+      // Only what is buffered now: entries that arrive while this writes wait for their own timer,
+      // instead of a stream of one-row inserts back to back (each insert costs the event loop).
+      let remaining = this.buffer.length;
+      while (remaining > 0) {
+        const batch = this.buffer.splice(0, Math.min(remaining, this.options.batchSize));
+        remaining -= batch.length;
         try {
           await this.insert(batch);
           this.written += batch.length;
@@ -115,34 +119,32 @@ export class PredictionLog {
   }
 
   private async insert(batch: LoggedPrediction[]): Promise<void> {
-    // One statement per batch: each column travels as a list parameter and unnest zips them into rows.
-    // Times go as epoch milliseconds with NaN for "unknown": a list's type is taken from its values,
-    // and a list that starts with NULL would lose its type.
-    const numbers = (f: (e: LoggedPrediction) => number) => Float64Array.from(batch, f);
-    const columns: unknown[] = [
-      batch.map((e) => e.requestId),
-      numbers((e) => e.row),
-      numbers((e) => e.servedAt),
-      batch.map((e) => e.modelVersion),
-      numbers((e) => e.hourStart ?? Number.NaN),
-      ...RAW_FIELD_NAMES.map((f) => numbers((e) => e.record[f])),
-      numbers((e) => e.prediction),
+    // One statement per batch: each column travels as one JSON array and unnest zips them into rows.
+    // Not as list parameters: the driver makes a native value object per list element, and at 200
+    // predictions/s their finalizers made every young-generation GC pause about 9 ms (predict p99 went
+    // from 4 ms to 14 ms). JSON numbers round-trip doubles exactly; null is SQL NULL.
+    const json = (f: (e: LoggedPrediction) => number | string | null) => JSON.stringify(batch.map(f));
+    const columns = [
+      json((e) => e.requestId),
+      json((e) => e.row),
+      json((e) => e.servedAt),
+      json((e) => e.modelVersion),
+      json((e) => e.hourStart ?? null),
+      ...RAW_FIELD_NAMES.map((f) => json((e) => e.record[f])),
+      json((e) => e.prediction),
     ];
-    const list = (i: number, type: string) => `unnest($${i + 1}::${type}[])`;
+    const list = (i: number, type: string) => `unnest(from_json($${i + 1}, '["${type}"]'))`;
     const select = [
       `${list(0, "VARCHAR")} AS request_id`,
-      `${list(1, "DOUBLE")}::INTEGER AS row_index`,
-      `epoch_ms(${list(2, "DOUBLE")}::BIGINT) AS served_at`,
+      `${list(1, "INTEGER")} AS row_index`,
+      `epoch_ms(${list(2, "BIGINT")}) AS served_at`,
       `${list(3, "VARCHAR")} AS model_version`,
-      `${list(4, "DOUBLE")} AS hour_ms`,
+      `epoch_ms(${list(4, "BIGINT")}) AS hour`,
       ...RAW_FIELD_NAMES.map((f, i) => `${list(5 + i, "DOUBLE")} AS "${f}"`),
       `${list(5 + RAW_FIELD_NAMES.length, "DOUBLE")} AS prediction`,
     ].join(", ");
-    const columnsOut = COLUMNS.map((c) =>
-      c === "hour" ? "CASE WHEN isnan(hour_ms) THEN NULL ELSE epoch_ms(hour_ms::BIGINT) END" : `"${c}"`,
-    );
     await this.db.run(
-      `INSERT INTO predictions SELECT ${columnsOut.join(", ")} FROM (SELECT ${select})`,
+      `INSERT INTO predictions SELECT ${COLUMNS.map((c) => `"${c}"`).join(", ")} FROM (SELECT ${select})`,
       columns,
     );
   }

@@ -62,6 +62,80 @@ describe("prediction log buffer", () => {
     expect(row).toEqual({ n: 100, hours: 50 });
     await db.close();
   });
+
+  it("stores every value exactly as logged, with NULL for an unknown hour", async () => {
+    const db = await Database.open(join(dir, "b.duckdb"));
+    const log = await PredictionLog.open(db, { flushIntervalMs: 60_000 });
+    const record = { ...RECORD, temp: 0.1 + 0.2, hum: 1 / 3, windspeed: 5e-324 };
+    const hourStart = Date.UTC(2012, 6, 4, 21);
+    log.log({
+      requestId: 'r"1"',
+      row: 3,
+      modelVersion: "7",
+      record,
+      prediction: 123.456789012345,
+      servedAt: 1_700_000_000_123,
+      hourStart,
+    });
+    log.log({
+      requestId: "r2",
+      row: 0,
+      modelVersion: "7",
+      record: RECORD,
+      prediction: -0.5,
+      servedAt: 1_700_000_000_124,
+    });
+    await log.close();
+    const rows = await db.all<Record<string, unknown>>(
+      `SELECT request_id, row_index, epoch_ms(served_at) AS served, epoch_ms(hour) AS hour, temp, hum, windspeed, prediction
+       FROM predictions ORDER BY request_id`,
+    );
+    expect(rows).toEqual([
+      {
+        request_id: 'r"1"',
+        row_index: 3,
+        served: 1_700_000_000_123n,
+        hour: BigInt(hourStart),
+        temp: 0.1 + 0.2,
+        hum: 1 / 3,
+        windspeed: 5e-324,
+        prediction: 123.456789012345,
+      },
+      {
+        request_id: "r2",
+        row_index: 0,
+        served: 1_700_000_000_124n,
+        hour: null,
+        temp: RECORD.temp,
+        hum: RECORD.hum,
+        windspeed: 0,
+        prediction: -0.5,
+      },
+    ]);
+    await db.close();
+  });
+
+  it("writes a steady trickle in one insert per interval, not one insert per arrival", async () => {
+    const db = await Database.open(join(dir, "c.duckdb"));
+    const batches: number[] = [];
+    const log = await PredictionLog.open(db, { flushIntervalMs: 100, onWritten: (n) => batches.push(n) });
+    for (let i = 0; i < 200; i++) {
+      log.log({
+        requestId: `r${i}`,
+        row: 0,
+        modelVersion: "1",
+        record: RECORD,
+        prediction: i,
+        servedAt: Date.now(),
+      });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await log.close();
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(200);
+    // About 200 × 2 ms / 100 ms = 4–6 inserts; writing what arrives during an insert right away made ~100.
+    expect(batches.length).toBeLessThanOrEqual(12);
+    await db.close();
+  });
 });
 
 describe("prediction log under load", () => {
