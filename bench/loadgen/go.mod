@@ -1,0 +1,3 @@
+module bikeshare/bench/loadgen
+
+go 1.21
