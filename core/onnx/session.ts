@@ -10,6 +10,48 @@ export interface OnnxModelOptions {
   intraOpThreads?: number;
 }
 
+/** What a loaded session declares about its inputs and outputs. */
+export interface SessionSignature {
+  inputNames: readonly string[];
+  outputNames: readonly string[];
+  inputs: readonly { isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
+}
+
+/** The model's metadata_props; bytes that are not an ONNX model fail here, before any session starts. */
+export function modelMetadata(where: string, bytes: Uint8Array): Record<string, string> {
+  try {
+    return decodeModelSummary(bytes).metadata;
+  } catch (error) {
+    throw new Error(`${where}: not a valid ONNX model (${(error as Error).message})`);
+  }
+}
+
+/** The models served here have one float32 input [N, F] with a fixed F, and one output. */
+export function checkSignature(
+  where: string,
+  sig: SessionSignature,
+): { inputName: string; outputName: string; numFeatures: number } {
+  if (sig.inputNames.length !== 1 || sig.outputNames.length !== 1) {
+    throw new Error(
+      `${where}: expected exactly 1 input and 1 output, model has inputs [${sig.inputNames.join(", ")}] ` +
+        `and outputs [${sig.outputNames.join(", ")}]`,
+    );
+  }
+  const input = sig.inputs[0];
+  const inputName = sig.inputNames[0] as string;
+  if (input === undefined || !input.isTensor || input.type !== "float32") {
+    throw new Error(`${where}: input "${inputName}" must be a float32 tensor`);
+  }
+  const shape = input.shape ?? [];
+  const f = shape[1];
+  if (shape.length !== 2 || typeof f !== "number" || !(f > 0)) {
+    throw new Error(
+      `${where}: input "${inputName}" must have shape [N, F] with a fixed F, got [${shape.join(", ")}]`,
+    );
+  }
+  return { inputName, outputName: sig.outputNames[0] as string, numFeatures: f };
+}
+
 export class OnnxModel {
   readonly inputName: string;
   readonly outputName: string;
@@ -42,7 +84,7 @@ export class OnnxModel {
         `OnnxModel.load: intraOpThreads must be a non-negative integer, got ${intraOpNumThreads}`,
       );
     }
-    const metadata = decodeModelSummary(bytes).metadata;
+    const metadata = modelMetadata("OnnxModel.load", bytes);
     const session = await InferenceSession.create(bytes, {
       intraOpNumThreads,
       interOpNumThreads: 1,
@@ -50,25 +92,12 @@ export class OnnxModel {
       graphOptimizationLevel: "all",
     });
     try {
-      if (session.inputNames.length !== 1 || session.outputNames.length !== 1) {
-        throw new Error(
-          `OnnxModel.load: expected exactly 1 input and 1 output, model has inputs [${session.inputNames.join(", ")}] ` +
-            `and outputs [${session.outputNames.join(", ")}]`,
-        );
-      }
-      const input = session.inputMetadata[0];
-      const inputName = session.inputNames[0] as string;
-      const outputName = session.outputNames[0] as string;
-      if (input === undefined || !input.isTensor || input.type !== "float32") {
-        throw new Error(`OnnxModel.load: input "${inputName}" must be a float32 tensor`);
-      }
-      const f = input.shape[1];
-      if (input.shape.length !== 2 || typeof f !== "number" || !(f > 0)) {
-        throw new Error(
-          `OnnxModel.load: input "${inputName}" must have shape [N, F] with a fixed F, got [${input.shape.join(", ")}]`,
-        );
-      }
-      return new OnnxModel(session, inputName, outputName, f, metadata);
+      const { inputName, outputName, numFeatures } = checkSignature("OnnxModel.load", {
+        inputNames: session.inputNames,
+        outputNames: session.outputNames,
+        inputs: session.inputMetadata,
+      });
+      return new OnnxModel(session, inputName, outputName, numFeatures, metadata);
     } catch (e) {
       await session.release();
       throw e;

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   decodeModelSummary,
   OnnxModel,
+  OnnxWorkerModel,
   type XGBoostJsonGradientBooster,
   type XGBoostJsonModel,
   type XGBoostJsonTree,
@@ -399,5 +400,83 @@ describe("ONNX parity with the native XGBoost booster (data/raw/hour.csv)", () =
     }
     // sanity: the model actually learned something (not a constant prediction)
     expect(Math.max(...native) - Math.min(...native)).toBeGreaterThan(10);
+  });
+});
+
+describe("OnnxWorkerModel: the same predictions, on a thread of its own", () => {
+  let ds: ReturnType<typeof loadHourCsv>;
+  let bytes: Uint8Array;
+
+  beforeAll(async () => {
+    ds = loadHourCsv();
+    const { booster } = await train({
+      params: { tree_method: "hist", max_depth: 6, nthread: 2, seed: 7, eta: 0.1 },
+      rounds: 300,
+      train: { data: ds.data, rows: ds.rows, cols: ds.cols, labels: ds.labels },
+    });
+    try {
+      booster.setFeatureNames(FEATURE_COLUMNS);
+      bytes = xgboostToOnnx(booster.saveJson(), { featureNames: FEATURE_COLUMNS });
+    } finally {
+      booster.dispose();
+    }
+  });
+
+  it("predicts exactly what OnnxModel predicts, NaNs included, and keeps the model's metadata", async () => {
+    const holes = ds.data.map((v, i) => (i % 7 === 3 ? Number.NaN : v));
+    const inThread = await OnnxModel.load(bytes);
+    const worker = await OnnxWorkerModel.load(bytes);
+    try {
+      expect(worker.featureNames).toEqual(FEATURE_COLUMNS);
+      expect(worker.numFeatures).toBe(FEATURE_COLUMNS.length);
+      // Several in flight at once come back to the right callers.
+      const [a, b] = await Promise.all([worker.predict(ds.data, ds.rows), worker.predict(holes, ds.rows)]);
+      expect(a).toEqual(await inThread.predict(ds.data, ds.rows));
+      expect(b).toEqual(await inThread.predict(holes, ds.rows));
+      expect(await worker.predict(new Float32Array(0), 0)).toEqual(new Float32Array(0));
+    } finally {
+      await inThread.release();
+      await worker.release();
+    }
+  });
+
+  it("leaves the calling thread free while it predicts", async () => {
+    const rows = ds.rows * 8;
+    const data = new Float32Array(rows * ds.cols);
+    for (let k = 0; k < 8; k++) data.set(ds.data, k * ds.data.length);
+    // Timer ticks that fire during one large prediction: the in-thread model blocks them all.
+    const ticksDuring = async (predict: () => Promise<Float32Array>) => {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      const started = performance.now();
+      await predict();
+      clearInterval(timer);
+      return { ticks, ms: performance.now() - started };
+    };
+    const inThread = await OnnxModel.load(bytes);
+    const worker = await OnnxWorkerModel.load(bytes);
+    try {
+      const blocked = await ticksDuring(() => inThread.predict(data, rows));
+      const free = await ticksDuring(() => worker.predict(data, rows));
+      expect(blocked.ms).toBeGreaterThan(100);
+      expect(blocked.ticks).toBeLessThanOrEqual(1);
+      expect(free.ticks).toBeGreaterThan(free.ms / 5 / 3);
+    } finally {
+      await inThread.release();
+      await worker.release();
+    }
+  });
+
+  it("names what is wrong: feature count, row count, a broken model, a released model", async () => {
+    const m = await OnnxWorkerModel.load(bytes);
+    await expect(m.predict(new Float32Array(5), 2)).rejects.toThrow(
+      /feature count mismatch: got 5 values for 2 rows, expected 24 \(2 rows x 12 features\)/,
+    );
+    await expect(m.predict(new Float32Array(12), 1.5)).rejects.toThrow(/rows must be a non-negative integer/);
+    await m.release();
+    await expect(m.predict(new Float32Array(12), 1)).rejects.toThrow(/released/);
+    await expect(OnnxWorkerModel.load(bytes.subarray(0, bytes.length - 9))).rejects.toThrow(
+      /OnnxWorkerModel.load: not a valid ONNX model \(premature EOF\)/,
+    );
   });
 });
