@@ -285,6 +285,11 @@ export function validateColumns(columns: RawColumns): RowViolation[] {
     if (day.length !== columns.length) {
       throw new Error(`column day has ${day.length} values, expected ${columns.length}`);
     }
+    // Rows of a file come day by day: the calendar facts of the previous row's day are reused, and a
+    // row whose fields all agree with them skips the general check (most of the cost of scoring validation).
+    let factsDay = Number.NaN;
+    let facts = { year: 0, yr: 0, mnth: 0, weekday: 0 };
+    let yrChecked = false;
     for (let row = 0; row < columns.length; row++) {
       const d = day[row] as number;
       if (Number.isNaN(d)) continue;
@@ -297,8 +302,18 @@ export function validateColumns(columns: RawColumns): RowViolation[] {
         });
         continue;
       }
-      const c = civilDate(d);
-      const facts = { year: c.year, yr: c.year - FIRST_DATA_YEAR, mnth: c.month, weekday: c.weekday };
+      if (d !== factsDay) {
+        const c = civilDate(d);
+        facts = { year: c.year, yr: c.year - FIRST_DATA_YEAR, mnth: c.month, weekday: c.weekday };
+        yrChecked = facts.year >= FIRST_DATA_YEAR && facts.year <= LAST_DATA_YEAR;
+        factsDay = d;
+      }
+      if (
+        columns.weekday[row] === facts.weekday &&
+        columns.mnth[row] === facts.mnth &&
+        (!yrChecked || columns.yr[row] === facts.yr)
+      )
+        continue;
       const valid = (f: RawField) => {
         const v = columns[f][row] as number;
         return checkValue(SPEC_BY_NAME.get(f) as FieldSpec, v) === undefined ? v : undefined;

@@ -186,6 +186,24 @@ describe("timestamps", () => {
       [1, "weekday", "mismatch"],
     ]);
   });
+
+  it("checks every row of a day, not only the first one of its run", () => {
+    const day = dayNumber("2012-07-04");
+    const columns = recordsToColumns([
+      { ...JULY_4, day },
+      { ...JULY_4, day, mnth: 6 },
+      { ...JULY_4, day },
+      { ...JULY_4, day, yr: 0, weekday: 2 },
+      { ...JULY_4, day: dayNumber("2013-07-04"), weekday: 4, yr: 1 }, // yr is only checked in 2011–2012
+      { ...JULY_4, day: dayNumber("2013-07-04"), weekday: 3, yr: 1 },
+    ]);
+    expect(validateColumns(columns).map((v) => [v.row, v.field])).toEqual([
+      [1, "mnth"],
+      [3, "weekday"],
+      [3, "yr"],
+      [5, "weekday"],
+    ]);
+  });
 });
 
 describe("record validation", () => {
