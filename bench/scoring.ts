@@ -13,7 +13,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { dayColumn, FEATURE_NAMES, featureMatrix, withDays } from "../core/features/index.js";
-import { OnnxModel, xgboostToOnnx } from "../core/onnx/index.js";
+import { OnnxWorkerModel, xgboostToOnnx } from "../core/onnx/index.js";
 import { Booster, train } from "../core/xgboost/index.js";
 import { loadHourly } from "../pipelines/data/hourly.js";
 import { boosterScoringModel, onnxScoringModel, scoreFile } from "../pipelines/scoring/index.js";
@@ -65,7 +65,7 @@ async function child(spec: { kind: string; threads: number; model: string; input
   }
   const onnx =
     spec.kind === "score-onnx"
-      ? await OnnxModel.load(xgboostToOnnx(booster.saveJson(), { featureNames: FEATURE_NAMES }), {
+      ? await OnnxWorkerModel.load(xgboostToOnnx(booster.saveJson(), { featureNames: FEATURE_NAMES }), {
           intraOpThreads: spec.threads,
         })
       : undefined;

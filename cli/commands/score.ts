@@ -2,7 +2,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { instantOfLocalHour, RAW_FIELDS, type RawColumns } from "../../core/features/index.js";
-import { OnnxModel } from "../../core/onnx/index.js";
+import { OnnxWorkerModel } from "../../core/onnx/index.js";
 import type { HourConditions } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService, type PredictStreamRequest } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
@@ -46,7 +46,7 @@ async function localModel(
     download(found.runId, ARTIFACT_CARD),
   ]);
   const card = JSON.parse(Buffer.from(cardBytes).toString("utf8")) as ModelCard;
-  const onnx = await OnnxModel.load(onnxBytes, { intraOpThreads: threads });
+  const onnx = await OnnxWorkerModel.load(onnxBytes, { intraOpThreads: threads });
   return {
     model: onnxScoringModel(onnx, card.featureNames),
     version: found.version,

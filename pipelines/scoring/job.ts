@@ -1,5 +1,5 @@
 /** The scoring task that jobs run (in a child process of the server, or on a `bikeshare worker`). */
-import { OnnxModel } from "../../core/onnx/index.js";
+import { OnnxWorkerModel } from "../../core/onnx/index.js";
 import { TaskCancelled } from "../jobs/cancelled.js";
 import { onnxScoringModel } from "./model.js";
 import { type ScoringProgress, type ScoringSummary, scoreFile } from "./score-file.js";
@@ -18,7 +18,7 @@ export async function computeScoring(
   report: (progress: ScoringProgress) => void,
   signal: AbortSignal,
 ): Promise<ScoringSummary> {
-  const model = await OnnxModel.load(input.onnx);
+  const model = await OnnxWorkerModel.load(input.onnx);
   try {
     return await scoreFile({
       input: input.input,

@@ -1,5 +1,5 @@
 import { FEATURE_NAMES, type RawColumns } from "../../core/features/index.js";
-import type { OnnxModel } from "../../core/onnx/index.js";
+import type { OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
 import type { Booster } from "../../core/xgboost/index.js";
 
 /**
@@ -20,8 +20,14 @@ export interface RawRowsModel {
   predictRows(columns: RawColumns): Promise<Float32Array>;
 }
 
-/** ONNX Runtime; the feature names come from the model's metadata unless given (e.g. from its card). */
-export function onnxScoringModel(onnx: OnnxModel, featureNames?: readonly string[]): ScoringModel {
+/**
+ * ONNX Runtime; the feature names come from the model's metadata unless given (e.g. from its card).
+ * Files are scored with an OnnxWorkerModel, so chunks are read and written while the model predicts.
+ */
+export function onnxScoringModel(
+  onnx: OnnxModel | OnnxWorkerModel,
+  featureNames?: readonly string[],
+): ScoringModel {
   const names = featureNames ?? onnx.featureNames;
   if (names === undefined)
     throw new Error("the ONNX model stores no feature_names; pass the names from its model card");

@@ -4,8 +4,9 @@
  * CSV side file (row, field, reason) — never silently dropped.
  *
  * Memory is bounded by the chunk size: at most `concurrency` chunks are being predicted while the
- * next one is read and validated. Reading a chunk overlaps the prediction of the previous one, so on
- * a machine with a free core the file costs little more than the prediction itself.
+ * previous one is written and the next one is read, validated and turned into features. With a model
+ * that predicts off this thread (OnnxWorkerModel, the native booster), that work overlaps the
+ * prediction, so on a machine with a free core the file costs about what the prediction costs.
  *
  * Safe for a server job: outputs go to temp files renamed into place only after the last row, so a
  * failure or cancel leaves the previous output (if any) untouched and no truncated file behind; on any
@@ -245,7 +246,9 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
     });
     const out = output;
 
-    const writeHead = async () => {
+    // Predicted chunks wait here for their turn to be written, in input order.
+    const predicted: ScoredChunk[] = [];
+    const awaitHead = async () => {
       const head = inFlight.shift();
       if (head === undefined) return;
       const predictions = await head.prediction;
@@ -253,9 +256,14 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
         throw new Error(
           `the model returned ${predictions.length} predictions for ${head.scored.length} rows`,
         );
-      await out.write({ ...head.scored, predictions });
-      progress.rowsScored += head.scored.length;
-      onProgress?.({ ...progress });
+      predicted.push({ ...head.scored, predictions });
+    };
+    const writePredicted = async () => {
+      for (let chunk = predicted.shift(); chunk !== undefined; chunk = predicted.shift()) {
+        await out.write(chunk);
+        progress.rowsScored += chunk.length;
+        onProgress?.({ ...progress });
+      }
     };
 
     for await (const chunk of input.chunks(chunkSize)) {
@@ -267,19 +275,24 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
       await invalid.write(chunk.firstRow, prepared.violations);
       progress.rowsInvalid += prepared.invalidRows;
       violationCount += prepared.violations.length;
-      while (inFlight.length >= concurrency) await writeHead();
       const { length } = prepared.scored;
+      // Features are computed before waiting for the model, and the finished chunk is written only
+      // after this one is handed over: the model is never idle while this thread reads or writes.
+      const features = length === 0 || "predictRows" in model ? undefined : featureMatrix(prepared.columns);
+      while (inFlight.length >= concurrency) await awaitHead();
       const prediction =
         length === 0
           ? Promise.resolve(new Float32Array(0))
           : "predictRows" in model
             ? model.predictRows(prepared.columns)
-            : model.predict(featureMatrix(prepared.columns), length);
-      // Awaited in order by writeHead; this only keeps a failure from counting as unhandled meanwhile.
+            : model.predict(features as Float32Array, length);
+      // Awaited in order by awaitHead; this only keeps a failure from counting as unhandled meanwhile.
       prediction.catch(() => undefined);
       inFlight.push({ scored: prepared.scored, prediction });
+      await writePredicted();
     }
-    while (inFlight.length > 0) await writeHead();
+    while (inFlight.length > 0) await awaitHead();
+    await writePredicted();
     signal?.throwIfAborted();
     await output.finish();
     await invalid.finish();
