@@ -17,6 +17,47 @@ export interface SessionSignature {
   inputs: readonly { isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
 }
 
+/** Session options shared by OnnxModel and OnnxWorkerModel; throws on a bad thread count. */
+export function sessionOptions(where: string, opts: OnnxModelOptions): InferenceSession.SessionOptions {
+  const intraOpNumThreads = opts.intraOpThreads ?? 1;
+  if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) {
+    throw new Error(`${where}: intraOpThreads must be a non-negative integer, got ${intraOpNumThreads}`);
+  }
+  return {
+    intraOpNumThreads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+  };
+}
+
+/** Feature names stored by the exporter in the metadata, or undefined when the model has none. */
+export function featureNamesOf(metadata: Record<string, string>): string[] | undefined {
+  const raw = metadata.feature_names;
+  if (raw === undefined) return undefined;
+  const parsed: unknown = JSON.parse(raw);
+  return Array.isArray(parsed) ? parsed.map(String) : undefined;
+}
+
+/** Throws unless `data` holds `rows` rows of `numFeatures` features. */
+export function checkPredictInput(
+  where: string,
+  data: Float32Array,
+  rows: number,
+  numFeatures: number,
+): void {
+  if (!Number.isInteger(rows) || rows < 0) {
+    throw new Error(`${where}: rows must be a non-negative integer, got ${rows}`);
+  }
+  const expected = rows * numFeatures;
+  if (data.length !== expected) {
+    throw new Error(
+      `${where}: feature count mismatch: got ${data.length} values for ${rows} rows, expected ` +
+        `${expected} (${rows} rows x ${numFeatures} features)`,
+    );
+  }
+}
+
 /** The model's metadata_props; bytes that are not an ONNX model fail here, before any session starts. */
 export function modelMetadata(where: string, bytes: Uint8Array): Record<string, string> {
   try {
@@ -78,19 +119,9 @@ export class OnnxModel {
   }
 
   static async load(bytes: Uint8Array, opts: OnnxModelOptions = {}): Promise<OnnxModel> {
-    const intraOpNumThreads = opts.intraOpThreads ?? 1;
-    if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) {
-      throw new Error(
-        `OnnxModel.load: intraOpThreads must be a non-negative integer, got ${intraOpNumThreads}`,
-      );
-    }
+    const options = sessionOptions("OnnxModel.load", opts);
     const metadata = modelMetadata("OnnxModel.load", bytes);
-    const session = await InferenceSession.create(bytes, {
-      intraOpNumThreads,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      graphOptimizationLevel: "all",
-    });
+    const session = await InferenceSession.create(bytes, options);
     try {
       const { inputName, outputName, numFeatures } = checkSignature("OnnxModel.load", {
         inputNames: session.inputNames,
@@ -106,10 +137,7 @@ export class OnnxModel {
 
   /** Feature names stored by the exporter, or undefined when the model has none. */
   get featureNames(): string[] | undefined {
-    const raw = this.metadata.feature_names;
-    if (raw === undefined) return undefined;
-    const parsed: unknown = JSON.parse(raw);
-    return Array.isArray(parsed) ? parsed.map(String) : undefined;
+    return featureNamesOf(this.metadata);
   }
 
   /**
@@ -118,16 +146,7 @@ export class OnnxModel {
    */
   async predict(data: Float32Array, rows: number): Promise<Float32Array> {
     if (this.released) throw new Error("OnnxModel.predict: model has been released");
-    if (!Number.isInteger(rows) || rows < 0) {
-      throw new Error(`OnnxModel.predict: rows must be a non-negative integer, got ${rows}`);
-    }
-    const expected = rows * this.numFeatures;
-    if (data.length !== expected) {
-      throw new Error(
-        `OnnxModel.predict: feature count mismatch: got ${data.length} values for ${rows} rows, expected ` +
-          `${expected} (${rows} rows x ${this.numFeatures} features)`,
-      );
-    }
+    checkPredictInput("OnnxModel.predict", data, rows, this.numFeatures);
     if (rows === 0) return new Float32Array(0);
     const input = new Tensor("float32", data, [rows, this.numFeatures]);
     const result = await this.session.run({ [this.inputName]: input }, this.fetches);

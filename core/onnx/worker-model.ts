@@ -13,7 +13,15 @@
 import { once } from "node:events";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import { checkSignature, modelMetadata, type OnnxModelOptions, type SessionSignature } from "./session.js";
+import {
+  checkPredictInput,
+  checkSignature,
+  featureNamesOf,
+  modelMetadata,
+  type OnnxModelOptions,
+  type SessionSignature,
+  sessionOptions,
+} from "./session.js";
 
 type FromWorker =
   | ({ type: "ready" } & SessionSignature)
@@ -94,24 +102,14 @@ export class OnnxWorkerModel {
   }
 
   static async load(bytes: Uint8Array, opts: OnnxModelOptions = {}): Promise<OnnxWorkerModel> {
-    const intraOpNumThreads = opts.intraOpThreads ?? 1;
-    if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) {
-      throw new Error(
-        `OnnxWorkerModel.load: intraOpThreads must be a non-negative integer, got ${intraOpNumThreads}`,
-      );
-    }
+    const options = sessionOptions("OnnxWorkerModel.load", opts);
     const metadata = modelMetadata("OnnxWorkerModel.load", bytes);
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
         ortPath: ORT_PATH,
         bytes,
-        sessionOptions: {
-          intraOpNumThreads,
-          interOpNumThreads: 1,
-          executionMode: "sequential",
-          graphOptimizationLevel: "all",
-        },
+        sessionOptions: options,
       },
     });
     try {
@@ -131,10 +129,7 @@ export class OnnxWorkerModel {
 
   /** Feature names stored by the exporter, or undefined when the model has none. */
   get featureNames(): string[] | undefined {
-    const raw = this.metadata.feature_names;
-    if (raw === undefined) return undefined;
-    const parsed: unknown = JSON.parse(raw);
-    return Array.isArray(parsed) ? parsed.map(String) : undefined;
+    return featureNamesOf(this.metadata);
   }
 
   /**
@@ -143,19 +138,10 @@ export class OnnxWorkerModel {
    */
   predict(data: Float32Array, rows: number): Promise<Float32Array> {
     if (this.failure) return Promise.reject(this.failure);
-    if (!Number.isInteger(rows) || rows < 0) {
-      return Promise.reject(
-        new Error(`OnnxWorkerModel.predict: rows must be a non-negative integer, got ${rows}`),
-      );
-    }
-    const expected = rows * this.numFeatures;
-    if (data.length !== expected) {
-      return Promise.reject(
-        new Error(
-          `OnnxWorkerModel.predict: feature count mismatch: got ${data.length} values for ${rows} rows, expected ` +
-            `${expected} (${rows} rows x ${this.numFeatures} features)`,
-        ),
-      );
+    try {
+      checkPredictInput("OnnxWorkerModel.predict", data, rows, this.numFeatures);
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (rows === 0) return Promise.resolve(new Float32Array(0));
     const id = this.nextId++;
