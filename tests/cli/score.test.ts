@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour, RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { writeSyntheticInput } from "../../pipelines/scoring/synthetic.js";
-import { type CliResult, runCli } from "../helpers/cli.js";
+import { type CliResult, runCli, runCliInTerminal } from "../helpers/cli.js";
 import { readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -98,6 +98,24 @@ describe("bikeshare score", () => {
     expectServed(await parquetRows(out));
     const invalid = await readFile(`${out}.invalid.csv`, "utf8");
     expect(invalid.split("\n")[1]).toMatch(/^10,season,"season must be an integer in 1\.\.4 .*got 7"$/);
+  });
+
+  it("draws a progress bar on a terminal and clears it before the summary; none when piped", async () => {
+    const parquet = join(dir, "in.parquet");
+    await writeSyntheticInput(csv, parquet, ROWS);
+    const env = { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: t.tokens.reader };
+    const args = (out: string) => ["score", "--in", parquet, "--out", out, "--chunk-size", "50"];
+    const shown = await runCliInTerminal(args(join(dir, "tty.parquet")), env);
+    expect(shown.code).toBe(0);
+    // Each redraw starts with "\r\x1b[K" (back to the line's start, clear it). Parquet says its row count
+    // up front, so the bar has a percentage; the last clear leaves the line to the summary.
+    const redraws = shown.stdout.split("\r\x1b[K").slice(1);
+    expect(redraws.some((l) => /^\[[#.]{30}\] +\d+% {2}[\d,]+ scored, [\d,]+ invalid/.test(l))).toBe(true);
+    expect(redraws.at(-1)).toMatch(/^scored 399 of 400 rows into /);
+    const piped = await run(args(join(dir, "piped.parquet")));
+    expect(piped.code).toBe(0);
+    expect(piped.stderr).toBe("");
+    expect(piped.stdout).toMatch(/^scored 399 of 400 rows into /);
   });
 
   it("scores remotely through PredictStream, with the same predictions", async () => {
