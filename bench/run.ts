@@ -365,8 +365,9 @@ Issue 3 asks for predict p99 under 20 ms during a training job. What got it ther
   \`heap.external_weak_global_handles\`), and idle p99 was 14 ms. Now each column goes as one JSON array.
 
 Single-row throughput is lower than the first walking-skeleton measurement (5,590 req/s legacy REST before the
-prediction log, auth and registry existed). A CPU profile under load points at the prediction log's per-value
-parameter conversion when it inserts batches into DuckDB, and at async-context tracking in the DuckDB wrapper.
+prediction log, auth and registry existed). An earlier CPU profile under load pointed at the prediction log's
+per-value parameter conversion (since replaced by one JSON array per column, above) and at async-context tracking
+in the DuckDB wrapper; the rest of the difference has not been profiled since.
 
 The old Python API answered 14 req/s as shipped. The gRPC figure is bounded by Node's HTTP/2 stack: a bare
 connect-node h2c server with a handler that does nothing measured ≈ 1,050 req/s under ghz here, so the
