@@ -206,8 +206,9 @@ native XGBoost predict at the same thread count (goal ≥ 1.0×). ONNX Runtime p
 (\`OnnxWorkerModel\`) while the main thread writes the previous chunk and reads, validates and turns into features
 the next one; and ONNX Runtime's tree ensemble predicts this model faster than XGBoost's own predict (the bare ONNX
 column, timed chunk for chunk beside the baseline, in-thread with nothing else running). The native-booster
-line runs the same pipeline over the baseline's very predictor, so it cannot pass 1.0×: it shows what reading,
-validation and writing cost when they share the two cores with the prediction (${range(ratios["score-native"])}×).
+line runs the same pipeline over the baseline's own predictor (${range(ratios["score-native"])}×): below 1.0× it shows what reading,
+validation and writing cost when they share the two cores with the prediction; above 1.0× it shows how far a
+baseline measured minutes earlier in another process can drift on this shared machine.
 Parquet is written by a small streaming writer (one row group per chunk, PLAIN, uncompressed) because DuckDB cannot
 take an incremental input here; Arrow IPC by apache-arrow's writer.
 ${END}
