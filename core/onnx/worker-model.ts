@@ -136,14 +136,10 @@ export class OnnxWorkerModel {
    * Predicts `rows` rows of row-major float32 features (`data.length === rows * numFeatures`); the
    * features are copied to the worker, so the caller may reuse `data` once this returns.
    */
-  predict(data: Float32Array, rows: number): Promise<Float32Array> {
-    if (this.failure) return Promise.reject(this.failure);
-    try {
-      checkPredictInput("OnnxWorkerModel.predict", data, rows, this.numFeatures);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (rows === 0) return Promise.resolve(new Float32Array(0));
+  async predict(data: Float32Array, rows: number): Promise<Float32Array> {
+    if (this.failure) throw this.failure;
+    checkPredictInput("OnnxWorkerModel.predict", data, rows, this.numFeatures);
+    if (rows === 0) return new Float32Array(0);
     const id = this.nextId++;
     return new Promise<Float32Array>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });

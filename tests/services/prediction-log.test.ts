@@ -22,6 +22,16 @@ const RECORD = {
   windspeed: 0,
 };
 
+/** The i-th logged prediction of a test: request r<i>, predicting i. */
+const entry = (i: number) => ({
+  requestId: `r${i}`,
+  row: 0,
+  modelVersion: "1",
+  record: RECORD,
+  prediction: i,
+  servedAt: Date.now(),
+});
+
 describe("prediction log buffer", () => {
   let dir: string;
   beforeAll(async () => {
@@ -42,15 +52,7 @@ describe("prediction log buffer", () => {
     });
     const started = performance.now();
     for (let i = 0; i < 150; i++) {
-      log.log({
-        requestId: `r${i}`,
-        row: 0,
-        modelVersion: "1",
-        record: RECORD,
-        prediction: i,
-        servedAt: Date.now(),
-        ...(i % 2 ? { hourStart: Date.UTC(2012, 0, 1, i % 24) } : {}),
-      });
+      log.log({ ...entry(i), ...(i % 2 ? { hourStart: Date.UTC(2012, 0, 1, i % 24) } : {}) });
     }
     expect(performance.now() - started).toBeLessThan(50);
     expect(log.dropped).toBe(50);
@@ -120,14 +122,7 @@ describe("prediction log buffer", () => {
     const batches: number[] = [];
     const log = await PredictionLog.open(db, { flushIntervalMs: 100, onWritten: (n) => batches.push(n) });
     for (let i = 0; i < 200; i++) {
-      log.log({
-        requestId: `r${i}`,
-        row: 0,
-        modelVersion: "1",
-        record: RECORD,
-        prediction: i,
-        servedAt: Date.now(),
-      });
+      log.log(entry(i));
       await new Promise((r) => setTimeout(r, 2));
     }
     await log.close();
