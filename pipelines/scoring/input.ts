@@ -197,6 +197,47 @@ class ChunkBuilder {
   }
 }
 
+/** Cuts the batches a reader gets, whatever their sizes, into chunks of `chunkSize` rows (the last may be shorter). */
+class Chunker {
+  private chunk: ChunkBuilder;
+  /** Rows taken so far: the next one is row `rowsRead + 1` of the input. */
+  rowsRead = 0;
+
+  constructor(
+    private readonly chunkSize: number,
+    private readonly dateColumn: string | undefined,
+  ) {
+    this.chunk = new ChunkBuilder(1, chunkSize, dateColumn);
+  }
+
+  /**
+   * Takes a batch of `rows` rows: `copy` puts batch rows start … start + count − 1 into chunk rows
+   * at … at + count − 1. Yields every chunk the batch fills.
+   */
+  *take(
+    rows: number,
+    copy: (chunk: ChunkBuilder, start: number, count: number, at: number) => void,
+  ): Generator<InputChunk> {
+    let start = 0;
+    while (start < rows) {
+      const count = Math.min(rows - start, this.chunk.capacity - this.chunk.length);
+      copy(this.chunk, start, count, this.chunk.length);
+      this.chunk.length += count;
+      start += count;
+      this.rowsRead += count;
+      if (this.chunk.full) {
+        yield this.chunk.build();
+        this.chunk = new ChunkBuilder(this.rowsRead + 1, this.chunkSize, this.dateColumn);
+      }
+    }
+  }
+
+  /** The last chunk, when the input ended part way through it. */
+  *rest(): Generator<InputChunk> {
+    if (this.chunk.length > 0) yield this.chunk.build();
+  }
+}
+
 function checkChunkSize(chunkSize: number): void {
   if (!Number.isInteger(chunkSize) || chunkSize < 1)
     throw new RangeError(`chunkSize must be a positive integer, got ${chunkSize}`);
@@ -307,8 +348,7 @@ async function openArrowInput(path: string, format: InputFormat): Promise<Scorin
     ...(dateColumn ? { dateColumn } : {}),
     async *chunks(chunkSize) {
       checkChunkSize(chunkSize);
-      let nextRow = 1;
-      let chunk = new ChunkBuilder(nextRow, chunkSize, dateColumn);
+      const chunker = new Chunker(chunkSize, dateColumn);
       const iterator = reader[Symbol.asyncIterator]();
       for (;;) {
         let result: IteratorResult<RecordBatch>;
@@ -316,38 +356,22 @@ async function openArrowInput(path: string, format: InputFormat): Promise<Scorin
           result = await iterator.next();
         } catch (error) {
           throw new InputError(
-            `cannot read ${path} as ${formatName(format)} after row ${nextRow - 1}: ${(error as Error).message}`,
+            `cannot read ${path} as ${formatName(format)} after row ${chunker.rowsRead}: ${(error as Error).message}`,
             { cause: error },
           );
         }
         if (result.done) break;
         const batch = result.value;
-        let start = 0;
-        while (start < batch.numRows) {
-          const count = Math.min(batch.numRows - start, chunk.capacity - chunk.length);
+        yield* chunker.take(batch.numRows, (chunk, start, count, at) => {
           RAW_FIELD_NAMES.forEach((f, c) => {
             const data = batch.data.children[fieldIndex[c] as number] as Data;
-            copyArrowNumbers(data, start, count, chunk.fields[f], chunk.length);
+            copyArrowNumbers(data, start, count, chunk.fields[f], at);
           });
           if (dateColumn !== undefined)
-            copyArrowDate(
-              batch.data.children[dateIndex] as Data,
-              dateColumn,
-              start,
-              count,
-              chunk,
-              chunk.length,
-            );
-          chunk.length += count;
-          start += count;
-          nextRow += count;
-          if (chunk.full) {
-            yield chunk.build();
-            chunk = new ChunkBuilder(nextRow, chunkSize, dateColumn);
-          }
-        }
+            copyArrowDate(batch.data.children[dateIndex] as Data, dateColumn, start, count, chunk, at);
+        });
       }
-      if (chunk.length > 0) yield chunk.build();
+      yield* chunker.rest();
     },
     async close() {
       if (closed) return;
@@ -448,11 +472,10 @@ async function openDuckDbInput(path: string, format: "parquet" | "csv"): Promise
     ...(totalRows !== undefined ? { totalRows } : {}),
     async *chunks(chunkSize) {
       checkChunkSize(chunkSize);
-      let nextRow = 1;
-      let chunk = new ChunkBuilder(nextRow, chunkSize, dateColumn);
+      const chunker = new Chunker(chunkSize, dateColumn);
       const fail = (error: unknown) =>
         new InputError(
-          `cannot read ${path} as ${formatName(format)} after row ${nextRow - 1}: ${(error as Error).message}`,
+          `cannot read ${path} as ${formatName(format)} after row ${chunker.rowsRead}: ${(error as Error).message}`,
           { cause: error },
         );
       let result: Awaited<ReturnType<DuckDBConnection["stream"]>>;
@@ -471,11 +494,7 @@ async function openDuckDbInput(path: string, format: "parquet" | "csv"): Promise
         if (data === null || data.rowCount === 0) break;
         const vectors: DuckDBVector[] = [];
         for (let c = 0; c < data.columnCount; c++) vectors.push(data.getColumnVector(c));
-        const rows = data.rowCount;
-        let start = 0;
-        while (start < rows) {
-          const count = Math.min(rows - start, chunk.capacity - chunk.length);
-          const at = chunk.length;
+        yield* chunker.take(data.rowCount, (chunk, start, count, at) => {
           RAW_FIELD_NAMES.forEach((f, c) => {
             const vector = vectors[c] as DuckDBVector<number>;
             const target = chunk.fields[f];
@@ -493,16 +512,9 @@ async function openDuckDbInput(path: string, format: "parquet" | "csv"): Promise
               else chunk.setDateText(at + k, String(v));
             }
           }
-          chunk.length += count;
-          start += count;
-          nextRow += count;
-          if (chunk.full) {
-            yield chunk.build();
-            chunk = new ChunkBuilder(nextRow, chunkSize, dateColumn);
-          }
-        }
+        });
       }
-      if (chunk.length > 0) yield chunk.build();
+      yield* chunker.rest();
     },
     async close() {
       if (closed) return;
