@@ -28,16 +28,6 @@ export interface PredictionLogOptions {
 
 const DEFAULTS: PredictionLogOptions = { capacity: 200_000, batchSize: 5_000, flushIntervalMs: 250 };
 
-const COLUMNS = [
-  "request_id",
-  "row_index",
-  "served_at",
-  "model_version",
-  "hour",
-  ...RAW_FIELD_NAMES,
-  "prediction",
-];
-
 /**
  * Every served prediction, written to DuckDB in batches off the request path. `log` only
  * appends to an in-memory buffer and never waits; when the buffer is full the entry is
@@ -143,10 +133,7 @@ export class PredictionLog {
       ...RAW_FIELD_NAMES.map((f, i) => `${list(5 + i, "DOUBLE")} AS "${f}"`),
       `${list(5 + RAW_FIELD_NAMES.length, "DOUBLE")} AS prediction`,
     ].join(", ");
-    await this.db.run(
-      `INSERT INTO predictions SELECT ${COLUMNS.map((c) => `"${c}"`).join(", ")} FROM (SELECT ${select})`,
-      columns,
-    );
+    await this.db.run(`INSERT INTO predictions BY NAME SELECT ${select}`, columns);
   }
 
   async close(): Promise<void> {
