@@ -35,10 +35,13 @@ export async function workerCommand(): Promise<number> {
     lockDurationMs,
     around: (kind, jobId, task) => withSpan(`${kind} task`, { "job.id": jobId }, task),
     onStarted: (kind, jobId, attempt) => log.info("job started", { kind, job_id: jobId, attempt }),
-    onFinished: (kind, jobId, outcome, seconds) => {
+    onFinished: (kind, jobId, outcome, seconds, error) => {
       metrics.jobs.observe({ kind, outcome }, seconds);
-      log.info("job finished", { kind, job_id: jobId, outcome, seconds: Math.round(seconds * 10) / 10 });
+      const fields = { kind, job_id: jobId, outcome, seconds: Math.round(seconds * 10) / 10 };
+      if (outcome === "failed") log.error("job finished", { ...fields, error });
+      else log.info("job finished", fields);
     },
+    onError: (error) => log.warn("job queue trouble", { error }),
   });
   const server =
     metricsPort > 0

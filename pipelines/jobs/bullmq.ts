@@ -194,7 +194,10 @@ export interface WorkerOptions {
     jobId: string,
     outcome: "succeeded" | "failed" | "cancelled",
     seconds: number,
+    error?: unknown,
   ) => void;
+  /** BullMQ's own troubles, e.g. a lock it could not renew (the job may then run twice) or Redis away. */
+  onError?: (error: Error) => void;
 }
 
 export interface RunningWorker {
@@ -212,8 +215,8 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       const jobId = job.id as string;
       const started = performance.now();
       options.onStarted?.(kind, jobId, job.attemptsMade + 1);
-      const outcome = (name: "succeeded" | "failed" | "cancelled") =>
-        options.onFinished?.(kind, jobId, name, (performance.now() - started) / 1000);
+      const outcome = (name: "succeeded" | "failed" | "cancelled", error?: unknown) =>
+        options.onFinished?.(kind, jobId, name, (performance.now() - started) / 1000, error);
       const abort = signal ?? new AbortController().signal;
       const data = job.data as { input: string; trace?: Record<string, string> };
       const around = options.around ?? ((_kind, _jobId, task) => task());
@@ -232,7 +235,7 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
           outcome("cancelled");
           throw new UnrecoverableError(CANCELLED_REASON);
         }
-        outcome("failed");
+        outcome("failed", error);
         throw error;
       }
     },
@@ -245,7 +248,7 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       maxStalledCount: 2,
     },
   );
-  worker.on("error", () => {});
+  worker.on("error", (error) => options.onError?.(error));
   const subscriber = new Redis(url, { maxRetriesPerRequest: null });
   subscriber.on("error", () => {});
   subscriber.on("message", (_channel, jobId: string) => worker.cancelJob(jobId, CANCELLED_REASON));

@@ -27,6 +27,8 @@ interface WorkerProcess {
   started: string[];
   /** How each job this worker ran ended, by job id. */
   outcomes: Map<string, string>;
+  /** Its warning and error lines, to show when a test fails. */
+  troubles: string[];
 }
 
 let redis: TestRedis;
@@ -45,14 +47,15 @@ function startWorkerProcess(): WorkerProcess {
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const worker: WorkerProcess = { child, started: [], outcomes: new Map() };
+  const worker: WorkerProcess = { child, started: [], outcomes: new Map(), troubles: [] };
   let buffer = "";
   child.stdout?.on("data", (chunk: Buffer) => {
     buffer += chunk.toString();
     const lines = buffer.split("\n");
     buffer = lines.pop() ?? "";
     for (const line of lines) {
-      const entry = JSON.parse(line) as { msg: string; job_id?: string; outcome?: string };
+      const entry = JSON.parse(line) as { level: string; msg: string; job_id?: string; outcome?: string };
+      if (entry.level === "warn" || entry.level === "error") worker.troubles.push(line);
       if (entry.msg === "job started" && entry.job_id) worker.started.push(entry.job_id);
       if (entry.msg === "job finished" && entry.job_id)
         worker.outcomes.set(entry.job_id, entry.outcome ?? "");
@@ -123,7 +126,10 @@ describe("jobs on BullMQ workers", () => {
     expect(rounds.length).toBeGreaterThan(10);
 
     const done = await Promise.all(ids.map((id) => waitForJob(id, 240_000)));
-    expect(done.map((j) => [j.state, j.error])).toEqual(ids.map(() => [JobState.SUCCEEDED, ""]));
+    expect(
+      done.map((j) => [j.state, j.error]),
+      `workers' warnings and errors: ${workers.flatMap((w) => w.troubles).join("\n")}`,
+    ).toEqual(ids.map(() => [JobState.SUCCEEDED, ""]));
     for (const id of ids) expect(await versionsOfJob(id)).toHaveLength(1);
     const [a, b] = workers as [WorkerProcess, WorkerProcess];
     expect(a.started.length).toBeGreaterThan(0);
