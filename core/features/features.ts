@@ -8,11 +8,21 @@ import { RAW_FIELD_NAMES, type RawColumns, type RawField, type RawRecord } from 
  */
 interface FeatureDef {
   readonly name: string;
-  /** Value of the feature for row i of the raw columns. */
-  readonly value: (columns: RawColumns, i: number) => number;
+  /**
+   * Writes the feature of every row into column `f` of the row-major matrix `out` with `stride` columns.
+   * A loop per feature rather than a function per value: one call site shared by all features cannot
+   * be inlined, and that call was most of the cost of batch scoring's features.
+   */
+  readonly fill: (columns: RawColumns, out: Float32Array, f: number, stride: number) => void;
 }
 
-const raw = (field: RawField): FeatureDef => ({ name: field, value: (c, i) => c[field][i] as number });
+const raw = (field: RawField): FeatureDef => ({
+  name: field,
+  fill: (c, out, f, stride) => {
+    const column = c[field];
+    for (let i = 0, k = f; i < c.length; i++, k += stride) out[k] = column[i] as number;
+  },
+});
 
 /**
  * Holiday effects are local: the day after Thanksgiving, the working days around Christmas. Beyond a
@@ -22,28 +32,33 @@ const raw = (field: RawField): FeatureDef => ({ name: field, value: (c, i) => c[
  */
 export const HOLIDAY_DISTANCE_CAP = 7;
 
-/** The day number of row i, or undefined when the row's date is unknown (no column, or NaN). */
-function dayOfRow(columns: RawColumns, i: number): number | undefined {
-  const day = columns.day?.[i];
-  return day === undefined || Number.isNaN(day) ? undefined : day;
-}
-
 /** A feature of the date: NaN when the date is unknown, which XGBoost and the ONNX graph route by the learned default direction. */
-const ofDate = (name: string, f: (day: number) => number): FeatureDef => {
+const ofDate = (name: string, of: (day: number) => number): FeatureDef => {
   // Many rows share a day (24 hours, many requests), and the holiday search is not free.
   const cache = new Map<number, number>();
+  const cached = (day: number) => {
+    let v = cache.get(day);
+    if (v === undefined) {
+      v = of(day);
+      if (cache.size > 10_000) cache.clear();
+      cache.set(day, v);
+    }
+    return v;
+  };
   return {
     name,
-    value: (c, i) => {
-      const day = dayOfRow(c, i);
-      if (day === undefined) return Number.NaN;
-      let v = cache.get(day);
-      if (v === undefined) {
-        v = f(day);
-        if (cache.size > 10_000) cache.clear();
-        cache.set(day, v);
+    fill: (c, out, f, stride) => {
+      const days = c.day;
+      let lastDay = Number.NaN;
+      let last = Number.NaN;
+      for (let i = 0, k = f; i < c.length; i++, k += stride) {
+        const day = days === undefined ? Number.NaN : (days[i] as number);
+        if (day !== lastDay && !Number.isNaN(day)) {
+          lastDay = day;
+          last = cached(day);
+        }
+        out[k] = Number.isNaN(day) ? Number.NaN : last;
       }
-      return v;
     },
   };
 };
@@ -52,7 +67,14 @@ const FEATURE_DEFS: readonly FeatureDef[] = [
   ...RAW_FIELD_NAMES.map(raw),
   // Hour on working days and on days off follow different curves (commute peaks vs a
   // midday hump); one feature that separates them lets a tree split once instead of twice.
-  { name: "workingday_hr", value: (c, i) => (c.workingday[i] as number) * 24 + (c.hr[i] as number) },
+  {
+    name: "workingday_hr",
+    fill: (c, out, f, stride) => {
+      const { workingday, hr } = c;
+      for (let i = 0, k = f; i < c.length; i++, k += stride)
+        out[k] = (workingday[i] as number) * 24 + (hr[i] as number);
+    },
+  },
   // Date-derived (schema version 2): need the date of the hour, which only requests with a timestamp carry.
   ofDate("days_to_holiday", (d) => Math.min(HOLIDAY_DISTANCE_CAP, daysToNextHoliday(d))),
   ofDate("days_since_holiday", (d) => Math.min(HOLIDAY_DISTANCE_CAP, daysSincePreviousHoliday(d))),
@@ -77,10 +99,9 @@ export function featureMatrix(columns: RawColumns): Float32Array {
     throw new Error(`column day has ${columns.day.length} values, expected ${rows}`);
   }
   const out = new Float32Array(rows * NUM_FEATURES);
-  for (let f = 0; f < NUM_FEATURES; f++) {
-    const def = FEATURE_DEFS[f] as FeatureDef;
-    for (let i = 0; i < rows; i++) out[i * NUM_FEATURES + f] = def.value(columns, i);
-  }
+  FEATURE_DEFS.forEach((def, f) => {
+    def.fill(columns, out, f, NUM_FEATURES);
+  });
   return out;
 }
 

@@ -94,6 +94,16 @@ describe("feature definition", () => {
     expect(at("2012-11-21")).toEqual([1, 7, 0]); // the day before
     expect(at("2012-12-24")).toEqual([1, 7, 1]); // Christmas Eve, in the year-end break
     expect(at("2012-08-15")).toEqual([7, 7, 0]); // far from any holiday
+    // In a batch, rows with and without dates in any order get what each would get alone.
+    const days = ["2012-11-23", "2012-11-23", "", "2012-11-23", "2012-11-21", "", "2012-12-24"];
+    const mixed = days.map((d) => (d ? { ...VALID, day: dayNumber(d) } : VALID));
+    const matrix = featureMatrix(recordsToColumns(mixed));
+    mixed.forEach((record, i) => {
+      const alone = Array.from(featuresOfRecord(record));
+      expect(Array.from(matrix.subarray(i * NUM_FEATURES, (i + 1) * NUM_FEATURES)), `row ${i}`).toEqual(
+        alone,
+      );
+    });
     // A day column with NaN for unknown dates, as recordsToColumns builds it.
     const columns = recordsToColumns([VALID, { ...VALID, day: dayNumber("2012-11-23") }]);
     expect(Array.from(columns.day ?? [])).toEqual([Number.NaN, dayNumber("2012-11-23")]);
