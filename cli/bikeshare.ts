@@ -47,7 +47,8 @@ Usage:
   bikeshare score --in FILE --out FILE [--invalid FILE] [--model-version V] [--remote] [--chunk-size N] [--threads N]
                                         Score an Arrow IPC, Parquet or CSV file into Arrow IPC (.arrow, .arrows) or
                                         Parquet, locally with the registry's production ONNX model or, with --remote,
-                                        through PredictStream; invalid rows go to OUT.invalid.csv with row and reason
+                                        through PredictStream; invalid rows go to OUT.invalid.csv with row and reason;
+                                        --threads N predicts N chunks at once (default 1)
 
 Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
 http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;

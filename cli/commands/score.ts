@@ -2,15 +2,13 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { instantOfLocalHour, RAW_FIELDS, type RawColumns } from "../../core/features/index.js";
-import { OnnxWorkerModel } from "../../core/onnx/index.js";
 import type { HourConditions } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService, type PredictStreamRequest } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import {
   DEFAULT_CHUNK_SIZE,
-  onnxScoringModel,
+  onnxFileScorer,
   type RawRowsModel,
-  type ScoringModel,
   type ScoringProgress,
   scoreFile,
 } from "../../pipelines/scoring/index.js";
@@ -34,7 +32,7 @@ async function download(runId: string, path: string): Promise<Uint8Array> {
 async function localModel(
   version: string | undefined,
   threads: number,
-): Promise<{ model: ScoringModel; version: string; release: () => Promise<void> }> {
+): Promise<Awaited<ReturnType<typeof onnxFileScorer>> & { version: string }> {
   const registry = clientFor(RegistryService);
   const { version: found } = await registry.getModelVersion({
     modelName: configFromEnv().modelName,
@@ -46,12 +44,7 @@ async function localModel(
     download(found.runId, ARTIFACT_CARD),
   ]);
   const card = JSON.parse(Buffer.from(cardBytes).toString("utf8")) as ModelCard;
-  const onnx = await OnnxWorkerModel.load(onnxBytes, { intraOpThreads: threads });
-  return {
-    model: onnxScoringModel(onnx, card.featureNames),
-    version: found.version,
-    release: () => onnx.release(),
-  };
+  return { ...(await onnxFileScorer(onnxBytes, threads, card.featureNames)), version: found.version };
 }
 
 /** A single-producer async queue: what PredictStream's request side reads from. */
@@ -250,6 +243,7 @@ export async function scoreCommand(values: Values, usageError: (message: string)
           invalidOutput,
           model: local.model,
           chunkSize,
+          concurrency: local.concurrency,
           signal: controller.signal,
           onProgress,
         });

@@ -14,4 +14,4 @@ export {
 } from "./export.js";
 export { decodeModelSummary, encodeModel, type ModelSummary } from "./onnx-proto.js";
 export { OnnxModel, type OnnxModelOptions } from "./session.js";
-export { OnnxWorkerModel } from "./worker-model.js";
+export { OnnxWorkerModel, type OnnxWorkerModelOptions } from "./worker-model.js";

@@ -1,11 +1,15 @@
 /**
- * An ONNX model that predicts on a worker thread of its own.
+ * An ONNX model that predicts on worker threads of its own, one session per worker.
  *
  * onnxruntime-node runs a session on the thread that calls `run` (the promise only defers the call to
  * the next turn of the event loop), so a batch job that predicts on its main thread cannot read,
  * validate or write the next chunk while a chunk is predicted. With this model the main thread keeps
- * doing that work while the worker predicts: on two cores, file scoring went from the sum of the two
- * to the larger of the two.
+ * doing that work while the workers predict.
+ *
+ * Several workers of one intra-op thread each beat one worker of several threads when the caller has
+ * several batches in flight: an intra-op parallel loop waits for its slowest thread, and on a machine
+ * where the main thread shares the cores, one of them is always the one the main thread took the core
+ * from. Independent sessions just take turns.
  *
  * For serving single requests the in-thread OnnxModel stays the better fit: a one-row prediction
  * takes microseconds, less than a message to another thread.
@@ -64,31 +68,34 @@ ort.InferenceSession.create(workerData.bytes, workerData.sessionOptions).then(
 
 const ORT_PATH = createRequire(import.meta.url).resolve("onnxruntime-node");
 
+export interface OnnxWorkerModelOptions extends OnnxModelOptions {
+  /** Worker threads, each with a session of `intraOpThreads` threads (default 1). */
+  workers?: number;
+}
+
+interface Lane {
+  worker: Worker;
+  /** Predictions sent to this worker and not answered yet. */
+  owed: number;
+}
+
 export class OnnxWorkerModel {
   /** ModelProto.metadata_props (includes `feature_names` as a JSON array for exported models). */
   readonly metadata: Record<string, string>;
   private readonly pending = new Map<
     number,
-    { resolve: (data: Float32Array) => void; reject: (error: Error) => void }
+    { lane: Lane; resolve: (data: Float32Array) => void; reject: (error: Error) => void }
   >();
   private nextId = 0;
-  /** Set once the worker cannot answer any more (released, or it died); every later predict rejects with it. */
+  /** Set once a worker cannot answer any more (released, or it died); every later predict rejects with it. */
   private failure: Error | undefined;
 
   private constructor(
-    private readonly worker: Worker,
+    private readonly lanes: Lane[],
     private readonly signature: ReturnType<typeof checkSignature>,
     metadata: Record<string, string>,
   ) {
     this.metadata = metadata;
-    worker.on("message", (m: FromWorker) => {
-      if (m.type !== "result") return;
-      const call = this.pending.get(m.id);
-      if (call === undefined) return;
-      this.settled(m.id);
-      if ("error" in m) call.reject(new Error(`OnnxWorkerModel.predict: ${m.error}`));
-      else call.resolve(m.data);
-    });
     const fail = (error: Error) => {
       this.failure ??= error;
       for (const [id, call] of this.pending) {
@@ -96,29 +103,52 @@ export class OnnxWorkerModel {
         call.reject(this.failure);
       }
     };
-    worker.on("error", (error) => fail(new Error(`OnnxWorkerModel: the worker failed: ${error.message}`)));
-    worker.on("exit", (code) => fail(new Error(`OnnxWorkerModel: the worker exited (code ${code})`)));
-    worker.unref();
+    for (const { worker } of lanes) {
+      worker.on("message", (m: FromWorker) => {
+        if (m.type !== "result") return;
+        const call = this.pending.get(m.id);
+        if (call === undefined) return;
+        this.settled(m.id);
+        if ("error" in m) call.reject(new Error(`OnnxWorkerModel.predict: ${m.error}`));
+        else call.resolve(m.data);
+      });
+      worker.on("error", (error) => fail(new Error(`OnnxWorkerModel: a worker failed: ${error.message}`)));
+      worker.on("exit", (code) => fail(new Error(`OnnxWorkerModel: a worker exited (code ${code})`)));
+      worker.unref();
+    }
   }
 
-  static async load(bytes: Uint8Array, opts: OnnxModelOptions = {}): Promise<OnnxWorkerModel> {
+  static async load(bytes: Uint8Array, opts: OnnxWorkerModelOptions = {}): Promise<OnnxWorkerModel> {
     const options = sessionOptions("OnnxWorkerModel.load", opts);
+    const count = opts.workers ?? 1;
+    if (!Number.isInteger(count) || count < 1 || count > 64) {
+      throw new Error(`OnnxWorkerModel.load: workers must be an integer in 1..64, got ${opts.workers}`);
+    }
     const metadata = modelMetadata("OnnxWorkerModel.load", bytes);
-    const worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: {
-        ortPath: ORT_PATH,
-        bytes,
-        sessionOptions: options,
-      },
-    });
+    const workers = Array.from(
+      { length: count },
+      () =>
+        new Worker(WORKER_SOURCE, {
+          eval: true,
+          workerData: { ortPath: ORT_PATH, bytes, sessionOptions: options },
+        }),
+    );
     try {
-      const [m] = (await once(worker, "message")) as [FromWorker];
-      if (m.type !== "ready")
-        throw new Error(`OnnxWorkerModel.load: ${m.type === "failed" ? m.message : "unexpected message"}`);
-      return new OnnxWorkerModel(worker, checkSignature("OnnxWorkerModel.load", m), metadata);
+      const ready = await Promise.all(
+        workers.map(async (worker) => {
+          const [m] = (await once(worker, "message")) as [FromWorker];
+          if (m.type !== "ready")
+            throw new Error(
+              `OnnxWorkerModel.load: ${m.type === "failed" ? m.message : "unexpected message"}`,
+            );
+          return m;
+        }),
+      );
+      const signature = checkSignature("OnnxWorkerModel.load", ready[0] as SessionSignature);
+      const lanes = workers.map((worker) => ({ worker, owed: 0 }));
+      return new OnnxWorkerModel(lanes, signature, metadata);
     } catch (error) {
-      await worker.terminate();
+      await Promise.all(workers.map((w) => w.terminate()));
       throw error;
     }
   }
@@ -133,19 +163,20 @@ export class OnnxWorkerModel {
   }
 
   /**
-   * Predicts `rows` rows of row-major float32 features (`data.length === rows * numFeatures`); the
-   * features are copied to the worker, so the caller may reuse `data` once this returns.
+   * Predicts `rows` rows of row-major float32 features (`data.length === rows * numFeatures`) on the
+   * least busy worker; the features are copied to it, so the caller may reuse `data` once this returns.
    */
   async predict(data: Float32Array, rows: number): Promise<Float32Array> {
     if (this.failure) throw this.failure;
     checkPredictInput("OnnxWorkerModel.predict", data, rows, this.numFeatures);
     if (rows === 0) return new Float32Array(0);
     const id = this.nextId++;
+    const lane = this.lanes.reduce((a, b) => (b.owed < a.owed ? b : a));
     return new Promise<Float32Array>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { lane, resolve, reject });
       // Kept alive only while a prediction is owed, so a model nobody releases never holds the process open.
-      if (this.pending.size === 1) this.worker.ref();
-      this.worker.postMessage({
+      if (lane.owed++ === 0) lane.worker.ref();
+      lane.worker.postMessage({
         id,
         data,
         rows,
@@ -157,13 +188,15 @@ export class OnnxWorkerModel {
   }
 
   private settled(id: number): void {
+    const call = this.pending.get(id);
+    if (call === undefined) return;
     this.pending.delete(id);
-    if (this.pending.size === 0) this.worker.unref();
+    if (--call.lane.owed === 0) call.lane.worker.unref();
   }
 
   async release(): Promise<void> {
     if (this.failure) return;
     this.failure = new Error("OnnxWorkerModel.predict: model has been released");
-    await this.worker.terminate();
+    await Promise.all(this.lanes.map((l) => l.worker.terminate()));
   }
 }

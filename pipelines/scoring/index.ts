@@ -6,7 +6,13 @@ export {
   type InputFormat,
   openScoringInput,
 } from "./input.js";
-export { boosterScoringModel, onnxScoringModel, type RawRowsModel, type ScoringModel } from "./model.js";
+export {
+  boosterScoringModel,
+  onnxFileScorer,
+  onnxScoringModel,
+  type RawRowsModel,
+  type ScoringModel,
+} from "./model.js";
 export { type OutputFormat, outputFormatOf } from "./output.js";
 export {
   DEFAULT_CHUNK_SIZE,

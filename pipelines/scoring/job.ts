@@ -1,7 +1,6 @@
 /** The scoring task that jobs run (in a child process of the server, or on a `bikeshare worker`). */
-import { OnnxWorkerModel } from "../../core/onnx/index.js";
 import { TaskCancelled } from "../jobs/cancelled.js";
-import { onnxScoringModel } from "./model.js";
+import { onnxFileScorer } from "./model.js";
 import { type ScoringProgress, type ScoringSummary, scoreFile } from "./score-file.js";
 
 export interface ScoringTaskInput {
@@ -18,19 +17,21 @@ export async function computeScoring(
   report: (progress: ScoringProgress) => void,
   signal: AbortSignal,
 ): Promise<ScoringSummary> {
-  const model = await OnnxWorkerModel.load(input.onnx);
+  // One thread: a job shares its machine with the server or with other jobs.
+  const { model, concurrency, release } = await onnxFileScorer(input.onnx, 1);
   try {
     return await scoreFile({
       input: input.input,
       output: input.output,
       invalidOutput: input.invalidOutput,
-      model: onnxScoringModel(model),
+      model,
+      concurrency,
       signal,
       onProgress: report,
     });
   } catch (error) {
     throw signal.aborted ? new TaskCancelled() : error;
   } finally {
-    await model.release();
+    await release();
   }
 }

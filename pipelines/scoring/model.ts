@@ -1,5 +1,5 @@
 import { FEATURE_NAMES, type RawColumns } from "../../core/features/index.js";
-import type { OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
+import { type OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
 import type { Booster } from "../../core/xgboost/index.js";
 
 /**
@@ -32,6 +32,28 @@ export function onnxScoringModel(
   if (names === undefined)
     throw new Error("the ONNX model stores no feature_names; pass the names from its model card");
   return { featureNames: names, predict: (features, rows) => onnx.predict(features, rows) };
+}
+
+/**
+ * ONNX Runtime for scoring a file on `threads` threads: one single-threaded session per thread, each
+ * predicting its own chunk, so `concurrency` chunks are in flight (see OnnxWorkerModel for why).
+ */
+export async function onnxFileScorer(
+  bytes: Uint8Array,
+  threads: number,
+  featureNames?: readonly string[],
+): Promise<{ model: ScoringModel; concurrency: number; release: () => Promise<void> }> {
+  const onnx = await OnnxWorkerModel.load(bytes, { workers: threads });
+  try {
+    return {
+      model: onnxScoringModel(onnx, featureNames),
+      concurrency: threads,
+      release: () => onnx.release(),
+    };
+  } catch (error) {
+    await onnx.release();
+    throw error;
+  }
 }
 
 /** The native XGBoost booster, predicting on the libuv pool (off the event loop). */

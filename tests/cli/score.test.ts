@@ -80,9 +80,21 @@ function expectServed(rows: { row: number; prediction: number }[]) {
 }
 
 describe("bikeshare score", () => {
-  it("scores locally with the production model downloaded from the registry", async () => {
+  it("scores locally with the production model downloaded from the registry, on two threads, rows in order", async () => {
     const out = join(dir, "local.parquet");
-    const res = await run(["score", "--in", csv, "--out", out, "--json"]);
+    // Small chunks over two threads: chunks come back from two sessions and must be written in input order.
+    const res = await run([
+      "score",
+      "--in",
+      csv,
+      "--out",
+      out,
+      "--json",
+      "--threads",
+      "2",
+      "--chunk-size",
+      "37",
+    ]);
     expect(res.stderr).toBe("");
     expect(res.code).toBe(0);
     const summary = JSON.parse(res.stdout) as Record<string, unknown>;

@@ -440,6 +440,23 @@ describe("OnnxWorkerModel: the same predictions, on a thread of its own", () => 
     }
   });
 
+  it("spreads predictions over several workers, each answer going to its own caller", async () => {
+    const inThread = await OnnxModel.load(bytes);
+    const pool = await OnnxWorkerModel.load(bytes, { workers: 2 });
+    try {
+      // Four different inputs in flight over two workers: each caller must get its own rows back.
+      const inputs = [0, 1, 2, 3].map((k) => ds.data.map((v, i) => (i % 5 === k ? Number.NaN : v)));
+      const answers = await Promise.all(inputs.map((x) => pool.predict(x, ds.rows)));
+      for (const [k, x] of inputs.entries()) expect(answers[k]).toEqual(await inThread.predict(x, ds.rows));
+    } finally {
+      await inThread.release();
+      await pool.release();
+    }
+    await expect(OnnxWorkerModel.load(bytes, { workers: 0 })).rejects.toThrow(
+      /workers must be an integer in 1..64, got 0/,
+    );
+  });
+
   it("leaves the calling thread free while it predicts", async () => {
     const rows = ds.rows * 8;
     const data = new Float32Array(rows * ds.cols);
