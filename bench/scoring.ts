@@ -207,10 +207,10 @@ native XGBoost predict at the same thread count (goal ≥ 1.0×). ONNX Runtime p
 the next one; and ONNX Runtime's tree ensemble predicts this model faster than XGBoost's own predict (the bare ONNX
 column: one session of N intra-op threads, timed chunk for chunk beside the baseline, in-thread with nothing else
 running). With two threads, two independent sessions beat one session of two intra-op threads: an intra-op parallel
-loop waits for its slowest thread, which is always the one whose core the main thread is using. The native-booster
+loop waits for its slowest thread, usually the one whose core the main thread is using at the time. The native-booster
 line runs the same pipeline over the baseline's own predictor (${range(ratios["score-native"])}×): below 1.0× it shows what reading,
 validation and writing cost when they share the two cores with the prediction; above 1.0× it shows how far a
-baseline measured minutes earlier in another process can drift on this shared machine.
+baseline measured in other processes around a line can drift on this shared machine.
 Parquet is written by a small streaming writer (one row group per chunk, PLAIN, uncompressed) because DuckDB cannot
 take an incremental input here; Arrow IPC by apache-arrow's writer.
 ${END}

@@ -8,8 +8,8 @@
  *
  * Several workers of one intra-op thread each beat one worker of several threads when the caller has
  * several batches in flight: an intra-op parallel loop waits for its slowest thread, and on a machine
- * where the main thread shares the cores, one of them is always the one the main thread took the core
- * from. Independent sessions just take turns.
+ * where the main thread shares the cores, that is usually the one whose core the main thread took.
+ * Independent sessions just take turns (docs/benchmarks.md, batch scoring).
  *
  * For serving single requests the in-thread OnnxModel stays the better fit: a one-row prediction
  * takes microseconds, less than a message to another thread.

@@ -392,6 +392,7 @@ async function openArrowInput(path: string, format: InputFormat): Promise<Scorin
 // Parquet and CSV through DuckDB
 
 const sqlString = (s: string) => `'${s.replaceAll("'", "''")}'`;
+const ident = (s: string) => `"${s.replaceAll('"', '""')}"`;
 /** A number that is never NULL (NULL and unparseable become NaN), so its vector can be read as a whole. */
 const doubleOrNaN = (expr: string) => `coalesce(TRY_CAST(${expr} AS DOUBLE), 'NaN'::DOUBLE)`;
 
@@ -405,7 +406,6 @@ function doublesOf(chunk: DuckDBDataChunk, c: number): Float64Array {
   const bytes = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk.chunk, c), chunk.rowCount * 8);
   return new Float64Array(bytes.buffer, bytes.byteOffset, chunk.rowCount);
 }
-const ident = (s: string) => `"${s.replaceAll('"', '""')}"`;
 
 function duckDbSource(path: string, format: "parquet" | "csv"): string {
   // CSV cells are read as text and converted per value below, so one bad cell invalidates its row
