@@ -195,8 +195,8 @@ export class OnnxWorkerModel {
   }
 
   async release(): Promise<void> {
-    if (this.failure) return;
-    this.failure = new Error("OnnxWorkerModel.predict: model has been released");
+    // Every worker, even after one died: the others of a pool would otherwise live on until the process ends.
+    this.failure ??= new Error("OnnxWorkerModel.predict: model has been released");
     await Promise.all(this.lanes.map((l) => l.worker.terminate()));
   }
 }

@@ -22,7 +22,7 @@ export interface RawRowsModel {
 
 /**
  * ONNX Runtime; the feature names come from the model's metadata unless given (e.g. from its card).
- * Files are scored with an OnnxWorkerModel, so chunks are read and written while the model predicts.
+ * Files are scored through onnxFileScorer, whose workers predict while chunks are read and written.
  */
 export function onnxScoringModel(
   onnx: OnnxModel | OnnxWorkerModel,
