@@ -3,6 +3,7 @@
  * and `bikeshare worker` processes, on any machine, compute it and hand back the outcome. The
  * server alone writes the registry, so a task retried after a worker died still registers once.
  */
+import { setTimeout as delay } from "node:timers/promises";
 import { context, propagation, ROOT_CONTEXT } from "@opentelemetry/api";
 import { Job, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
@@ -63,6 +64,10 @@ export interface BullExecutorOptions {
   /** Attempts per task: a worker that dies mid-task leaves it to another one. */
   attempts?: number;
   backoffMs?: number;
+  /** How long to wait for a job's finish event before looking at the job itself again. */
+  recheckMs?: number;
+  /** How long an outcome read from the job itself waits for the job's finish event (and the progress before it). */
+  eventGraceMs?: number;
 }
 
 /** Submits tasks to the queue and follows them: progress through QueueEvents, then the outcome. */
@@ -118,24 +123,7 @@ export class BullExecutor implements JobExecutor {
     aborted.catch(() => {});
     let stopped = false;
     try {
-      const finished = (async () => {
-        await this.events.waitUntilReady();
-        while (!stopped) {
-          // The job id is ours: a restarted server finds the job it submitted before, finished or
-          // not, and a job that Redis lost (e.g. restarted without persistence) is submitted again.
-          const job = (await Job.fromId(this.queue, jobId)) ?? (await this.submit(kind, jobId, input));
-          const state = await job.getState();
-          if (state === "completed") return job.returnvalue as string;
-          if (state === "failed") throw new Error(job.failedReason);
-          try {
-            return (await job.waitUntilFinished(this.events, 5000)) as string;
-          } catch (error) {
-            // Events missed while Redis was away: look at the job itself again.
-            if (!(error instanceof Error && /timed out before finishing/.test(error.message))) throw error;
-          }
-        }
-        throw new Error("stopped waiting");
-      })();
+      const finished = this.outputOf(kind, jobId, input, () => stopped);
       finished.catch(() => {});
       const output = await Promise.race([finished, aborted]);
       return decodePayload<TaskTypes[K]["output"]>(output);
@@ -146,6 +134,63 @@ export class BullExecutor implements JobExecutor {
       stopped = true;
       this.progress.delete(jobId);
       if (onAbort) signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * The job's return value, or its failure as an error. The job id is ours: a restarted server
+   * finds the job it submitted before, finished or not, and a job that Redis lost (e.g. restarted
+   * without persistence) is submitted again.
+   */
+  private async outputOf<K extends TaskKind>(
+    kind: K,
+    jobId: string,
+    input: TaskTypes[K]["input"],
+    stopped: () => boolean,
+  ): Promise<string> {
+    // In Redis' event stream a job's finish event comes after all of its progress. An outcome read
+    // from the job itself, before that event got here, waits a little for it; otherwise the last
+    // progress (e.g. the end of a candidate, which the registry records) would be lost.
+    let eventSeen = false;
+    let onFinishEvent = (_event: { jobId: string }) => {};
+    const finishEvent = new Promise<void>((resolve) => {
+      onFinishEvent = (event) => {
+        if (event.jobId !== jobId) return;
+        eventSeen = true;
+        resolve();
+      };
+    });
+    const waitForFinishEvent = async () => {
+      if (!eventSeen)
+        await Promise.race([
+          finishEvent,
+          delay(this.options.eventGraceMs ?? 2000, undefined, { ref: false }),
+        ]);
+    };
+    this.events.on("completed", onFinishEvent);
+    this.events.on("failed", onFinishEvent);
+    try {
+      await this.events.waitUntilReady();
+      while (!stopped()) {
+        const job = (await Job.fromId(this.queue, jobId)) ?? (await this.submit(kind, jobId, input));
+        let output: string;
+        try {
+          // Reads the job's state and outcome in one Redis script, then waits for its events. The
+          // `job` object is a snapshot: one that finished after it was read shows no return value.
+          output = (await job.waitUntilFinished(this.events, this.options.recheckMs ?? 5000)) as string;
+        } catch (error) {
+          // Events missed while Redis was away: look at the job itself again.
+          if (error instanceof Error && /timed out before finishing/.test(error.message)) continue;
+          await waitForFinishEvent();
+          throw error;
+        }
+        await waitForFinishEvent();
+        return output;
+      }
+      throw new Error("stopped waiting");
+    } finally {
+      this.events.off("completed", onFinishEvent);
+      this.events.off("failed", onFinishEvent);
     }
   }
 
