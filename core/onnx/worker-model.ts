@@ -99,7 +99,7 @@ export class OnnxWorkerModel {
     const fail = (error: Error) => {
       this.failure ??= error;
       for (const [id, call] of this.pending) {
-        this.settled(id);
+        this.settled(id, call.lane);
         call.reject(this.failure);
       }
     };
@@ -108,7 +108,7 @@ export class OnnxWorkerModel {
         if (m.type !== "result") return;
         const call = this.pending.get(m.id);
         if (call === undefined) return;
-        this.settled(m.id);
+        this.settled(m.id, call.lane);
         if ("error" in m) call.reject(new Error(`OnnxWorkerModel.predict: ${m.error}`));
         else call.resolve(m.data);
       });
@@ -187,11 +187,9 @@ export class OnnxWorkerModel {
     });
   }
 
-  private settled(id: number): void {
-    const call = this.pending.get(id);
-    if (call === undefined) return;
+  private settled(id: number, lane: Lane): void {
     this.pending.delete(id);
-    if (--call.lane.owed === 0) call.lane.worker.unref();
+    if (--lane.owed === 0) lane.worker.unref();
   }
 
   async release(): Promise<void> {
