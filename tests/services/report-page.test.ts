@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
 import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { findBrowser } from "../helpers/browser.js";
 import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -20,7 +21,7 @@ beforeAll(async () => {
   t = await startTestServer();
   profile = await mkdtemp(join(tmpdir(), "bikeshare-chromium-"));
   browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
+    executablePath: findBrowser(),
     args: [
       "--no-sandbox",
       "--disable-gpu",
@@ -36,6 +37,32 @@ afterAll(async () => {
   await browser?.close();
   await t?.stop();
   await rm(profile, { recursive: true, force: true });
+});
+
+describe("finding the browser", () => {
+  it("takes CHROMIUM_PATH, else the first browser name on PATH, and names what it tried when there is none", async () => {
+    const empty = await mkdtemp(join(tmpdir(), "bikeshare-no-browser-"));
+    try {
+      const bin = await mkdtemp(join(tmpdir(), "bikeshare-fake-bin-"));
+      try {
+        // A fake chromium-browser on a PATH of its own: found by its Ubuntu name.
+        const fake = join(bin, "chromium-browser");
+        await writeFile(fake, "#!/bin/sh\n", { mode: 0o755 });
+        expect(findBrowser({ PATH: `${empty}:${bin}` })).toBe(fake);
+        expect(findBrowser({ PATH: empty, CHROMIUM_PATH: fake })).toBe(fake);
+      } finally {
+        await rm(bin, { recursive: true, force: true });
+      }
+      expect(() => findBrowser({ PATH: empty })).toThrow(
+        /no Chromium found: none of chromium, chromium-browser, google-chrome, google-chrome-stable is on PATH/,
+      );
+      expect(() => findBrowser({ PATH: empty, CHROMIUM_PATH: join(empty, "nope") })).toThrow(
+        `CHROMIUM_PATH is ${join(empty, "nope")}, which is not an executable file`,
+      );
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("HTML drift report in a real browser", () => {
