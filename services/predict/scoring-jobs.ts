@@ -1,8 +1,7 @@
-import { mkdir, stat } from "node:fs/promises";
-import { dirname, extname, isAbsolute, relative, resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { HandlerContext } from "@connectrpc/connect";
-import type { FieldViolation } from "../../core/features/index.js";
 import type { StartScoringRequest, StartScoringResponse } from "../../gen/bikeshare/v1/predict_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { CANCEL_REQUESTED, type JobExecutor, TaskCancelled } from "../../pipelines/jobs/tasks.js";
@@ -15,39 +14,10 @@ import type { JobEvents } from "../train/job-events.js";
 import { type JobRecord, type JobStore, TERMINAL } from "../train/job-store.js";
 import { jobToProto } from "../train/train-service.js";
 import { invalidArgument } from "./predict-service.js";
+import { checkScoringPath } from "./scoring-paths.js";
 
 const INPUT_EXTENSIONS = [".arrow", ".arrows", ".feather", ".ipc", ".parquet", ".csv"];
 const OUTPUT_EXTENSIONS = [".arrow", ".arrows", ".parquet"];
-
-/**
- * A path a caller gave, inside the scoring directory: relative, with no way out of it. Scoring
- * jobs read and write server files, so a trainer's token must not reach anything else.
- */
-function insideDir(
-  dir: string,
-  field: string,
-  path: string,
-  extensions: readonly string[],
-): { full?: string; error?: FieldViolation } {
-  if (path === "") return { error: { field, type: "missing", description: "is required" } };
-  const full = resolve(dir, path);
-  const rel = relative(dir, full);
-  if (isAbsolute(path) || rel.startsWith("..") || isAbsolute(rel)) {
-    return {
-      error: {
-        field,
-        type: "range",
-        description: `must be a path inside the scoring directory, got ${path}`,
-      },
-    };
-  }
-  if (!extensions.includes(extname(path).toLowerCase())) {
-    return {
-      error: { field, type: "range", description: `must end in ${extensions.join(", ")}, got ${path}` },
-    };
-  }
-  return { full };
-}
 
 export interface ScoringJobDeps {
   jobs: JobStore;
@@ -58,25 +28,12 @@ export interface ScoringJobDeps {
 /** PredictService.StartScoring: validates the files, stores the job, queues it. */
 export function startScoringHandler(deps: ScoringJobDeps) {
   return async (req: StartScoringRequest, ctx: HandlerContext): Promise<StartScoringResponse> => {
-    const input = insideDir(deps.scoringDir, "input", req.input, INPUT_EXTENSIONS);
-    const output = insideDir(deps.scoringDir, "output", req.output, OUTPUT_EXTENSIONS);
+    const input = await checkScoringPath(deps.scoringDir, "input", req.input, INPUT_EXTENSIONS, "input");
+    const output = await checkScoringPath(deps.scoringDir, "output", req.output, OUTPUT_EXTENSIONS, "output");
     const invalidOutput = req.invalidOutput
-      ? insideDir(deps.scoringDir, "invalid_output", req.invalidOutput, [".csv"])
+      ? await checkScoringPath(deps.scoringDir, "invalid_output", req.invalidOutput, [".csv"], "output")
       : undefined;
     const violations = [input.error, output.error, invalidOutput?.error].flatMap((e) => (e ? [e] : []));
-    if (
-      input.full &&
-      !(await stat(input.full).then(
-        (s) => s.isFile(),
-        () => false,
-      ))
-    ) {
-      violations.push({
-        field: "input",
-        type: "range",
-        description: `no such file in the scoring directory: ${req.input}`,
-      });
-    }
     if (violations.length > 0) throw invalidArgument(violations);
     const { job, created } = await deps.jobs.createScoring(
       {
@@ -128,6 +85,15 @@ async function scoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSi
 
   await ctx.jobs.markRunning(jobId);
   try {
+    // Checked again now: a link planted while the job waited in the queue must not lead outside.
+    for (const [field, p, extensions, role] of [
+      ["input", job.request.input, INPUT_EXTENSIONS, "input"],
+      ["output", job.request.output, OUTPUT_EXTENSIONS, "output"],
+      ["invalid_output", job.request.invalidOutput, [".csv"], "output"],
+    ] as const) {
+      const { error } = await checkScoringPath(ctx.scoringDir, field, p, extensions, role);
+      if (error) throw new Error(`${field} ${error.description}`);
+    }
     const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
     if (!production) throw new Error(`model ${ctx.modelName} has no production version to score with`);
     const onnx = await ctx.registry.readArtifact(production.runId, ARTIFACT_ONNX);

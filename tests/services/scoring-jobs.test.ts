@@ -3,7 +3,8 @@
  * followed with TrainService.GetJob; its paths cannot leave the scoring directory.
  */
 
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -12,6 +13,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
+import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
+import { createLogger } from "../../services/observability/log.js";
+import { runScoringJob } from "../../services/predict/scoring-jobs.js";
+import { Registry } from "../../services/registry/registry.js";
+import { Database } from "../../services/storage/database.js";
+import { JobEvents } from "../../services/train/job-events.js";
+import { JobStore } from "../../services/train/job-store.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -106,6 +114,102 @@ describe("scoring jobs", () => {
       expect(error, JSON.stringify(request)).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code).toBe(Code.InvalidArgument);
       expect((error as ConnectError).rawMessage).toContain(field);
+    }
+  });
+
+  it("refuses a symlink planted in the scoring directory that leads outside it, for every path field", async () => {
+    const outside = await mkdtemp(join(tmpdir(), "bikeshare-outside-"));
+    try {
+      await writeInput(join(outside, "secret.csv"));
+      await symlink(join(outside, "secret.csv"), join(t.config.scoringDir, "planted.csv"));
+      await symlink(outside, join(t.config.scoringDir, "linked"));
+      const predict = clientAs(PredictService, t.tokens.trainer);
+      const cases = [
+        [{ input: "planted.csv", output: "x.parquet" }, "input"],
+        [{ input: "linked/secret.csv", output: "x.parquet" }, "input"],
+        [{ input: "hours.csv", output: "linked/out.parquet" }, "output"],
+        // Folders the job would create under the link: still outside.
+        [{ input: "hours.csv", output: "linked/new/deeper/out.parquet" }, "output"],
+        [{ input: "hours.csv", output: "x.parquet", invalidOutput: "linked/bad.csv" }, "invalid_output"],
+      ] as const;
+      for (const [request, field] of cases) {
+        const error = await predict.startScoring(request).catch((e: unknown) => ConnectError.from(e));
+        expect(error, JSON.stringify(request)).toBeInstanceOf(ConnectError);
+        expect((error as ConnectError).code, JSON.stringify(request)).toBe(Code.InvalidArgument);
+        expect((error as ConnectError).rawMessage).toContain(
+          `${field} must be a path inside the scoring directory`,
+        );
+        expect((error as ConnectError).rawMessage).toContain("symbolic link");
+      }
+      // Nothing was written outside.
+      expect((await readdir(outside)).sort()).toEqual(["secret.csv"]);
+    } finally {
+      await rm(join(t.config.scoringDir, "planted.csv"), { force: true });
+      await rm(join(t.config.scoringDir, "linked"), { force: true });
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it("checks the paths again when the job runs: a link planted while it waited in the queue fails it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bikeshare-scoring-queue-"));
+    const db = await Database.open(join(dir, "jobs.duckdb"));
+    try {
+      const scoringDir = join(dir, "scoring");
+      const outside = join(dir, "outside");
+      await mkdir(join(scoringDir, "out"), { recursive: true });
+      await mkdir(outside);
+      await writeInput(join(scoringDir, "hours.csv"));
+      const jobs = await JobStore.open(db);
+      // Accepted while out/ was a real folder; then out/ becomes a link to a folder outside.
+      const { job } = await jobs.createScoring(
+        { input: "hours.csv", output: "out/scored.parquet", invalidOutput: "out/bad.csv", reason: "test" },
+        "test",
+      );
+      await rm(join(scoringDir, "out"), { recursive: true });
+      await symlink(outside, join(scoringDir, "out"));
+      await runScoringJob(
+        {
+          registry: await Registry.open(db, join(dir, "models")),
+          jobs,
+          events: new JobEvents(),
+          log: createLogger({}, "error", () => {}),
+          executor: inlineExecutor,
+          modelName: "bike-demand",
+          scoringDir,
+        },
+        job.id,
+        new AbortController().signal,
+      );
+      const done = await jobs.get(job.id);
+      expect([done?.state, done?.error]).toEqual([
+        "failed",
+        "output must be a path inside the scoring directory, got out/scored.parquet (a symbolic link leads out of it)",
+      ]);
+      expect(await readdir(outside)).toEqual([]);
+    } finally {
+      await db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("accepts names that merely start with .. and links that stay inside the scoring directory", async () => {
+    await mkdir(join(t.config.scoringDir, "..data"), { recursive: true });
+    await writeInput(join(t.config.scoringDir, "..data", "x.csv"));
+    await symlink("..data/x.csv", join(t.config.scoringDir, "inside-link.csv"));
+    try {
+      const predict = clientAs(PredictService, t.tokens.trainer);
+      for (const [input, output] of [
+        ["..data/x.csv", "..parquet"],
+        ["inside-link.csv", "..data/..out.arrow"],
+      ] as const) {
+        const { job } = await predict.startScoring({ input, output, reason: "test: dot-dot names" });
+        const done = await waitForJob(job?.id as string);
+        expect([input, done.state, done.error]).toEqual([input, JobState.SUCCEEDED, ""]);
+        expect(done.scoring?.rowsScored).toBe(199n);
+        expect((await stat(join(t.config.scoringDir, output))).size).toBeGreaterThan(0);
+      }
+    } finally {
+      await rm(join(t.config.scoringDir, "inside-link.csv"), { force: true });
     }
   });
 
