@@ -372,6 +372,14 @@ async function registeredByJob(ctx: TrainingContext, jobId: string): Promise<Mod
     filter: `tags.job_id = '${jobId}' and tags.role = 'final'`,
   });
   if (runs.length === 0) return undefined;
-  const versions = await ctx.registry.listModelVersions(ctx.modelName).catch(() => []);
+  let versions: ModelVersion[];
+  try {
+    versions = await ctx.registry.listModelVersions(ctx.modelName);
+  } catch (error) {
+    // Only "the model does not exist yet" means nothing was registered; any other failure must
+    // fail the job, or a retry would register a second version.
+    if (error instanceof RegistryError && error.code === "not_found") return undefined;
+    throw error;
+  }
   return versions.find((v) => runs.some((r) => r.id === v.runId));
 }

@@ -1,0 +1,88 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
+import { createLogger } from "../../services/observability/log.js";
+import { Registry } from "../../services/registry/registry.js";
+import { Database } from "../../services/storage/database.js";
+import { JobEvents } from "../../services/train/job-events.js";
+import { JobStore } from "../../services/train/job-store.js";
+import { runTrainingJob, type TrainingContext } from "../../services/train/runner.js";
+import { HOUR_CSV } from "../helpers/hour-csv.js";
+import { QUICK_REQUEST } from "../helpers/server.js";
+
+const MODEL = "bikeshare-demand";
+
+let dir: string;
+let db: Database;
+let registry: Registry;
+let jobs: JobStore;
+let logs: string[];
+
+function context(reg: Registry): TrainingContext {
+  return {
+    registry: reg,
+    jobs,
+    events: new JobEvents(),
+    log: createLogger({}, "debug", (line) => logs.push(line)),
+    executor: inlineExecutor,
+    dataPath: HOUR_CSV,
+    modelName: MODEL,
+    nthread: 2,
+  };
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "bikeshare-hardening-runner-"));
+  db = await Database.open(join(dir, "bikeshare.duckdb"));
+  registry = await Registry.open(db, join(dir, "models"));
+  jobs = await JobStore.open(db);
+  logs = [];
+});
+
+afterAll(async () => {
+  await db.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("a retried training job whose registry read fails", () => {
+  it("fails with the registry's error instead of registering a second version", async () => {
+    const { job } = await jobs.create(QUICK_REQUEST, "test");
+    await runTrainingJob(context(registry), job.id, new AbortController().signal);
+    const first = await jobs.get(job.id);
+    expect(first?.state, first?.error).toBe("succeeded");
+    expect(await registry.listModelVersions(MODEL)).toHaveLength(1);
+
+    // The process died after registering and the job is picked up again; this time the registry
+    // read that tells "already registered" from "not yet" fails for a reason other than not-found.
+    await jobs.requeue(job.id);
+    const outage = new Error("IO Error: could not read from the database file (test outage)");
+    const failing = new Proxy(registry, {
+      get(target, key, receiver) {
+        if (key === "listModelVersions") return () => Promise.reject(outage);
+        const value = Reflect.get(target, key, receiver);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    await runTrainingJob(context(failing), job.id, new AbortController().signal);
+
+    const retried = await jobs.get(job.id);
+    expect(retried?.state).toBe("failed");
+    expect(retried?.error).toContain("test outage");
+    expect(await registry.listModelVersions(MODEL)).toHaveLength(1);
+  }, 300_000);
+
+  it("still treats a model that does not exist yet as nothing registered", async () => {
+    // A retried job whose final run exists but whose model was never created (killed in between).
+    const other = await Registry.open(db, join(dir, "models"));
+    const { job } = await jobs.create({ ...QUICK_REQUEST, reason: "not found is not an error" }, "test");
+    const run = await other.createRun({ experiment: "tests", tags: { job_id: job.id, role: "final" } });
+    await other.endRun(run.id, "failed");
+    const ctx = { ...context(other), modelName: "never-registered" };
+    await runTrainingJob(ctx, job.id, new AbortController().signal);
+    const done = await jobs.get(job.id);
+    expect(done?.state, done?.error).toBe("succeeded");
+    expect(await other.listModelVersions("never-registered")).toHaveLength(1);
+  }, 300_000);
+});
