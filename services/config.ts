@@ -20,6 +20,11 @@ export interface ServerConfig {
   modelsDir: string;
   /** The embedded DuckDB file: registry, jobs. */
   dbPath: string;
+  /**
+   * Folder of the prediction log's spool (what makes an acknowledged prediction survive a crash); unset:
+   * `<dbPath>.prediction-spool`. `false` (BIKESHARE_SPOOL_DIR=off) keeps entries in memory until written.
+   */
+  spoolDir?: string | false;
   /** Hashes of bearer tokens and their roles (see services/auth/tokens.ts). */
   tokensPath: string;
   /** Where the first start writes the local admin token (mode 0600). */
@@ -88,6 +93,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     host: env.HOST || "127.0.0.1",
     modelsDir: resolve(root, env.BIKESHARE_MODELS_DIR || "models"),
     dbPath: resolve(root, env.BIKESHARE_DB || "data/runtime/bikeshare.duckdb"),
+    ...(env.BIKESHARE_SPOOL_DIR
+      ? { spoolDir: env.BIKESHARE_SPOOL_DIR === "off" ? false : resolve(root, env.BIKESHARE_SPOOL_DIR) }
+      : {}),
     tokensPath: resolve(root, env.BIKESHARE_TOKENS_FILE || "data/runtime/tokens.json"),
     adminTokenPath: resolve(root, env.BIKESHARE_ADMIN_TOKEN_FILE || "data/runtime/admin-token"),
     predictNeedsToken: env.BIKESHARE_PREDICT_AUTH === "required",

@@ -93,9 +93,15 @@ export async function startServer(
   const events = new JobEvents();
   const actuals = await Actuals.open(db);
   const predictionLog = await PredictionLog.open(db, {
+    ...(config.spoolDir !== false
+      ? { spoolDir: config.spoolDir ?? `${config.dbPath}.prediction-spool` }
+      : {}),
     onDropped: (n) => metrics.predictionLogDropped.inc(n),
     onWritten: (n) => metrics.predictionLogWritten.inc(n),
+    onUnspooled: (n) => metrics.predictionLogUnspooled.inc(n),
     onError: (error) => log.error("prediction log write failed", { error }),
+    // A torn last record after a kill is expected: its write never finished, so it was never acknowledged.
+    onReplayed: (replay) => log.info("replayed the prediction spool of the last run", { ...replay }),
   });
   metrics.trackQueueDepth("prediction_log", () => predictionLog.depth);
   const reports = await DriftReports.open(db, registry);
@@ -107,18 +113,21 @@ export async function startServer(
   const onServed: OnServed = ({ requestId, model, records, hourStarts, predictions }) => {
     metrics.predictions.inc({ model_version: model.version }, records.length);
     const servedAt = Date.now();
-    records.forEach((record, row) => {
-      const hourStart = hourStarts[row];
-      predictionLog.log({
-        requestId,
-        row,
-        modelVersion: model.version,
-        record,
-        prediction: predictions[row] as number,
-        servedAt,
-        ...(hourStart !== undefined ? { hourStart } : {}),
-      });
-    });
+    // Resolves once the entries are in the spool: the handlers answer after that.
+    return predictionLog.log(
+      records.map((record, row) => {
+        const hourStart = hourStarts[row];
+        return {
+          requestId,
+          row,
+          modelVersion: model.version,
+          record,
+          prediction: predictions[row] as number,
+          servedAt,
+          ...(hourStart !== undefined ? { hourStart } : {}),
+        };
+      }),
+    );
   };
   const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
   if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });

@@ -136,7 +136,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       if (Array.isArray(record)) throw unprocessable(record);
       const serving = model();
       const predictions = await serving.predict(recordsToColumns([record]));
-      onServed({
+      await onServed({
         requestId: randomUUID(),
         model: serving,
         records: [record],
@@ -186,7 +186,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       if (details.length > 0) throw unprocessable(details);
       const serving = model();
       const predictions = await serving.predict(recordsToColumns(records));
-      onServed({
+      await onServed({
         requestId: randomUUID(),
         model: serving,
         records,

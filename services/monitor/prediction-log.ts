@@ -1,7 +1,10 @@
+import { unlink } from "node:fs/promises";
 import { RAW_FIELD_NAMES, type RawRecord } from "../../core/features/index.js";
 import type { Database } from "../storage/database.js";
+import { encodeRecord, PredictionSpool } from "./prediction-spool.js";
 
 export interface LoggedPrediction {
+  /** With `row`, the entry's key: a replay of the spool skips entries the table already holds. */
   requestId: string;
   /** Row within a batch request; 0 for single predictions. */
   row: number;
@@ -14,6 +17,16 @@ export interface LoggedPrediction {
   servedAt: number;
 }
 
+/** What a start found in the spool of an earlier process and put into the table. */
+export interface SpoolReplay {
+  path: string;
+  entries: number;
+  /** Entries not in the table yet (the others had been written before the process stopped). */
+  inserted: number;
+  /** Bytes of a torn last record, skipped: its write never finished, so it was never acknowledged. */
+  tornBytes: number;
+}
+
 export interface PredictionLogOptions {
   /** Entries held in memory at most; beyond that new entries are dropped and counted. */
   capacity: number;
@@ -21,25 +34,39 @@ export interface PredictionLogOptions {
   batchSize: number;
   /** Longest time an entry waits in memory before it is written. */
   flushIntervalMs: number;
+  /**
+   * Folder of the local spool: `log` resolves once the entries are synced there, so an acknowledged
+   * entry survives a crash (the next open replays it). Without it, entries live in memory until written.
+   */
+  spoolDir?: string;
   onDropped?: (count: number) => void;
   onWritten?: (count: number) => void;
   onError?: (error: unknown) => void;
+  /** Entries the spool could not take (its disk failed): they are still written, but a crash before that loses them. */
+  onUnspooled?: (count: number) => void;
+  onReplayed?: (replay: SpoolReplay) => void;
 }
 
 const DEFAULTS: PredictionLogOptions = { capacity: 200_000, batchSize: 5_000, flushIntervalMs: 250 };
+const DONE = Promise.resolve();
 
 /**
- * Every served prediction, written to DuckDB in batches off the request path. `log` only
- * appends to an in-memory buffer and never waits; when the buffer is full the entry is
- * dropped and counted (exported as a metric), never silently lost. close() flushes what is left.
+ * Every served prediction, written to DuckDB in batches off the request path. `log` appends to an
+ * in-memory buffer and, with a spool, to a local file synced in group commits; the caller answers its
+ * request once that sync is done. When the buffer is full the entry is dropped and counted (exported as
+ * a metric), never silently lost. close() flushes what is left.
  */
 export class PredictionLog {
   private buffer: LoggedPrediction[] = [];
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
   private closed = false;
+  private spool: PredictionSpool | undefined;
   dropped = 0;
   written = 0;
+  /** Entries logged while the spool could not be written. */
+  unspooled = 0;
+  private spoolErrorReportedAt = Number.NEGATIVE_INFINITY;
 
   private constructor(
     private readonly db: Database,
@@ -56,19 +83,85 @@ export class PredictionLog {
       ${RAW_FIELD_NAMES.map((f) => `"${f}" DOUBLE NOT NULL`).join(",\n      ")},
       prediction DOUBLE NOT NULL
     )`);
-    return new PredictionLog(db, { ...DEFAULTS, ...options });
+    const log = new PredictionLog(db, { ...DEFAULTS, ...options });
+    if (log.options.spoolDir !== undefined) {
+      const { spool, left } = await PredictionSpool.open(log.options.spoolDir);
+      for (const segment of left) {
+        if (!(await log.replay(segment))) break;
+      }
+      log.spool = spool;
+    }
+    return log;
   }
 
-  /** Never blocks and never throws: the request that produced the prediction has already been answered. */
-  log(entry: LoggedPrediction): void {
-    if (this.closed || this.buffer.length >= this.options.capacity) {
-      this.dropped++;
-      this.options.onDropped?.(1);
-      return;
+  /**
+   * Puts a segment left by an earlier process into the table, skipping entries already there, then
+   * removes it. On a refused write the segment (and the ones after it) stay for the next start.
+   */
+  private async replay(segment: { path: string; payloads: string[]; tornBytes: number }): Promise<boolean> {
+    const entries = segment.payloads.flatMap((p) => JSON.parse(p) as LoggedPrediction[]);
+    const count = async () =>
+      Number((await this.db.all<{ n: number }>(`SELECT count(*)::BIGINT AS n FROM predictions`))[0]?.n);
+    try {
+      const before = await count();
+      for (let i = 0; i < entries.length; i += this.options.batchSize) {
+        await this.insert(entries.slice(i, i + this.options.batchSize), true);
+      }
+      const inserted = (await count()) - before;
+      await unlink(segment.path);
+      this.written += inserted;
+      this.options.onWritten?.(inserted);
+      this.options.onReplayed?.({
+        path: segment.path,
+        entries: entries.length,
+        inserted,
+        tornBytes: segment.tornBytes,
+      });
+      return true;
+    } catch (error) {
+      this.options.onError?.(
+        new Error(
+          `replaying the prediction spool ${segment.path} failed (${error instanceof Error ? error.message : String(error)}); it stays for the next start`,
+          { cause: error },
+        ),
+      );
+      return false;
     }
-    this.buffer.push(entry);
+  }
+
+  /**
+   * Never throws, and never waits for the database. With a spool, the promise resolves once the
+   * entries are synced to it: answer the request after that. Entries are dropped (and counted) when the
+   * buffer is full; the spool's failures are counted, and the entries are still written to the table.
+   */
+  log(entries: readonly LoggedPrediction[]): Promise<void> {
+    const room = this.closed ? 0 : Math.max(0, this.options.capacity - this.buffer.length);
+    const kept = entries.length <= room ? entries : entries.slice(0, room);
+    if (kept.length < entries.length) {
+      this.dropped += entries.length - kept.length;
+      this.options.onDropped?.(entries.length - kept.length);
+    }
+    if (kept.length === 0) return DONE;
+    for (const entry of kept) this.buffer.push(entry);
     if (this.buffer.length >= this.options.batchSize) this.flushSoon(0);
     else this.flushSoon(this.options.flushIntervalMs);
+    if (!this.spool) return DONE;
+    // One record per call: the rows of a batch request are kept or torn together.
+    return this.spool.append(encodeRecord(JSON.stringify(kept))).then((error) => {
+      if (!error) return;
+      this.unspooled += kept.length;
+      this.options.onUnspooled?.(kept.length);
+      // Every failed group is counted; the error is reported once a minute, not once per request.
+      const now = Date.now();
+      if (now - this.spoolErrorReportedAt < 60_000) return;
+      this.spoolErrorReportedAt = now;
+      this.options.onError?.(
+        new Error(
+          `prediction spool ${this.spool?.dir} cannot be written (${error.message}): predictions are still served and logged, but a crash before the next database write loses them`,
+          { cause: error },
+        ),
+      );
+    });
   }
 
   get depth(): number {
@@ -90,6 +183,10 @@ export class PredictionLog {
       // Only what is buffered now: entries that arrive while this writes wait for their own timer,
       // instead of a stream of one-row inserts back to back (each insert costs the event loop).
       let remaining = this.buffer.length;
+      // Everything spooled so far is in this snapshot (or was written before): once it is committed,
+      // its segments can go. log() spools and buffers in one synchronous step, so the two agree.
+      const sealed = this.spool?.seal();
+      let refused = false;
       while (remaining > 0) {
         const batch = this.buffer.splice(0, Math.min(remaining, this.options.batchSize));
         remaining -= batch.length;
@@ -98,9 +195,19 @@ export class PredictionLog {
           this.written += batch.length;
           this.options.onWritten?.(batch.length);
         } catch (error) {
-          // The database refused the batch: count it as dropped rather than retry forever and grow without bound.
+          // The database refused the batch: count it as dropped rather than retry forever and grow without
+          // bound. Its spool segments stay on disk, so the next start still writes it.
+          refused = true;
           this.dropped += batch.length;
           this.options.onDropped?.(batch.length);
+          this.options.onError?.(error);
+        }
+      }
+      if (sealed && this.spool) {
+        try {
+          await (refused ? this.spool.keep(sealed) : this.spool.release(sealed));
+        } catch (error) {
+          // A segment that could not be removed is replayed at the next start, which skips what it holds.
           this.options.onError?.(error);
         }
       }
@@ -108,7 +215,8 @@ export class PredictionLog {
     return this.writing;
   }
 
-  private async insert(batch: LoggedPrediction[]): Promise<void> {
+  /** `skipLogged`: leave out entries whose (request id, row) the table already holds (a replay). */
+  private async insert(batch: LoggedPrediction[], skipLogged = false): Promise<void> {
     // One statement per batch: each column travels as one JSON array and unnest zips them into rows.
     // Not as list parameters: the driver makes a native value object per list element, and at 200
     // predictions/s their finalizers made every young-generation GC pause about 9 ms (predict p99 went
@@ -133,7 +241,27 @@ export class PredictionLog {
       ...RAW_FIELD_NAMES.map((f, i) => `${list(5 + i, "DOUBLE")} AS "${f}"`),
       `${list(5 + RAW_FIELD_NAMES.length, "DOUBLE")} AS prediction`,
     ].join(", ");
-    await this.db.run(`INSERT INTO predictions BY NAME SELECT ${select}`, columns);
+    if (!skipLogged) {
+      await this.db.run(`INSERT INTO predictions BY NAME SELECT ${select}`, columns);
+      return;
+    }
+    // A logged copy has the same served_at: the range lets DuckDB skip row groups by their min/max.
+    let first = Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    for (const e of batch) {
+      first = Math.min(first, e.servedAt);
+      last = Math.max(last, e.servedAt);
+    }
+    const n = columns.length;
+    await this.db.run(
+      `INSERT INTO predictions BY NAME
+       SELECT * FROM (SELECT ${select}) s
+       WHERE NOT EXISTS (
+         SELECT 1 FROM predictions p
+         WHERE p.served_at BETWEEN epoch_ms($${n + 1}::BIGINT) AND epoch_ms($${n + 2}::BIGINT)
+           AND p.request_id = s.request_id AND p.row_index = s.row_index)`,
+      [...columns, first, last],
+    );
   }
 
   async close(): Promise<void> {
@@ -141,5 +269,6 @@ export class PredictionLog {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await this.flush();
+    await this.spool?.close();
   }
 }

@@ -60,6 +60,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly predictionLogUnspooled = new Counter({
+    name: "bikeshare_prediction_log_unspooled_total",
+    help: "Predictions answered while the prediction-log spool could not be written: a crash before their database write loses them.",
+    registers: [this.registry],
+  });
+
   readonly predictionLogWritten = new Counter({
     name: "bikeshare_prediction_log_written_total",
     help: "Predictions written to the prediction log.",

@@ -46,7 +46,8 @@ export interface Served {
   predictions: Float32Array;
 }
 
-export type OnServed = (served: Served) => void;
+/** Resolves once what was served is logged durably: the reply is sent only then. */
+export type OnServed = (served: Served) => Promise<void>;
 
 export function createPredictService(
   slot: ModelSlot,
@@ -82,7 +83,7 @@ export function createPredictService(
     const model = requireModel(slot);
     const predictions = await model.predict(recordsToColumns(records));
     const requestId = randomUUID();
-    onServed({ requestId, model, records, hourStarts, predictions });
+    await onServed({ requestId, model, records, hourStarts, predictions });
     return { requestId, model, predictions };
   };
 

@@ -41,7 +41,7 @@ describe("prediction log buffer", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("never blocks, counts what overflows the bounded buffer, and flushes the rest on close", async () => {
+  it("counts what overflows the bounded buffer, and flushes the rest on close", async () => {
     const db = await Database.open(join(dir, "a.duckdb"));
     let droppedSeen = 0;
     const log = await PredictionLog.open(db, {
@@ -50,11 +50,11 @@ describe("prediction log buffer", () => {
       flushIntervalMs: 60_000,
       onDropped: (n) => (droppedSeen += n),
     });
-    const started = performance.now();
     for (let i = 0; i < 150; i++) {
-      log.log({ ...entry(i), ...(i % 2 ? { hourStart: Date.UTC(2012, 0, 1, i % 24) } : {}) });
+      // Not awaited: without a spool, log() has nothing to wait for.
+      void log.log([{ ...entry(i), ...(i % 2 ? { hourStart: Date.UTC(2012, 0, 1, i % 24) } : {}) }]);
     }
-    expect(performance.now() - started).toBeLessThan(50);
+    expect(log.depth).toBe(100);
     expect(log.dropped).toBe(50);
     expect(droppedSeen).toBe(50);
     await log.close();
@@ -70,23 +70,25 @@ describe("prediction log buffer", () => {
     const log = await PredictionLog.open(db, { flushIntervalMs: 60_000 });
     const record = { ...RECORD, temp: 0.1 + 0.2, hum: 1 / 3, windspeed: 5e-324 };
     const hourStart = Date.UTC(2012, 6, 4, 21);
-    log.log({
-      requestId: 'r"1"',
-      row: 3,
-      modelVersion: "7",
-      record,
-      prediction: 123.456789012345,
-      servedAt: 1_700_000_000_123,
-      hourStart,
-    });
-    log.log({
-      requestId: "r2",
-      row: 0,
-      modelVersion: "7",
-      record: RECORD,
-      prediction: -0.5,
-      servedAt: 1_700_000_000_124,
-    });
+    await log.log([
+      {
+        requestId: 'r"1"',
+        row: 3,
+        modelVersion: "7",
+        record,
+        prediction: 123.456789012345,
+        servedAt: 1_700_000_000_123,
+        hourStart,
+      },
+      {
+        requestId: "r2",
+        row: 0,
+        modelVersion: "7",
+        record: RECORD,
+        prediction: -0.5,
+        servedAt: 1_700_000_000_124,
+      },
+    ]);
     await log.close();
     const rows = await db.all<Record<string, unknown>>(
       `SELECT request_id, row_index, epoch_ms(served_at) AS served, epoch_ms(hour) AS hour, temp, hum, windspeed, prediction
@@ -122,7 +124,7 @@ describe("prediction log buffer", () => {
     const batches: number[] = [];
     const log = await PredictionLog.open(db, { flushIntervalMs: 100, onWritten: (n) => batches.push(n) });
     for (let i = 0; i < 200; i++) {
-      log.log(entry(i));
+      await log.log([entry(i)]);
       await new Promise((r) => setTimeout(r, 2));
     }
     await log.close();
@@ -142,14 +144,13 @@ describe("prediction log under load", () => {
     await t?.stop();
   });
 
-  it("logs ≥ 99.9% of predictions at ≥ 1,000 req/s for 30 s with no failed request", async () => {
+  // Correctness only: the rate and latency it reaches are measured in bench/ (docs/benchmarks.md).
+  it("logs every prediction of a steady load exactly once, with no failed request", async () => {
     const body = JSON.stringify(RECORD);
     const report = await new Promise<{
-      requests: { total: number };
       non2xx: number;
       errors: number;
       timeouts: number;
-      duration: number;
       "2xx": number;
     }>((resolve, reject) => {
       const child = spawn(
@@ -160,9 +161,9 @@ describe("prediction log under load", () => {
           "-c",
           "8",
           "-d",
-          "30",
+          "5",
           "-R",
-          "1100",
+          "300",
           "-m",
           "POST",
           "-H",
@@ -183,19 +184,29 @@ describe("prediction log under load", () => {
       );
     });
     expect(report.errors + report.timeouts + report.non2xx).toBe(0);
-    expect(report["2xx"] / report.duration).toBeGreaterThanOrEqual(1000);
+    expect(report["2xx"]).toBeGreaterThan(0);
 
     const metrics = async () => {
       const text = await (await fetch(`${t.baseUrl}/metrics`)).text();
       const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
       return {
+        // autocannon leaves out replies that arrive after its last second: the server's count is exact.
+        served: [...text.matchAll(/^bikeshare_predictions_total\{[^}]*\} (\S+)$/gm)].reduce(
+          (sum, m) => sum + Number(m[1]),
+          0,
+        ),
         written: value("bikeshare_prediction_log_written_total"),
         dropped: value("bikeshare_prediction_log_dropped_total"),
+        unspooled: value("bikeshare_prediction_log_unspooled_total"),
       };
     };
-    await expect
-      .poll(async () => (await metrics()).written, { timeout: 10_000 })
-      .toBeGreaterThanOrEqual(0.999 * report["2xx"]);
-    expect((await metrics()).dropped).toBeLessThanOrEqual(0.001 * report["2xx"]);
+    const unwritten = async () => {
+      const m = await metrics();
+      return m.served - m.written;
+    };
+    await expect.poll(unwritten, { timeout: 30_000, message: "predictions served but not written" }).toBe(0);
+    const m = await metrics();
+    expect(m.served).toBeGreaterThanOrEqual(report["2xx"]);
+    expect(m).toEqual({ served: m.served, written: m.served, dropped: 0, unspooled: 0 });
   }, 120_000);
 });

@@ -1,0 +1,223 @@
+import { type FileHandle, mkdir, open, readdir, readFile, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+
+/** Bytes before each record's payload: its length and the CRC-32 of the payload (both u32, little-endian). */
+const HEADER_BYTES = 8;
+const SEGMENT_NAME = /^(\d{12})\.spool$/;
+
+const segmentName = (seq: number) => `${String(seq).padStart(12, "0")}.spool`;
+
+/** One record as written: header, then the payload. */
+export function encodeRecord(payload: string): Buffer {
+  const body = Buffer.from(payload, "utf8");
+  const record = Buffer.allocUnsafe(HEADER_BYTES + body.length);
+  record.writeUInt32LE(body.length, 0);
+  record.writeUInt32LE(crc32(body), 4);
+  body.copy(record, HEADER_BYTES);
+  return record;
+}
+
+/**
+ * The whole records at the start of a segment's bytes. Reading stops at the first record that is cut
+ * short or fails its checksum: a kill during a write leaves such a tail, and its write had not
+ * returned, so nobody was told that entry was kept.
+ */
+export function decodeRecords(bytes: Buffer): { payloads: string[]; validBytes: number } {
+  const payloads: string[] = [];
+  let at = 0;
+  while (at + HEADER_BYTES <= bytes.length) {
+    const length = bytes.readUInt32LE(at);
+    const end = at + HEADER_BYTES + length;
+    if (end > bytes.length) break;
+    const body = bytes.subarray(at + HEADER_BYTES, end);
+    if (crc32(body) !== bytes.readUInt32LE(at + 4)) break;
+    payloads.push(body.toString("utf8"));
+    at = end;
+  }
+  return { payloads, validBytes: at };
+}
+
+/** A segment left by an earlier process, to be replayed and then removed. */
+export interface LeftSegment {
+  path: string;
+  payloads: string[];
+  /** Bytes after the last whole record (a torn write), 0 when the file ends cleanly. */
+  tornBytes: number;
+}
+
+/** Everything appended before `seal()`: segments up to `upTo`, and a promise settled once all of it was written. */
+export interface Sealed {
+  upTo: number;
+  written: Promise<void>;
+}
+
+interface Group {
+  segment: number;
+  records: Buffer[];
+  done: Promise<Error | undefined>;
+  settle: (error: Error | undefined) => void;
+}
+
+/**
+ * An append-only local file of entries whose acknowledgement must survive a crash of the process.
+ *
+ * Group commit: `append` joins the group that waits for the writer; the writer takes one group at a
+ * time, writes it with one call and `fdatasync`s it (on libuv's threadpool, not on the event loop), then
+ * settles every append of the group. So a group holds what arrived while the previous one was being
+ * synced: one sync per arrival when traffic is light, few per second however heavy it is.
+ *
+ * The file is cut into numbered segments so that what is safely stored elsewhere can be removed: the
+ * owner calls `seal()` when it snapshots its entries, and `release(sealed)` once those are committed.
+ */
+export class PredictionSpool {
+  private active: number;
+  private activeUsed = false;
+  private readonly waiting: Group[] = [];
+  private draining = false;
+  private last: Promise<Error | undefined> = Promise.resolve(undefined);
+  private file: { segment: number; handle: FileHandle } | undefined;
+  /** Segments this process created and has not released. */
+  private readonly created = new Set<number>();
+  private abandoned = false;
+
+  private constructor(
+    readonly dir: string,
+    firstSegment: number,
+  ) {
+    this.active = firstSegment;
+  }
+
+  /** Opens the spool in `dir` (created if missing) and reads what an earlier process left there. */
+  static async open(dir: string): Promise<{ spool: PredictionSpool; left: LeftSegment[] }> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const seqs = (await readdir(dir))
+      .map((name) => SEGMENT_NAME.exec(name)?.[1])
+      .filter((s): s is string => s !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+    const left: LeftSegment[] = [];
+    for (const seq of seqs) {
+      const path = join(dir, segmentName(seq));
+      const bytes = await readFile(path);
+      const { payloads, validBytes } = decodeRecords(bytes);
+      left.push({ path, payloads, tornBytes: bytes.length - validBytes });
+    }
+    // New segments never reuse a left one's number: a torn tail must not have records appended after it.
+    return { spool: new PredictionSpool(dir, (seqs.at(-1) ?? 0) + 1), left };
+  }
+
+  /** Resolves once `record` is on disk (written and synced), or with the error that kept it off. Never rejects. */
+  append(record: Buffer): Promise<Error | undefined> {
+    let group = this.waiting.at(-1);
+    if (!group || group.segment !== this.active) {
+      let settle!: (error: Error | undefined) => void;
+      const done = new Promise<Error | undefined>((resolve) => {
+        settle = resolve;
+      });
+      group = { segment: this.active, records: [], done, settle };
+      this.waiting.push(group);
+    }
+    group.records.push(record);
+    this.activeUsed = true;
+    this.last = group.done;
+    void this.drain();
+    return group.done;
+  }
+
+  /** Closes the current segment to appends: everything appended so far is in segments ≤ `upTo`. */
+  seal(): Sealed {
+    const upTo = this.activeUsed ? this.active++ : this.active - 1;
+    this.activeUsed = false;
+    return { upTo, written: this.last.then(() => undefined) };
+  }
+
+  /** Removes the sealed segments, once their entries are stored elsewhere. */
+  async release(sealed: Sealed): Promise<void> {
+    await sealed.written;
+    for (const seq of [...this.created].filter((s) => s <= sealed.upTo)) {
+      this.created.delete(seq);
+      // The writer closes a segment's handle when it moves to the next one; unlinking an open file is fine.
+      await unlink(join(this.dir, segmentName(seq)));
+    }
+  }
+
+  /** Leaves the sealed segments on disk for the next start to replay (their entries could not be stored). */
+  async keep(sealed: Sealed): Promise<void> {
+    await sealed.written;
+    for (const seq of [...this.created].filter((s) => s <= sealed.upTo)) this.created.delete(seq);
+  }
+
+  /** Waits for every append, then closes the file. Later appends are refused. */
+  async close(): Promise<void> {
+    await this.last;
+    this.abandoned = true;
+    await this.file?.handle.close();
+    this.file = undefined;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let group = this.waiting.shift(); group; group = this.waiting.shift()) {
+        group.settle(await this.write(group));
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async write(group: Group): Promise<Error | undefined> {
+    if (this.abandoned) return new Error(`prediction spool ${this.dir} is closed`);
+    try {
+      const handle = await this.handleFor(group.segment);
+      const bytes = group.records.length === 1 ? (group.records[0] as Buffer) : Buffer.concat(group.records);
+      for (let at = 0; at < bytes.length; ) {
+        const { bytesWritten } = await handle.write(bytes, at, bytes.length - at);
+        at += bytesWritten;
+      }
+      await handle.datasync();
+      return undefined;
+    } catch (error) {
+      // A failed write may have left part of a record: later records must not follow it in the same
+      // segment, or a replay would stop at the torn one and miss them. Appends move to a new segment.
+      if (group.segment === this.active) {
+        this.active++;
+        this.activeUsed = false;
+      }
+      const failed = error instanceof Error ? error : new Error(String(error));
+      const file = this.file;
+      this.file = undefined;
+      const closeError = await file?.handle.close().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      return closeError === undefined
+        ? failed
+        : new AggregateError([failed, closeError], `${failed.message}; closing the segment failed too`);
+    }
+  }
+
+  private async handleFor(segment: number): Promise<FileHandle> {
+    if (this.file?.segment === segment) return this.file.handle;
+    await this.closeFile();
+    const handle = await open(join(this.dir, segmentName(segment)), "ax", 0o600);
+    this.file = { segment, handle };
+    this.created.add(segment);
+    // The new file's directory entry must be durable too, or a power loss could drop the whole segment.
+    const dir = await open(this.dir, "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+    return handle;
+  }
+
+  private async closeFile(): Promise<void> {
+    const file = this.file;
+    this.file = undefined;
+    await file?.handle.close();
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Logs predictions through a spooled PredictionLog, waits for each `log` to resolve (what a handler
+ * waits for before it answers), prints how many rows were acknowledged, then SIGKILLs itself before the
+ * database write (its interval is a minute away). Usage: tsx spool-kill-child.ts <dbPath> <spoolDir> <calls>
+ */
+import { PredictionLog } from "../../services/monitor/prediction-log.js";
+import { Database } from "../../services/storage/database.js";
+
+const [dbPath, spoolDir, callsArg] = process.argv.slice(2);
+const calls = Number(callsArg);
+if (!dbPath || !spoolDir || !(calls > 0))
+  throw new Error("usage: spool-kill-child.ts <dbPath> <spoolDir> <calls>");
+
+const db = await Database.open(dbPath);
+const log = await PredictionLog.open(db, { spoolDir, flushIntervalMs: 60_000 });
+const record = {
+  season: 3,
+  yr: 1,
+  mnth: 7,
+  hr: 17,
+  holiday: 0,
+  weekday: 3,
+  workingday: 1,
+  weathersit: 1,
+  temp: 0.72,
+  atemp: 0.66,
+  hum: 0.5,
+  windspeed: 0.2,
+};
+let acknowledged = 0;
+// Concurrent calls, as concurrent requests make them: they share group commits.
+await Promise.all(
+  Array.from({ length: calls }, async (_, call) => {
+    const rows = (call % 4) + 1;
+    await log.log(
+      Array.from({ length: rows }, (_, row) => ({
+        requestId: `k${call}`,
+        row,
+        modelVersion: "1",
+        record: { ...record, temp: call / 1e4 },
+        prediction: call + row / 10,
+        servedAt: 1_700_000_000_000 + call,
+      })),
+    );
+    acknowledged += rows;
+  }),
+);
+process.stdout.write(`${acknowledged} ${log.depth}\n`, () => process.kill(process.pid, "SIGKILL"));
