@@ -16,6 +16,9 @@ const EXEC_ARGV = FROM_SOURCES ? ["--import", "tsx"] : [];
  */
 const TASK_NICENESS = 10;
 
+/** Tells a task process which pid is its parent, which it watches (see process-entry.ts). */
+export const PARENT_PID_ENV = "BIKESHARE_PARENT_PID";
+
 /**
  * Runs each task in a child process of its own, at a lower CPU priority: matrices, boosting rounds
  * and the ONNX export never hold the event loop or the cores that serve requests, and a crash in
@@ -33,7 +36,12 @@ export class ProcessExecutor implements JobExecutor {
   ): Promise<TaskTypes[K]["output"]> {
     if (signal.aborted) return Promise.reject(new TaskCancelled());
     // "advanced" serialization is the structured clone: typed arrays (ONNX bytes, matrices) arrive intact.
-    const child = fork(ENTRY, [], { execArgv: EXEC_ARGV, serialization: "advanced", stdio: "inherit" });
+    const child = fork(ENTRY, [], {
+      execArgv: EXEC_ARGV,
+      serialization: "advanced",
+      stdio: "inherit",
+      env: { ...process.env, [PARENT_PID_ENV]: String(process.pid) },
+    });
     this.children.add(child);
     try {
       if (child.pid !== undefined) setPriority(child.pid, TASK_NICENESS);
