@@ -101,7 +101,9 @@ describe("the training child process", () => {
     while (running(trainer) && Date.now() - killedAt < 20_000) await new Promise((r) => setTimeout(r, 20));
     const seconds = (Date.now() - killedAt) / 1000;
     // The goal is 1 s; the bound leaves room for a loaded two-core machine.
-    expect(running(trainer), `the training child ${trainer} still runs ${seconds} s after the kill`).toBe(false);
+    expect(running(trainer), `the training child ${trainer} still runs ${seconds} s after the kill`).toBe(
+      false,
+    );
     expect(seconds).toBeLessThan(3);
   }, 300_000);
 });
