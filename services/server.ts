@@ -32,6 +32,7 @@ import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
 import { runScoringJob, startScoringHandler } from "./predict/scoring-jobs.js";
 import { Registry } from "./registry/registry.js";
+import { guardRpcInput, rpcInputOptions } from "./rpc-input.js";
 import { createRegistryService } from "./registry/registry-service.js";
 import { Database } from "./storage/database.js";
 import { JobEvents } from "./train/job-events.js";
@@ -283,13 +284,14 @@ export async function startServer(
           flushLog: () => predictionLog.flush(),
         }),
       );
+      guardRpcInput(router, (...labels) => metrics.observe(...labels));
     },
     interceptors: [
       tracingInterceptor(),
       metricsInterceptor(metrics),
       authInterceptor(book, defaultPolicy({ openPredict: !config.predictNeedsToken })),
     ],
-    readMaxBytes: 64 * 1024 * 1024,
+    ...rpcInputOptions(config.maxBatchSize),
     fallback: (req, res) => {
       legacy(req, res).catch((error: unknown) => log.error("request failed", { path: req.url, error }));
     },

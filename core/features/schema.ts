@@ -100,12 +100,61 @@ export function checkValue(spec: FieldSpec, value: number): Omit<FieldViolation,
   return undefined;
 }
 
-function describe(value: unknown): string {
+/** A short description of a value for an error message: never the whole value, whatever its size. */
+export function describeValue(value: unknown): string {
   if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
+  if (Array.isArray(value)) return `an array of ${value.length} items`;
   if (typeof value === "string")
     return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value);
   return `a ${typeof value}`;
+}
+
+/** A key as shown in a field path: a client's unknown key can be any length, the error must not be. */
+export function shortKey(key: string): string {
+  return key.length > 64 ? `${key.slice(0, 64)}…` : key;
+}
+
+/** How many field violations an error reply lists; the rest are only counted, so a reply stays small. */
+export const MAX_LISTED_VIOLATIONS = 20;
+
+/**
+ * The violations of a request with many rows, keeping the first MAX_LISTED_VIOLATIONS and counting the
+ * rest: 10,000 bad rows would otherwise make a reply of megabytes that takes seconds to build.
+ */
+export class ViolationList {
+  readonly listed: FieldViolation[] = [];
+  total = 0;
+  rowsWithErrors = 0;
+
+  constructor(readonly limit = MAX_LISTED_VIOLATIONS) {}
+
+  /** Adds the violations of one row (none when the row is valid). */
+  addRow(violations: readonly FieldViolation[]): void {
+    if (violations.length === 0) return;
+    this.rowsWithErrors++;
+    this.add(violations);
+  }
+
+  add(violations: readonly FieldViolation[]): void {
+    this.total += violations.length;
+    for (const v of violations) {
+      if (this.listed.length >= this.limit) break;
+      this.listed.push(v);
+    }
+  }
+
+  get omitted(): number {
+    return this.total - this.listed.length;
+  }
+
+  /** "… and 119,980 more violations in 10,000 rows (not listed)", or undefined when all are listed. */
+  summary(rowsNoun = "rows"): string | undefined {
+    if (this.omitted === 0) return undefined;
+    const rows =
+      this.rowsWithErrors > 0 ? ` in ${this.rowsWithErrors.toLocaleString("en-US")} ${rowsNoun}` : "";
+    return `… and ${this.omitted.toLocaleString("en-US")} more violations${rows} (not listed)`;
+  }
 }
 
 export type ValidationResult =
@@ -204,7 +253,7 @@ export function validateRecord(
         {
           field: pathPrefix || "body",
           type: "object",
-          description: `must be an object with the fields ${RAW_FIELD_NAMES.join(", ")}; got ${describe(input)}`,
+          description: `must be an object with the fields ${RAW_FIELD_NAMES.join(", ")}; got ${describeValue(input)}`,
         },
       ],
     };
@@ -222,11 +271,20 @@ export function validateRecord(
       });
       continue;
     }
-    if (typeof value !== "number" || !Number.isFinite(value)) {
+    if (typeof value !== "number") {
       violations.push({
         field: at(spec.name),
         type: "type",
-        description: `must be ${allowedValues(spec)}, got ${describe(value)}`,
+        description: `must be ${allowedValues(spec)}, got ${describeValue(value)}`,
+      });
+      continue;
+    }
+    if (!Number.isFinite(value)) {
+      // Binary protobuf and Arrow can carry NaN and ±Infinity, which JSON cannot.
+      violations.push({
+        field: at(spec.name),
+        type: "type",
+        description: `${describeValue(value)} is not allowed: must be ${allowedValues(spec)}`,
       });
       continue;
     }
@@ -237,7 +295,7 @@ export function validateRecord(
   for (const key of Object.keys(source)) {
     if (!SPEC_BY_NAME.has(key) && key !== TIMESTAMP_FIELD && !allowExtra.includes(key)) {
       violations.push({
-        field: at(key),
+        field: at(shortKey(key)),
         type: "extra",
         description: `is not a known field; the fields are ${RAW_FIELD_NAMES.join(", ")} and the optional ${TIMESTAMP_FIELD}`,
       });
@@ -250,7 +308,7 @@ export function validateRecord(
       violations.push({
         field: at(TIMESTAMP_FIELD),
         type: "type",
-        description: `must be an ISO-8601 date-time with a UTC offset, e.g. "2012-07-04T21:00:00Z", got ${describe(stamp)}`,
+        description: `must be an ISO-8601 date-time with a UTC offset, e.g. "2012-07-04T21:00:00Z", got ${describeValue(stamp)}`,
       });
     } else {
       const local = localDayAndHour(instant);

@@ -2,13 +2,17 @@ import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
+  describeValue,
   type FieldViolation,
   type RawRecord,
   recordsToColumns,
+  shortKey,
+  ViolationList,
   validateRecord,
 } from "../../core/features/index.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { ModelSlot, OnServed } from "../predict/predict-service.js";
+import { formatPath, jsonTooDeep, MAX_JSON_DEPTH } from "../request-limits.js";
 import { legacyOpenApi, renderDocs } from "./openapi.js";
 
 // connect-node does not export its request/response types; take them from its fallback signature.
@@ -35,19 +39,44 @@ class HttpError extends Error {
 
 const unprocessable = (detail: Detail[]) => new HttpError(422, { detail });
 
+// The pages are self-contained (inline styles and SVG, no script, no external resource): nothing else is
+// allowed, so an injected tag could neither run nor load anything.
+const HTML_POLICY =
+  "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 function send(res: Response, status: number, body: unknown, contentType = "application/json"): void {
   const payload = typeof body === "string" ? body : JSON.stringify(body);
-  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(payload) });
+  res.writeHead(status, {
+    "content-type": contentType,
+    "content-length": Buffer.byteLength(payload),
+    // A browser must not read a JSON answer that echoes client text as HTML or script.
+    "x-content-type-options": "nosniff",
+    ...(contentType.startsWith("text/html") ? { "content-security-policy": HTML_POLICY } : {}),
+  });
   res.end(payload, "utf8");
 }
 
+/**
+ * What a 422 echoes of a client's value: scalars (strings cut short), and only a description of an
+ * object or array, which can be megabytes or nested thousands deep.
+ */
+function echo(value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "string") return value.length > 100 ? `${value.slice(0, 100)}…` : value;
+  if (typeof value === "number" || typeof value === "boolean") return value;
+  if (Array.isArray(value)) return describeValue(value);
+  return `an object with ${Object.keys(value).length} keys`;
+}
+
 async function readJson(req: Request, maxBytes: number): Promise<unknown> {
+  const tooLarge = () => new HttpError(413, { detail: `request body is larger than ${maxBytes} bytes` });
+  // A declared length over the limit is refused before a byte of the body is read.
+  if (Number(req.headers["content-length"] ?? 0) > maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > maxBytes)
-      throw new HttpError(413, { detail: `request body is larger than ${maxBytes} bytes` });
+    if (size > maxBytes) throw tooLarge();
     chunks.push(chunk);
   }
   const text = Buffer.concat(chunks).toString("utf8");
@@ -55,6 +84,19 @@ async function readJson(req: Request, maxBytes: number): Promise<unknown> {
     throw unprocessable([
       { type: "missing", loc: ["body"], msg: "Field required: the request body is empty", input: null },
     ]);
+  // JSON.parse copes with deep nesting, but everything that walks the result afterwards may not: refuse it
+  // first, with a scan far cheaper than the parse.
+  const deep = jsonTooDeep(text);
+  if (deep !== undefined) {
+    throw unprocessable([
+      {
+        type: "too_deep",
+        loc: ["body", ...deep],
+        msg: `${formatPath(deep, "body")} nests deeper than ${MAX_JSON_DEPTH} levels of arrays and objects`,
+        input: null,
+      },
+    ]);
+  }
   try {
     return JSON.parse(text);
   } catch (error) {
@@ -79,18 +121,17 @@ function toDetail(v: FieldViolation, loc: (string | number)[], input: unknown): 
     type: v.type === "type" ? "number_type" : v.type,
     loc,
     msg: `${v.field} ${v.description}`,
-    input: value ?? null,
+    input: echo(value),
   };
 }
 
-function validateOne(
+function toDetails(
+  violations: readonly FieldViolation[],
   input: unknown,
   locPrefix: (string | number)[],
   pathPrefix: string,
-): RawRecord | Detail[] {
-  const result = validateRecord(input, pathPrefix);
-  if (result.ok) return result.record;
-  return result.violations.map((v) => {
+): Detail[] {
+  return violations.map((v) => {
     if (v.type === "object") return toDetail(v, locPrefix, input);
     const field = v.field.slice(pathPrefix ? pathPrefix.length + 1 : 0);
     return toDetail(v, [...locPrefix, field], input);
@@ -132,8 +173,9 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   const routes: Record<string, (req: Request) => Promise<[number, unknown, string?]>> = {
     "POST /predict": async (req) => {
       const body = await readJson(req, 64 * 1024);
-      const record = validateOne(body, ["body"], "");
-      if (Array.isArray(record)) throw unprocessable(record);
+      const result = validateRecord(body, "");
+      if (!result.ok) throw unprocessable(toDetails(result.violations, body, ["body"], ""));
+      const record = result.record;
       const serving = model();
       const predictions = await serving.predict(recordsToColumns([record]));
       await onServed({
@@ -157,16 +199,25 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
             type: "missing",
             loc: ["body", "inputs"],
             msg: "inputs is required: a list of records",
-            input: body,
+            input: echo(body),
           },
         ]);
       }
+      // Only the first violations become detail entries; the rest are counted in a last entry.
+      const violations = new ViolationList();
       const extra = Object.keys(body).filter((k) => k !== "inputs");
-      const details: Detail[] = extra.map((k) => ({
+      violations.add(
+        extra.map((k) => ({
+          field: shortKey(k),
+          type: "extra",
+          description: "is not a known field; the only field is inputs",
+        })),
+      );
+      const details: Detail[] = violations.listed.map((v, i) => ({
         type: "extra",
-        loc: ["body", k],
-        msg: `${k} is not a known field; the only field is inputs`,
-        input: (body as Record<string, unknown>)[k],
+        loc: ["body", v.field],
+        msg: `${v.field} ${v.description}`,
+        input: echo((body as Record<string, unknown>)[extra[i] as string]),
       }));
       if (inputs.length > maxBatchSize) {
         details.push({
@@ -179,11 +230,19 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       }
       const records: RawRecord[] = [];
       inputs.forEach((input, i) => {
-        const result = validateOne(input, ["body", "inputs", i], `inputs[${i}]`);
-        if (Array.isArray(result)) details.push(...result);
-        else records.push(result);
+        const result = validateRecord(input, `inputs[${i}]`);
+        if (result.ok) {
+          records.push(result.record);
+          return;
+        }
+        const listed = violations.listed.length;
+        violations.addRow(result.violations);
+        const shown = result.violations.slice(0, violations.listed.length - listed);
+        details.push(...toDetails(shown, input, ["body", "inputs", i], `inputs[${i}]`));
       });
-      if (details.length > 0) throw unprocessable(details);
+      const rest = violations.summary("inputs");
+      if (rest) details.push({ type: "too_many_errors", loc: ["body", "inputs"], msg: rest, input: null });
+      if (violations.total > 0) throw unprocessable(details);
       const serving = model();
       const predictions = await serving.predict(recordsToColumns(records));
       await onServed({
@@ -235,7 +294,16 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   };
 
   const reportRoute = async (req: Request): Promise<[number, unknown, string?]> => {
-    const id = decodeURIComponent(((req.url ?? "").split("?")[0] as string).slice("/reports/".length));
+    const raw = ((req.url ?? "").split("?")[0] as string).slice("/reports/".length);
+    let id: string;
+    try {
+      id = decodeURIComponent(raw);
+    } catch (error) {
+      if (!(error instanceof URIError)) throw error;
+      throw new HttpError(400, {
+        detail: `the report id in the path is not valid percent-encoding: ${JSON.stringify(raw.slice(0, 80))}`,
+      });
+    }
     const html = await options.report?.(id);
     if (html === undefined) throw new HttpError(404, { detail: `no drift report ${id}` });
     return [200, html, "text/html; charset=utf-8"];

@@ -3,6 +3,7 @@ import {
   type FieldViolation,
   RAW_FIELD_NAMES,
   type RawRecord,
+  TIMESTAMP_FIELD,
   validateRecord,
 } from "../../core/features/index.js";
 import type { HourConditions } from "../../gen/bikeshare/v1/common_pb.js";
@@ -23,10 +24,41 @@ export function recordFromConditions(conditions: HourConditions | undefined, pat
     const value = conditions[name];
     if (value !== undefined) plain[name] = value;
   }
-  const hourStart = conditions.hour
-    ? Math.floor(timestampMs(conditions.hour) / HOUR_MS) * HOUR_MS
-    : undefined;
-  if (hourStart !== undefined) plain.timestamp = new Date(hourStart).toISOString();
+  const hour = conditions.hour;
+  if (hour !== undefined) {
+    const problem = timestampProblem(hour.seconds, hour.nanos);
+    if (problem) {
+      const result = validateRecord(plain, path);
+      const violations = result.ok ? [] : result.violations;
+      return {
+        ok: false,
+        violations: [...violations, { field: `${path}.hour`, type: "range", description: problem }],
+      };
+    }
+  }
+  const hourStart = hour ? Math.floor(timestampMs(hour) / HOUR_MS) * HOUR_MS : undefined;
+  if (hourStart !== undefined) plain[TIMESTAMP_FIELD] = new Date(hourStart).toISOString();
   const result = validateRecord(plain, path);
-  return result.ok ? { ok: true, record: result.record, hourStart } : result;
+  if (result.ok) return { ok: true, record: result.record, hourStart };
+  // The record's `timestamp` is this message's `hour`: name the field the client sent.
+  const stamp = `${path}.${TIMESTAMP_FIELD}`;
+  return {
+    ok: false,
+    violations: result.violations.map((v) => (v.field === stamp ? { ...v, field: `${path}.hour` } : v)),
+  };
+}
+
+// google.protobuf.Timestamp's own range (0001-01-01 to 9999-12-31): beyond it a Date cannot represent the
+// instant, and binary protobuf can carry any int64.
+const MIN_SECONDS = -62_135_596_800n;
+const MAX_SECONDS = 253_402_300_799n;
+
+function timestampProblem(seconds: bigint, nanos: number): string | undefined {
+  if (seconds < MIN_SECONDS || seconds > MAX_SECONDS) {
+    return `must be a timestamp from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, got seconds = ${seconds}`;
+  }
+  if (!Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) {
+    return `must have nanos in 0..999999999, got ${nanos}`;
+  }
+  return undefined;
 }

@@ -2,18 +2,36 @@ import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { type FieldViolation, type RawRecord, recordsToColumns } from "../../core/features/index.js";
+import {
+  type FieldViolation,
+  type RawRecord,
+  recordsToColumns,
+  ViolationList,
+} from "../../core/features/index.js";
 import { BadRequestSchema, type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { ModelInfoSchema, type PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { recordFromConditions } from "./conversions.js";
 import type { ServingModel } from "./serving-model.js";
 
+/** invalid_argument naming each bad field (the first MAX_LISTED_VIOLATIONS of them; the rest counted). */
 export function invalidArgument(violations: readonly FieldViolation[]): ConnectError {
-  const summary = violations.map((v) => `${v.field} ${v.description}`).join("; ");
+  const list = new ViolationList();
+  list.add(violations);
+  return invalidRequest(list, "request");
+}
+
+/**
+ * invalid_argument listing the first violations of a request of many rows; a last entry on `countField`
+ * counts the rest, so 10,000 bad rows get a reply of a few kilobytes, built in milliseconds.
+ */
+export function invalidRequest(list: ViolationList, countField: string): ConnectError {
+  const rest = list.summary();
+  const shown = rest ? [...list.listed, { field: countField, description: rest }] : list.listed;
+  const summary = shown.map((v) => `${v.field} ${v.description}`).join("; ");
   return new ConnectError(`invalid argument: ${summary}`, Code.InvalidArgument, undefined, [
     {
       desc: BadRequestSchema,
-      value: { fieldViolations: violations.map((v) => ({ field: v.field, description: v.description })) },
+      value: { fieldViolations: shown.map((v) => ({ field: v.field, description: v.description })) },
     },
   ]);
 }
@@ -67,15 +85,15 @@ export function createPredictService(
     }
     const records: RawRecord[] = [];
     const hourStarts: (number | undefined)[] = [];
-    const violations: FieldViolation[] = [];
+    const violations = new ViolationList();
     rows.forEach((row, i) => {
       const result = recordFromConditions(row, `rows[${firstRow + i}]`);
       if (result.ok) {
         records.push(result.record);
         hourStarts.push(result.hourStart);
-      } else violations.push(...result.violations);
+      } else violations.addRow(result.violations);
     });
-    if (violations.length > 0) throw invalidArgument(violations);
+    if (violations.total > 0) throw invalidRequest(violations, "rows");
     return { records, hourStarts };
   };
 

@@ -8,9 +8,11 @@ import {
   featureMatrix,
   featuresOfRecord,
   instantOfLocalHour,
+  MAX_LISTED_VIOLATIONS,
   NUM_FEATURES,
   RAW_FIELD_NAMES,
   recordsToColumns,
+  ViolationList,
   validateColumns,
   validateRecord,
   withDays,
@@ -283,5 +285,48 @@ describe("record validation", () => {
   it("names fields with their path inside a batch", () => {
     const r = validateRecord({ ...VALID, hr: 99 }, "inputs[7]");
     expect(r.ok ? "" : r.violations[0]?.field).toBe("inputs[7].hr");
+  });
+
+  it("says NaN and Infinity are not allowed (binary protobuf can carry them), not that a number was sent", () => {
+    const vs = violationsOf({ ...VALID, temp: Number.NaN, hum: Number.POSITIVE_INFINITY, hr: -Infinity });
+    expect(vs.map((v) => [v.field, v.description.split(":")[0]])).toEqual([
+      ["hr", "-Infinity is not allowed"],
+      ["temp", "NaN is not allowed"],
+      ["hum", "Infinity is not allowed"],
+    ]);
+    for (const v of vs) expect(v.description).not.toContain("got a number");
+  });
+
+  it("never puts a huge unknown key or value into a violation", () => {
+    const key = "k".repeat(100_000);
+    const vs = violationsOf({ ...VALID, [key]: 1, hr: "x".repeat(100_000), temp: Array(100_000).fill(0) });
+    for (const v of vs) expect(v.field.length + v.description.length).toBeLessThan(300);
+    expect(vs.find((v) => v.field === "temp")?.description).toContain("an array of 100000 items");
+  });
+});
+
+describe("ViolationList", () => {
+  const bad = (row: number) => validateRecord({}, `rows[${row}]`);
+
+  it("lists the first 20 violations of many rows and counts the rest and the rows with errors", () => {
+    const list = new ViolationList();
+    for (let row = 0; row < 10_000; row++) {
+      const r = bad(row);
+      list.addRow(r.ok ? [] : r.violations);
+    }
+    list.addRow([]);
+    expect(list.listed).toHaveLength(MAX_LISTED_VIOLATIONS);
+    expect(list.listed[0]?.field).toBe("rows[0].season");
+    expect(list.total).toBe(120_000);
+    expect(list.rowsWithErrors).toBe(10_000);
+    expect(list.summary()).toBe("… and 119,980 more violations in 10,000 rows (not listed)");
+  });
+
+  it("has no summary when every violation is listed", () => {
+    const list = new ViolationList();
+    const r = bad(0);
+    list.addRow(r.ok ? [] : r.violations);
+    expect(list.summary()).toBeUndefined();
+    expect(list.listed).toHaveLength(12);
   });
 });
