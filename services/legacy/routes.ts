@@ -230,7 +230,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       }
       const records: RawRecord[] = [];
       inputs.forEach((input, i) => {
-        const result = validateRecord(input, `inputs[${i}]`);
+        const result = validateRecord(input, violations.full ? "" : `inputs[${i}]`);
         if (result.ok) {
           records.push(result.record);
           return;

@@ -87,7 +87,7 @@ export function createPredictService(
     const hourStarts: (number | undefined)[] = [];
     const violations = new ViolationList();
     rows.forEach((row, i) => {
-      const result = recordFromConditions(row, `rows[${firstRow + i}]`);
+      const result = recordFromConditions(row, violations.full ? "" : `rows[${firstRow + i}]`);
       if (result.ok) {
         records.push(result.record);
         hourStarts.push(result.hourStart);

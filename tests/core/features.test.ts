@@ -322,6 +322,18 @@ describe("ViolationList", () => {
     expect(list.summary()).toBe("… and 119,980 more violations in 10,000 rows (not listed)");
   });
 
+  it("is full once it lists 20, and still counts what is added without paths", () => {
+    const list = new ViolationList();
+    const r = bad(0);
+    list.addRow(r.ok ? [] : r.violations);
+    expect(list.full).toBe(false);
+    list.addRow(r.ok ? [] : r.violations);
+    expect(list.full).toBe(true);
+    const unnamed = validateRecord({ hr: 3 }, "");
+    list.addRow(unnamed.ok ? [] : unnamed.violations);
+    expect([list.total, list.rowsWithErrors, list.listed.length]).toEqual([35, 3, 20]);
+  });
+
   it("has no summary when every violation is listed", () => {
     const list = new ViolationList();
     const r = bad(0);
