@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -53,6 +53,16 @@ export interface ServerConfig {
   scoringDir: string;
   /** When set, jobs go to BullMQ on this Redis and `bikeshare worker` processes run them. */
   redisUrl?: string;
+  /** A connection that has not sent a complete request head (or HTTP/2 preface and SETTINGS) within this is closed. */
+  headersTimeoutMs: number;
+  /** An HTTP/1.1 request whose head and body have not fully arrived within this is answered 408 and closed. */
+  requestTimeoutMs: number;
+  /** An HTTP/1.1 keep-alive connection, or an HTTP/2 session with no open stream, idle this long is closed. */
+  idleTimeoutMs: number;
+  /** Open connections beyond this are closed as soon as they are accepted. */
+  maxConnections: number;
+  /** Concurrent streams one HTTP/2 session may open (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  http2MaxStreams: number;
 }
 
 /** A number from the environment, or `fallback` when unset; anything else is an error naming the variable. */
@@ -77,6 +87,23 @@ function numberFromEnv(
 
 const intFromEnv = (env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number) =>
   numberFromEnv(env, name, fallback, min, max, true);
+
+/**
+ * The soft limit on open files minus room for the database, artifacts and logs, so that clients alone can
+ * never exhaust the descriptors; 1000 where /proc/self/limits cannot be read.
+ */
+export function defaultMaxConnections(limits = "/proc/self/limits"): number {
+  let text: string;
+  try {
+    text = readFileSync(limits, "utf8");
+  } catch {
+    return 1000;
+  }
+  const soft = /^Max open files\s+(\d+|unlimited)/m.exec(text)?.[1];
+  if (soft === undefined) return 1000;
+  const files = soft === "unlimited" ? Number.POSITIVE_INFINITY : Number(soft);
+  return Math.max(64, Math.min(10_000, files - 256));
+}
 
 export function redisUrlFromEnv(raw: string): string {
   if (!/^rediss?:\/\/[^\s]+$/.test(raw)) {
@@ -112,5 +139,24 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     ortThreads: intFromEnv(env, "BIKESHARE_ORT_THREADS", 1, 1, 64),
     scoringDir: resolve(root, env.SCORING_DIR || "data/scoring"),
     ...(env.REDIS_URL ? { redisUrl: redisUrlFromEnv(env.REDIS_URL) } : {}),
+    ...connectionLimitsFromEnv(env),
+  };
+}
+
+function connectionLimitsFromEnv(env: NodeJS.ProcessEnv) {
+  const headersTimeoutMs = intFromEnv(env, "BIKESHARE_HEADERS_TIMEOUT_MS", 10_000, 50, 3_600_000);
+  const requestTimeoutMs = intFromEnv(env, "BIKESHARE_REQUEST_TIMEOUT_MS", 60_000, 50, 3_600_000);
+  // Node's HTTP server refuses a head deadline later than the whole request's.
+  if (requestTimeoutMs < headersTimeoutMs) {
+    throw new Error(
+      `BIKESHARE_REQUEST_TIMEOUT_MS (${requestTimeoutMs}) must be at least BIKESHARE_HEADERS_TIMEOUT_MS (${headersTimeoutMs})`,
+    );
+  }
+  return {
+    headersTimeoutMs,
+    requestTimeoutMs,
+    idleTimeoutMs: intFromEnv(env, "BIKESHARE_IDLE_TIMEOUT_MS", 65_000, 50, 3_600_000),
+    maxConnections: intFromEnv(env, "BIKESHARE_MAX_CONNECTIONS", defaultMaxConnections(), 1, 1_000_000),
+    http2MaxStreams: intFromEnv(env, "BIKESHARE_HTTP2_MAX_STREAMS", 100, 1, 10_000),
   };
 }

@@ -1,6 +1,3 @@
-import http from "node:http";
-import http2 from "node:http2";
-import net from "node:net";
 import { performance } from "node:perf_hooks";
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -15,6 +12,7 @@ import type { JobExecutor } from "../pipelines/jobs/tasks.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
+import { createFrontServer, rateLimited } from "./http/front.js";
 import { createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";
@@ -39,8 +37,6 @@ import { JobEvents } from "./train/job-events.js";
 import { type JobRecord, JobStore } from "./train/job-store.js";
 import { runTrainingJob, SHUTDOWN } from "./train/runner.js";
 import { createTrainService } from "./train/train-service.js";
-
-const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 function metricsInterceptor(metrics: Metrics): Interceptor {
   return (next) => async (req) => {
@@ -251,6 +247,12 @@ export async function startServer(
       ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck)
       : undefined;
 
+  // A client that goes away mid-upload is its own business, and hundreds of them must not flood the log.
+  const logAborted = rateLimited(10_000, (count) =>
+    log.info("clients aborted their uploads: connection closed before the request body arrived", {
+      requests: count,
+    }),
+  );
   const legacy = createLegacyHandler({
     slot: live,
     metrics,
@@ -293,43 +295,15 @@ export async function startServer(
     ],
     ...rpcInputOptions(config.maxBatchSize),
     fallback: (req, res) => {
-      legacy(req, res).catch((error: unknown) => log.error("request failed", { path: req.url, error }));
+      legacy(req, res).catch((error: unknown) => {
+        if (clientAborted(req)) logAborted();
+        else log.error("request failed", { path: req.url, error });
+      });
     },
   });
 
-  const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
-  const h2 = http2.createServer({}, handler);
-  const sockets = new Set<net.Socket>();
-  const front = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      const n = Math.min(head.length, HTTP2_PREFACE.length);
-      const isH2 = head.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
-      if (isH2 && n < HTTP2_PREFACE.length) return; // a prefix of the preface: wait for more bytes
-      socket.off("data", onData);
-      socket.pause();
-      socket.unshift(head);
-      if (isH2) {
-        // http2 reads the bytes already buffered on the socket, then takes over its native handle;
-        // resuming the JS stream here would steal frames from it.
-        h2.emit("connection", socket);
-      } else {
-        h1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
-    socket.on("error", () => socket.destroy());
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    front.once("error", reject);
-    front.listen(config.port, config.host, () => resolve());
-  });
-  const port = (front.address() as net.AddressInfo).port;
+  const front = createFrontServer(handler, config, log, () => metrics.connectionsRejected.inc());
+  const port = await front.listen(config.port, config.host);
   log.info("serving", { host: config.host, port, protocols: ["connect", "grpc", "grpc-web", "rest"] });
 
   return {
@@ -340,16 +314,7 @@ export async function startServer(
     async close() {
       if (schedule) clearInterval(schedule);
       await bullSchedule?.close();
-      await new Promise<void>((resolve) => {
-        front.close(() => resolve());
-        h1.closeIdleConnections();
-        for (const socket of sockets) socket.end();
-        setTimeout(() => {
-          for (const socket of sockets) socket.destroy();
-        }, 2000).unref();
-      });
-      h1.close();
-      h2.close();
+      await front.close();
       // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
       await queue.close(SHUTDOWN);
       await executor.close();
@@ -360,4 +325,9 @@ export async function startServer(
       await stopTracing();
     },
   };
+}
+
+/** The request stream broke because the client closed or reset its connection before sending it all. */
+function clientAborted(req: { readonly complete: boolean; readonly destroyed: boolean }): boolean {
+  return req.destroyed && !req.complete;
 }

@@ -66,6 +66,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRejected = new Counter({
+    name: "bikeshare_connections_rejected_total",
+    help: "New connections closed on accept because BIKESHARE_MAX_CONNECTIONS connections were open.",
+    registers: [this.registry],
+  });
+
   readonly predictionLogWritten = new Counter({
     name: "bikeshare_prediction_log_written_total",
     help: "Predictions written to the prediction log.",

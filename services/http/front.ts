@@ -1,0 +1,201 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "../observability/log.js";
+
+const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** Errors a client causes by going away; they end its connection and are not worth a log line. */
+const CLIENT_GONE = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+
+export interface ConnectionLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  http2MaxStreams: number;
+}
+
+type Handler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+export interface FrontServer {
+  listen(port: number, host: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * Calls `write(1)` for the first of a run of events, then at most once per `intervalMs` with how many
+ * happened since the previous line: a flood of one event costs a few log lines, and none is hidden.
+ */
+export function rateLimited(intervalMs: number, write: (count: number) => void): () => void {
+  let suppressed = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    if (suppressed === 0) return;
+    const count = suppressed;
+    suppressed = 0;
+    write(count);
+    timer = setTimeout(flush, intervalMs).unref();
+  };
+  return () => {
+    if (timer) {
+      suppressed++;
+      return;
+    }
+    write(1);
+    timer = setTimeout(flush, intervalMs).unref();
+  };
+}
+
+/**
+ * A handler that stops reading a body early (a 413 thrown inside `for await`) would destroy the request,
+ * and with it the kept-alive connection, whose client then waits for an answer that never comes. Here the
+ * rest of the body stays on the wire and is drained after the answer (see `drainAfterAnswer`).
+ */
+class KeptRequest extends http.IncomingMessage {
+  override [Symbol.asyncIterator]() {
+    return this.iterator({ destroyOnReturn: false });
+  }
+}
+
+/**
+ * Reads and discards what is left of a request body once its answer has gone out, so that the next
+ * request on a kept-alive connection is parsed. Node's request timeout bounds how long that may take.
+ */
+function drainAfterAnswer(req: http.IncomingMessage, res: http.ServerResponse): void {
+  res.once("finish", () => {
+    if (!req.complete && !req.destroyed) req.resume();
+  });
+}
+
+/**
+ * One port for every protocol. Node's plaintext HTTP/2 server cannot also answer HTTP/1.1, so a `net`
+ * server reads each connection's first bytes and hands the socket to the h2c server (the HTTP/2 preface)
+ * or to the HTTP/1.1 server (anything else) with `emit('connection')`.
+ *
+ * Sockets that arrive that way skip what `listen` sets up, so every limit is applied here:
+ * - sniffing: a connection that has not sent enough to pick a protocol within the headers timeout is closed;
+ * - HTTP/1.1: Node's headers and request timeouts (its connection checks start on 'listening', emitted by
+ *   hand) and the keep-alive idle timeout;
+ * - HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS, a session that sends no SETTINGS within the headers timeout is
+ *   closed, and so is one with no open stream for the idle timeout. An open stream is never timed out:
+ *   PredictStream and WatchJob streams are long-lived by design.
+ * - connections beyond `maxConnections` are closed on accept, with a rate-limited warning.
+ */
+export function createFrontServer(
+  handler: Handler,
+  limits: ConnectionLimits,
+  log: Logger,
+  onRejected: () => void,
+): FrontServer {
+  const h1 = http.createServer(
+    {
+      IncomingMessage: KeptRequest,
+      keepAliveTimeout: limits.idleTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How late past a deadline a connection may be closed; the check itself is cheap.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, limits.headersTimeoutMs / 5)),
+    },
+    (req, res) => {
+      drainAfterAnswer(req, res);
+      handler(req, res);
+    },
+  );
+  h1.emit("listening");
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, handler);
+  h2.on("session", (session) => watchSession(session, limits));
+
+  const logRejected = rateLimited(10_000, (count) =>
+    log.warn("refused new connections: BIKESHARE_MAX_CONNECTIONS connections are open", {
+      limit: limits.maxConnections,
+      refused: count,
+    }),
+  );
+  const sockets = new Set<net.Socket>();
+  const front = net.createServer((socket) => {
+    sockets.add(socket);
+    const deadline = setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
+    socket.on("close", () => {
+      clearTimeout(deadline);
+      sockets.delete(socket);
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (!CLIENT_GONE.has(error.code ?? "")) log.warn("connection failed", { error });
+      socket.destroy();
+    });
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, HTTP2_PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
+      if (isH2 && n < HTTP2_PREFACE.length) return; // a prefix of the preface: wait for more bytes
+      clearTimeout(deadline);
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      if (isH2) {
+        // http2 reads the bytes already buffered on the socket, then takes over its native handle;
+        // resuming the JS stream here would steal frames from it.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  });
+  front.maxConnections = limits.maxConnections;
+  front.on("drop", () => {
+    onRejected();
+    logRejected();
+  });
+
+  return {
+    listen: (port, host) =>
+      new Promise<number>((resolve, reject) => {
+        front.once("error", reject);
+        front.listen(port, host, () => resolve((front.address() as net.AddressInfo).port));
+      }),
+    async close() {
+      await new Promise<void>((resolve) => {
+        front.close(() => resolve());
+        h1.closeIdleConnections();
+        for (const socket of sockets) socket.end();
+        setTimeout(() => {
+          for (const socket of sockets) socket.destroy();
+        }, 2000).unref();
+      });
+      h1.close();
+      h2.close();
+    },
+  };
+}
+
+/** The HTTP/2 deadlines of one session: its SETTINGS within the headers timeout, then the idle timeout. */
+function watchSession(session: http2.ServerHttp2Session, limits: ConnectionLimits): void {
+  const settings = setTimeout(() => session.destroy(), limits.headersTimeoutMs);
+  session.once("remoteSettings", () => clearTimeout(settings));
+  let open = 0;
+  let idle: NodeJS.Timeout | undefined;
+  // A fixed deadline, not socket inactivity: frames that never open a stream (a header drip) do not reset it.
+  const armIdle = () => {
+    idle = setTimeout(() => session.close(), limits.idleTimeoutMs);
+  };
+  armIdle();
+  session.on("stream", (stream) => {
+    open++;
+    clearTimeout(idle);
+    stream.once("close", () => {
+      open--;
+      if (open === 0 && !session.closed && !session.destroyed) armIdle();
+    });
+  });
+  session.once("close", () => {
+    clearTimeout(settings);
+    clearTimeout(idle);
+  });
+}
