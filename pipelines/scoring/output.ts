@@ -81,13 +81,23 @@ export function partialPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.partial`);
 }
 
+/**
+ * Clears the partial name for a new file: its name is predictable, so whatever is there (a leftover
+ * of a killed run, or a link planted in a shared folder) is removed, and the file is then created
+ * exclusively ("wx"), which never follows a link planted in between.
+ */
+export async function clearPartial(temp: string): Promise<"wx"> {
+  await rm(temp, { force: true });
+  return "wx";
+}
+
 export async function openScoringOutput(path: string, format = outputFormatOf(path)): Promise<ScoringOutput> {
   const temp = partialPath(path);
   const discard = async () => {
     await rm(temp, { force: true });
   };
   if (format === "parquet") {
-    const file: FileHandle = await open(temp, "w");
+    const file: FileHandle = await open(temp, await clearPartial(temp));
     const writer = new ParquetStreamWriter(file, COLUMNS);
     return {
       format,
@@ -108,7 +118,7 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
     };
   }
   const writer = format === "arrow-file" ? new RecordBatchFileWriter() : new RecordBatchStreamWriter();
-  const stream = createWriteStream(temp);
+  const stream = createWriteStream(temp, { flags: await clearPartial(temp) });
   await once(stream, "open");
   // The IPC writer queues its bytes; this pump moves them to the file, waiting on the stream's own
   // backpressure, and is awaited at the end so every byte is on disk before the rename.

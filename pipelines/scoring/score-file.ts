@@ -30,6 +30,7 @@ import {
 import { type InputChunk, type InputFormat, openScoringInput, type ScoringInput } from "./input.js";
 import type { RawRowsModel, ScoringModel } from "./model.js";
 import {
+  clearPartial,
   type OutputFormat,
   openScoringOutput,
   outputFormatOf,
@@ -86,13 +87,16 @@ class InvalidRowsFile {
   private readonly temp: string;
   private readonly stream: WriteStream;
 
-  private constructor(private readonly path: string) {
+  private constructor(
+    private readonly path: string,
+    flags: string,
+  ) {
     this.temp = partialPath(path);
-    this.stream = createWriteStream(this.temp);
+    this.stream = createWriteStream(this.temp, { flags });
   }
 
   static async open(path: string): Promise<InvalidRowsFile> {
-    const file = new InvalidRowsFile(path);
+    const file = new InvalidRowsFile(path, await clearPartial(partialPath(path)));
     await once(file.stream, "open");
     await file.put("row,field,reason\n");
     return file;
