@@ -28,7 +28,8 @@ type Observe = (service: string, method: string, code: string, protocol: string,
 
 /**
  * Wraps every handler of the router so that a request that cannot be decoded gets `invalid_argument`
- * (not `internal`) with a bounded message, and is counted through `observe` with its real code.
+ * (not `internal`) with a bounded message, and is counted through `observe` with its real code; every
+ * answer gets `X-Content-Type-Options: nosniff`.
  * Covers Connect unary calls and gRPC; Connect streams and gRPC-Web keep connect-es's own answers.
  */
 export function guardRpcInput(router: ConnectRouter, observe: Observe): void {
@@ -45,7 +46,7 @@ function guarded(handler: UniversalHandler, observe: Observe): UniversalHandler 
     `the request is not a valid ${input} in the protobuf binary format (${message.replace(BINARY_DECODE, "")})`;
   const fn = async (req: Parameters<UniversalHandler>[0]): Promise<UniversalServerResponse> => {
     const started = performance.now();
-    const res = await handler(req);
+    const res = nosniff(await handler(req));
     const protocol = protocolOf(req.header.get("content-type"));
     const count = (code: string) =>
       observe(service, method, code, protocol, (performance.now() - started) / 1000);
@@ -96,6 +97,13 @@ function grpcGuarded(
     }
   }
   return { ...res, body: rewritten() };
+}
+
+/** A browser must not read an RPC answer, which can echo client text, as HTML or script. */
+function nosniff(res: UniversalServerResponse): UniversalServerResponse {
+  const header = new Headers(res.header);
+  header.set("x-content-type-options", "nosniff");
+  return { ...res, header };
 }
 
 function bounded(message: string): string {

@@ -370,6 +370,18 @@ describe("item 12: HTML pages carry a Content-Security-Policy, every answer nosn
     expect(reply.headers.get("x-content-type-options")).toBe("nosniff");
   });
 
+  it("Connect and gRPC answers carry nosniff too", async () => {
+    const reply = await send("/bikeshare.v1.PredictService/Predict", '{"conditions":{}}');
+    expect(reply.json.code).toBe("invalid_argument");
+    expect(reply.headers.get("x-content-type-options")).toBe("nosniff");
+    const binary = await send(
+      "/bikeshare.v1.PredictService/Predict",
+      new Uint8Array([0x0a, 0x09]),
+      "application/proto",
+    );
+    expect(binary.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+
   it("JSON answers, errors included, carry nosniff", async () => {
     for (const path of ["/healthz", "/openapi.json", "/reports/nope", "/nowhere"]) {
       const reply = await send(path, undefined, "text/plain", "GET");
