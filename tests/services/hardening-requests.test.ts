@@ -8,10 +8,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PredictBatchRequestSchema, PredictRequestSchema } from "../../gen/bikeshare/v1/predict_pb.js";
 import { createLogger } from "../../services/observability/log.js";
 import { type RunningServer, startServer } from "../../services/server.js";
+import { findBrowser } from "../helpers/browser.js";
 import { testConfig, writeTokens } from "../helpers/server.js";
 
 let server: RunningServer;
@@ -368,6 +370,33 @@ describe("item 12: HTML pages carry a Content-Security-Policy, every answer nosn
     expect(policy).toContain("default-src 'none'");
     expect(policy).not.toContain("script-src");
     expect(reply.headers.get("x-content-type-options")).toBe("nosniff");
+  });
+
+  it("/docs still renders under its policy: inline styles apply and nothing is refused", async () => {
+    const profile = await mkdtemp(join(tmpdir(), "bikeshare-chromium-"));
+    const browser = await chromium.launch({
+      executablePath: findBrowser(),
+      args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+    });
+    try {
+      const page = await browser.newPage();
+      const refused: string[] = [];
+      page.on("console", (m) => {
+        if (m.text().includes("Content Security Policy")) refused.push(m.text());
+      });
+      const response = await page.goto(`${base}/docs`);
+      expect(response?.headers()["content-security-policy"]).toContain("default-src 'none'");
+      // The method badge's colours come from the page's inline <style>.
+      const badge = await page
+        .locator("span.m")
+        .first()
+        .evaluate((el) => getComputedStyle(el).backgroundColor);
+      expect(badge).toBe("rgb(34, 51, 68)");
+      expect(refused).toEqual([]);
+    } finally {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
+    }
   });
 
   it("Connect and gRPC answers carry nosniff too", async () => {

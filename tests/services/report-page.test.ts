@@ -88,8 +88,20 @@ describe("HTML drift report in a real browser", () => {
     );
 
     const page = await browser.newPage();
+    const refused: string[] = [];
+    page.on("console", (m) => {
+      if (m.text().includes("Content Security Policy")) refused.push(m.text());
+    });
     const response = await page.goto(`${t.baseUrl}${report?.htmlPath}`);
     expect(response?.status()).toBe(200);
+    // The page is served with a Content-Security-Policy: its inline styles must still apply.
+    expect(response?.headers()["content-security-policy"]).toContain("default-src 'none'");
+    const fill = await page
+      .locator("svg.chart rect.ref")
+      .first()
+      .evaluate((el) => getComputedStyle(el).fill);
+    expect(fill).toBe("rgb(74, 120, 181)");
+    expect(refused).toEqual([]);
     const charts = page.locator("svg.chart");
     expect(await charts.count()).toBe((report?.features.length ?? 0) + 1);
     // Every chart is laid out with a real size and draws bars of both series.
