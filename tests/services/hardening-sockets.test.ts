@@ -1,11 +1,11 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ServerConfig } from "../../services/config.js";
+import { configFromEnv, defaultMaxConnections, type ServerConfig } from "../../services/config.js";
 import { createLogger } from "../../services/observability/log.js";
 import { type RunningServer, startServer } from "../../services/server.js";
 import { testConfig, writeTokens } from "../helpers/server.js";
@@ -348,5 +348,32 @@ describe("client-aborted uploads", () => {
     const aborted = lines.filter((l) => /abort/i.test(l.msg));
     expect(aborted.length).toBeGreaterThanOrEqual(1);
     expect(aborted.length).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("connection limits from the environment", () => {
+  it.each([
+    ["BIKESHARE_HEADERS_TIMEOUT_MS", "0", "BIKESHARE_HEADERS_TIMEOUT_MS must be an integer in 50..3600000"],
+    ["BIKESHARE_IDLE_TIMEOUT_MS", "1.5", "BIKESHARE_IDLE_TIMEOUT_MS must be an integer"],
+    ["BIKESHARE_MAX_CONNECTIONS", "0", "BIKESHARE_MAX_CONNECTIONS must be an integer in 1..1000000"],
+    ["BIKESHARE_HTTP2_MAX_STREAMS", "lots", "BIKESHARE_HTTP2_MAX_STREAMS must be an integer"],
+  ])("rejects %s=%s naming the variable", (name, value, message) => {
+    expect(() => configFromEnv({ [name]: value })).toThrow(message);
+  });
+
+  it("refuses a request timeout shorter than the headers timeout, naming both", () => {
+    expect(() =>
+      configFromEnv({ BIKESHARE_HEADERS_TIMEOUT_MS: "20000", BIKESHARE_REQUEST_TIMEOUT_MS: "10000" }),
+    ).toThrow("BIKESHARE_REQUEST_TIMEOUT_MS (10000) must be at least BIKESHARE_HEADERS_TIMEOUT_MS (20000)");
+  });
+
+  it("keeps the default connection cap under the open-file limit", async () => {
+    const limits = join(dir, "limits");
+    await writeFile(limits, "Limit  Soft Limit  Hard Limit  Units\nMax open files  1024  4096  files\n");
+    expect(defaultMaxConnections(limits)).toBe(768);
+    await writeFile(limits, "Max open files  unlimited  unlimited  files\n");
+    expect(defaultMaxConnections(limits)).toBe(10_000);
+    expect(defaultMaxConnections(join(dir, "no-such-file"))).toBe(1000);
+    expect(configFromEnv({})).toMatchObject({ headersTimeoutMs: 10_000, http2MaxStreams: 100 });
   });
 });
