@@ -10,11 +10,17 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
 import { PredictBatchRequestSchema, PredictRequestSchema } from "../../gen/bikeshare/v1/predict_pb.js";
 import { createLogger } from "../../services/observability/log.js";
+import { rpcReadMaxBytes } from "../../services/request-limits.js";
 import { type RunningServer, startServer } from "../../services/server.js";
 import { findBrowser } from "../helpers/browser.js";
+import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { testConfig, writeTokens } from "../helpers/server.js";
+
+/** What page.evaluate callbacks use of the browser's window (this project compiles without the DOM lib). */
+type BrowserWindow = { getComputedStyle(el: unknown): Record<string, string> };
 
 let server: RunningServer;
 let base: string;
@@ -185,11 +191,13 @@ describe("item 1: error replies are bounded", () => {
 });
 
 describe("item 2: bodies are limited before they are parsed", () => {
-  // Over the read limit of BIKESHARE_MAX_BATCH = 10,000 rows (≈ 5.2 MB), well under the old 64 MiB.
-  const rows = Array(100_000).fill('{"hr":1,"temp":0.5,"atemp":0.5,"hum":0.5,"windspeed":0.1}');
+  // Over the read limit of BIKESHARE_MAX_BATCH = 10,000 rows (≈ 6.5 MB), well under the old 64 MiB.
+  const limit = rpcReadMaxBytes(MAX_BATCH);
+  const rows = Array(150_000).fill('{"hr":1,"temp":0.5,"atemp":0.5,"hum":0.5,"windspeed":0.1}');
   const hugeJson = `{"rows":[${rows.join(",")}]}`;
 
   it("Connect JSON: resource_exhausted (HTTP 429) without decoding the body", async () => {
+    expect(hugeJson.length).toBeGreaterThan(limit);
     const reply = await withHealthCheck(() => send("/bikeshare.v1.PredictService/PredictBatch", hugeJson));
     expect(reply.status).toBe(429);
     expect(reply.json.code).toBe("resource_exhausted");
@@ -197,18 +205,31 @@ describe("item 2: bodies are limited before they are parsed", () => {
   });
 
   it("Connect binary and gRPC: resource_exhausted", async () => {
-    const huge = toBinary(
+    // Entries of a repeated field concatenate: one encoded row, repeated.
+    const row = toBinary(
       PredictBatchRequestSchema,
-      create(PredictBatchRequestSchema, {
-        rows: Array.from({ length: 200_000 }, () => ({ hr: 1, temp: 0.5, atemp: 0.5, hum: 0.5 })),
-      }),
+      create(PredictBatchRequestSchema, { rows: [{ hr: 1, temp: 0.5, atemp: 0.5, hum: 0.5 }] }),
     );
-    expect(huge.length).toBeGreaterThan(5_300_000);
+    const huge = Buffer.concat(Array(300_000).fill(row));
+    expect(huge.length).toBeGreaterThan(limit);
     const reply = await send("/bikeshare.v1.PredictService/PredictBatch", huge, "application/proto");
     expect(reply.status).toBe(429);
     expect(reply.json.code).toBe("resource_exhausted");
     const viaGrpc = await grpcCall("PredictBatch", huge);
     expect(viaGrpc.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it("a full batch of real rows, indented by 4 and with their hours, is under the limit", async () => {
+    const rows = readHourCsvRecords()
+      .slice(0, MAX_BATCH)
+      .map((r) => ({
+        ...modelInput(r),
+        hour: instantOfLocalHour(dayNumber(r.dteday as string), r.hr as number).toISOString(),
+      }));
+    const body = JSON.stringify({ rows }, null, 4);
+    const reply = await send("/bikeshare.v1.PredictService/PredictBatch", body);
+    // Valid rows pass the read limit and validation; this server has no model to answer with.
+    expect(reply.json.code).toBe("unavailable");
   });
 
   it("legacy: 413 for a body over the route's limit", async () => {
@@ -390,7 +411,7 @@ describe("item 12: HTML pages carry a Content-Security-Policy, every answer nosn
       const badge = await page
         .locator("span.m")
         .first()
-        .evaluate((el) => getComputedStyle(el).backgroundColor);
+        .evaluate((el) => (globalThis as unknown as BrowserWindow).getComputedStyle(el).backgroundColor);
       expect(badge).toBe("rgb(34, 51, 68)");
       expect(refused).toEqual([]);
     } finally {

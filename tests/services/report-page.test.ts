@@ -13,6 +13,9 @@ import { findBrowser } from "../helpers/browser.js";
 import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
+/** What page.evaluate callbacks use of the browser's window (this project compiles without the DOM lib). */
+type BrowserWindow = { getComputedStyle(el: unknown): Record<string, string> };
+
 let t: TestServer;
 let browser: Browser;
 let profile: string;
@@ -99,7 +102,7 @@ describe("HTML drift report in a real browser", () => {
     const fill = await page
       .locator("svg.chart rect.ref")
       .first()
-      .evaluate((el) => getComputedStyle(el).fill);
+      .evaluate((el) => (globalThis as unknown as BrowserWindow).getComputedStyle(el).fill);
     expect(fill).toBe("rgb(74, 120, 181)");
     expect(refused).toEqual([]);
     const charts = page.locator("svg.chart");
