@@ -15,7 +15,10 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
     properties,
   };
   const validationError = {
-    description: "Validation error: one entry per bad field, as FastAPI answers",
+    description:
+      "Validation error: one entry per bad field, as FastAPI answers; at most 20, then one entry of type " +
+      "too_many_errors counting the rest. `input` echoes scalars only (strings cut at 100 characters). " +
+      "A body nested deeper than 32 arrays/objects is one entry of type too_deep.",
     content: {
       "application/json": {
         schema: {
@@ -38,6 +41,7 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
       },
     },
   };
+  const tooLarge = { description: "Request body larger than the route's limit, refused before parsing" };
   const json = (schema: unknown) => ({ content: { "application/json": { schema } } });
   return {
     openapi: "3.1.0",
@@ -65,6 +69,7 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
                 },
               }),
             },
+            "413": tooLarge,
             "422": validationError,
           },
         },
@@ -92,6 +97,7 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
                 },
               }),
             },
+            "413": tooLarge,
             "422": validationError,
           },
         },

@@ -236,6 +236,11 @@ describe("item 2: bodies are limited before they are parsed", () => {
     const reply = await send("/predict", `{"hr":"${"x".repeat(70 * 1024)}"}`);
     expect(reply.status).toBe(413);
     expect(reply.json.detail).toContain("larger than 65536 bytes");
+    const spec = (await send("/openapi.json", undefined, "text/plain", "GET")).json;
+    for (const path of ["/predict", "/predict/batch"]) {
+      expect(Object.keys(spec.paths[path].post.responses)).toEqual(["200", "413", "422"]);
+    }
+    expect(spec.paths["/predict"].post.responses["422"].description).toContain("too_many_errors");
   });
 });
 
