@@ -105,6 +105,8 @@ export function createFrontServer(
       handler(req, res);
     },
   );
+  // Node starts the checks behind headersTimeout and requestTimeout when a server starts listening; this one
+  // never listens, and on Node 20 no timeout applied to its sockets until this line.
   h1.emit("listening");
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, handler);
   h2.on("session", (session) => watchSession(session, limits));
