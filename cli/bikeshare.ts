@@ -301,6 +301,7 @@ async function main(argv: string[]): Promise<number> {
       families: { type: "string" },
       trials: { type: "string" },
       from: { type: "string" },
+      to: { type: "string" },
       until: { type: "string" },
       reason: { type: "string" },
       alias: { type: "string" },
