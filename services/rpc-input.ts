@@ -1,7 +1,8 @@
 import { performance } from "node:perf_hooks";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
-import type { Code, ConnectRouter } from "@connectrpc/connect";
+import { Code, type ConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import { codeName, protocolOf } from "./observability/rpc-tracing.js";
 import { rpcReadMaxBytes } from "./request-limits.js";
 
@@ -30,7 +31,7 @@ type Observe = (service: string, method: string, code: string, protocol: string,
  * Wraps every handler of the router so that a request that cannot be decoded gets `invalid_argument`
  * (not `internal`) with a bounded message, and is counted through `observe` with its real code; every
  * answer gets `X-Content-Type-Options: nosniff`.
- * Covers Connect unary calls and gRPC; Connect streams and gRPC-Web keep connect-es's own answers.
+ * Covers every protocol connect-node serves: Connect unary and streams, gRPC and gRPC-Web.
  */
 export function guardRpcInput(router: ConnectRouter, observe: Observe): void {
   router.handlers.forEach((handler, i) => {
@@ -38,65 +39,144 @@ export function guardRpcInput(router: ConnectRouter, observe: Observe): void {
   });
 }
 
+/** A code as connect-es writes it in JSON ("invalid_argument") to the Code enum. */
+const CODE_BY_NAME = new Map(
+  Object.values(Code)
+    .filter((c): c is Code => typeof c === "number")
+    .map((c) => [codeName(c), c]),
+);
+
+/** The status to answer instead of connect-es's, or undefined to leave its answer as it is. */
+type Fix = (code: Code, message: string) => { code: Code; message: string } | undefined;
+
 function guarded(handler: UniversalHandler, observe: Observe): UniversalHandler {
   const service = handler.service.typeName;
   const method = handler.method.name;
   const input = handler.method.input.typeName;
-  const describeBinary = (message: string) =>
-    `the request is not a valid ${input} in the protobuf binary format (${message.replace(BINARY_DECODE, "")})`;
   const fn = async (req: Parameters<UniversalHandler>[0]): Promise<UniversalServerResponse> => {
     const started = performance.now();
     const res = nosniff(await handler(req));
-    const protocol = protocolOf(req.header.get("content-type"));
-    const count = (code: string) =>
-      observe(service, method, code, protocol, (performance.now() - started) / 1000);
-    if (protocol === "grpc") return grpcGuarded(res, describeBinary, count);
-    if (res.status < 400 || !res.header?.get("content-type")?.startsWith("application/json")) return res;
-    // A Connect unary error: one small JSON object.
-    const bytes = await readAll(res.body);
-    const error = parseError(bytes, res.header?.get("content-encoding"));
-    if (error === undefined || !DECODE_FAILURE.test(error.message)) return withBody(res, bytes);
-    let { code, message } = error;
-    let status = res.status;
-    if (BINARY_DECODE.test(message)) {
-      code = "invalid_argument";
-      status = 400;
-      message = describeBinary(message);
+    const contentType = req.header.get("content-type") ?? "";
+    const protocol = protocolOf(contentType);
+    const fix: Fix = (code, message) => {
+      if (!DECODE_FAILURE.test(message)) return undefined;
+      const fixed = BINARY_DECODE.test(message)
+        ? {
+            code: Code.InvalidArgument,
+            message: `the request is not a valid ${input} in the protobuf binary format (${message.replace(BINARY_DECODE, "")})`,
+          }
+        : { code, message };
+      observe(service, method, codeName(fixed.code), protocol, (performance.now() - started) / 1000);
+      return { code: fixed.code, message: bounded(fixed.message) };
+    };
+    if (protocol === "grpc") return grpcGuarded(res, fix);
+    if (protocol === "grpc-web") return lastFrameGuarded(res, GRPC_WEB_TRAILER, grpcWebTrailerFixed, fix);
+    if (contentType.startsWith("application/connect+")) {
+      return lastFrameGuarded(res, CONNECT_END_STREAM, endStreamFixed, fix);
     }
-    count(code);
-    const body = new TextEncoder().encode(JSON.stringify({ code, message: bounded(message) }));
-    res.header?.set("content-length", String(body.byteLength));
-    res.header?.delete("content-encoding");
-    return { ...res, status, body: oneChunk(body) };
+    return connectUnaryGuarded(res, fix);
   };
   return Object.assign(fn, handler);
 }
 
-function grpcGuarded(
-  res: UniversalServerResponse,
-  describeBinary: (message: string) => string,
-  count: (code: string) => void,
-): UniversalServerResponse {
+/** A Connect unary error is the whole body: one JSON object, compressed when it is long. */
+async function connectUnaryGuarded(res: UniversalServerResponse, fix: Fix): Promise<UniversalServerResponse> {
+  if (res.status < 400 || !res.header?.get("content-type")?.startsWith("application/json")) return res;
+  const bytes = await readAll(res.body);
+  const error = parseError(bytes, res.header?.get("content-encoding"));
+  const code = error && CODE_BY_NAME.get(error.code);
+  const fixed = error && code !== undefined ? fix(code, error.message) : undefined;
+  if (fixed === undefined) return { ...res, body: oneChunk(bytes) };
+  const body = new TextEncoder().encode(
+    JSON.stringify({ code: codeName(fixed.code), message: fixed.message }),
+  );
+  res.header?.set("content-length", String(body.byteLength));
+  res.header?.delete("content-encoding");
+  return { ...res, status: codeToHttpStatus(fixed.code), body: oneChunk(body) };
+}
+
+/** gRPC: connect-node writes the trailers after the last chunk of the body, so they are fixed up then. */
+function grpcGuarded(res: UniversalServerResponse, fix: Fix): UniversalServerResponse {
   const { body, trailer } = res;
   if (body === undefined || trailer === undefined || !(Symbol.asyncIterator in body)) return res;
-  // connect-node writes the trailers after the last chunk of the body: fix them up then.
   async function* rewritten() {
     yield* body as AsyncIterable<Uint8Array>;
-    const status = trailer?.get("grpc-status");
-    const raw = trailer?.get("grpc-message");
-    if (status === null || status === undefined || raw === null || raw === undefined) return;
-    const message = safeDecode(raw);
-    if (!DECODE_FAILURE.test(message)) return;
-    if (BINARY_DECODE.test(message)) {
-      trailer?.set("grpc-status", "3");
-      trailer?.set("grpc-message", encodeURIComponent(bounded(describeBinary(message))));
-      count("invalid_argument");
-    } else {
-      trailer?.set("grpc-message", encodeURIComponent(bounded(message)));
-      count(codeName(Number(status) as Code));
-    }
+    const fixed = fixStatusFields(trailer as Headers, fix);
+    if (fixed) for (const [k, v] of fixed) trailer?.set(k, v);
   }
   return { ...res, body: rewritten() };
+}
+
+/** The gRPC status fields after `fix`, or undefined when they stay as they are. */
+function fixStatusFields(fields: { get(name: string): string | null | undefined }, fix: Fix) {
+  const status = fields.get("grpc-status");
+  const raw = fields.get("grpc-message");
+  if (status === null || status === undefined || raw === null || raw === undefined) return undefined;
+  const fixed = fix(Number(status) as Code, safeDecode(raw));
+  if (fixed === undefined) return undefined;
+  return [
+    ["grpc-status", String(fixed.code)],
+    ["grpc-message", encodeURIComponent(fixed.message)],
+  ] as const;
+}
+
+// Flags of the frame that ends a gRPC-Web response (its trailers) and a Connect stream (end-stream JSON).
+const GRPC_WEB_TRAILER = 0x80;
+const CONNECT_END_STREAM = 0x02;
+
+/**
+ * gRPC-Web and Connect streams carry the status in a last frame of the body: fixed up as it passes, so
+ * nothing is held back. Each chunk is one frame; a compressed one (flag bit 1) is left as it is.
+ */
+function lastFrameGuarded(
+  res: UniversalServerResponse,
+  flag: number,
+  rewrite: (payload: Uint8Array, fix: Fix) => Uint8Array | undefined,
+  fix: Fix,
+): UniversalServerResponse {
+  const { body } = res;
+  if (body === undefined || !(Symbol.asyncIterator in body)) return res;
+  async function* frames() {
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      const payload = chunk.length >= 5 && chunk[0] === flag ? rewrite(chunk.subarray(5), fix) : undefined;
+      yield payload === undefined ? chunk : frame(flag, payload);
+    }
+  }
+  return { ...res, body: frames() };
+}
+
+function frame(flag: number, payload: Uint8Array): Uint8Array {
+  const out = Buffer.alloc(5 + payload.byteLength);
+  out[0] = flag;
+  out.writeUInt32BE(payload.byteLength, 1);
+  out.set(payload, 5);
+  return out;
+}
+
+/** gRPC-Web trailers are HTTP/1-style header lines. */
+function grpcWebTrailerFixed(payload: Uint8Array, fix: Fix): Uint8Array | undefined {
+  const fields = new Map<string, string>();
+  for (const line of Buffer.from(payload).toString("utf8").split("\r\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+  }
+  const fixed = fixStatusFields(fields, fix);
+  if (fixed === undefined) return undefined;
+  for (const [k, v] of fixed) fields.set(k, v);
+  return Buffer.from([...fields].map(([k, v]) => `${k}: ${v}\r\n`).join(""), "utf8");
+}
+
+/** A Connect stream ends with `{"error": {"code", "message", …}, "metadata": …}`. */
+function endStreamFixed(payload: Uint8Array, fix: Fix): Uint8Array | undefined {
+  const end = parseJson(payload) as { error?: { code?: unknown; message?: unknown } } | undefined;
+  const error = end?.error;
+  if (typeof error?.code !== "string" || typeof error.message !== "string") return undefined;
+  const code = CODE_BY_NAME.get(error.code);
+  const fixed = code === undefined ? undefined : fix(code, error.message);
+  if (fixed === undefined) return undefined;
+  return Buffer.from(
+    JSON.stringify({ ...end, error: { ...error, code: codeName(fixed.code), message: fixed.message } }),
+  );
 }
 
 /** A browser must not read an RPC answer, which can echo client text, as HTML or script. */
@@ -127,11 +207,15 @@ function parseError(
   if (encoding && encoding !== "gzip" && encoding !== "br") return undefined;
   const plain =
     encoding === "gzip" ? gunzipSync(bytes) : encoding === "br" ? brotliDecompressSync(bytes) : bytes;
+  const value = parseJson(plain) as { code?: unknown; message?: unknown } | undefined;
+  return typeof value?.code === "string" && typeof value.message === "string"
+    ? { code: value.code, message: value.message }
+    : undefined;
+}
+
+function parseJson(bytes: Uint8Array): unknown {
   try {
-    const value = JSON.parse(new TextDecoder().decode(plain)) as { code?: unknown; message?: unknown };
-    return typeof value.code === "string" && typeof value.message === "string"
-      ? { code: value.code, message: value.message }
-      : undefined;
+    return JSON.parse(new TextDecoder().decode(bytes));
   } catch (error) {
     if (error instanceof SyntaxError) return undefined;
     throw error;
@@ -144,10 +228,6 @@ async function readAll(body: UniversalServerResponse["body"]): Promise<Uint8Arra
   const chunks: Uint8Array[] = [];
   for await (const chunk of body) chunks.push(chunk);
   return Buffer.concat(chunks);
-}
-
-function withBody(res: UniversalServerResponse, bytes: Uint8Array): UniversalServerResponse {
-  return { ...res, body: oneChunk(bytes) };
 }
 
 async function* oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {

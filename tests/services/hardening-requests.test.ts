@@ -17,7 +17,7 @@ import { rpcReadMaxBytes } from "../../services/request-limits.js";
 import { type RunningServer, startServer } from "../../services/server.js";
 import { findBrowser } from "../helpers/browser.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
-import { testConfig, writeTokens } from "../helpers/server.js";
+import { type Tokens, testConfig, writeTokens } from "../helpers/server.js";
 
 /** What page.evaluate callbacks use of the browser's window (this project compiles without the DOM lib). */
 type BrowserWindow = { getComputedStyle(el: unknown): Record<string, string> };
@@ -25,6 +25,7 @@ type BrowserWindow = { getComputedStyle(el: unknown): Record<string, string> };
 let server: RunningServer;
 let base: string;
 let dir: string;
+let tokens: Tokens;
 const logs: string[] = [];
 const MAX_BATCH = 10_000;
 // The goal of item 1: a reply of at most 16 KB.
@@ -33,7 +34,7 @@ const SMALL = 16 * 1024;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "bikeshare-hardening-requests-"));
   const config = await testConfig(dir, { maxBatchSize: MAX_BATCH });
-  await writeTokens(config);
+  tokens = await writeTokens(config);
   server = await startServer(
     config,
     createLogger({}, "debug", (line) => logs.push(line)),
@@ -327,6 +328,44 @@ describe("item 10: bad input is invalid_argument, never internal", () => {
     const viaGrpc = await grpcCall("Predict", bytes.subarray(0, bytes.length - 2));
     expect(viaGrpc.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(viaGrpc.details).toContain("not a valid bikeshare.v1.PredictRequest");
+  });
+
+  it("a truncated message over gRPC-Web and in a Connect stream is invalid_argument in the closing frame", async () => {
+    const bytes = predictBytes({ ...valid, hour: { seconds: 1_341_421_200n } });
+    const envelope = (payload: Uint8Array) => {
+      const out = Buffer.alloc(5 + payload.length);
+      out.writeUInt32BE(payload.length, 1);
+      out.set(payload, 5);
+      return out;
+    };
+    /** The payload of the body's frame with this flag. */
+    const lastFrame = (body: Buffer, flag: number) => {
+      for (let at = 0; at + 5 <= body.length; ) {
+        const length = body.readUInt32BE(at + 1);
+        if (body[at] === flag) return body.subarray(at + 5, at + 5 + length).toString("utf8");
+        at += 5 + length;
+      }
+      return "";
+    };
+    const web = await fetch(`${base}/bikeshare.v1.PredictService/Predict`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto" },
+      body: envelope(bytes.subarray(0, bytes.length - 2)),
+    });
+    const trailer = lastFrame(Buffer.from(await web.arrayBuffer()), 0x80);
+    expect(trailer).toContain("grpc-status: 3\r\n");
+    expect(decodeURIComponent(trailer)).toContain("not a valid bikeshare.v1.PredictRequest");
+
+    // WatchJob is server-streaming, so a Connect stream over HTTP/1.1; its request is a string field
+    // (tag 0x0a) that claims 9 bytes and has 1.
+    const stream = await fetch(`${base}/bikeshare.v1.TrainService/WatchJob`, {
+      method: "POST",
+      headers: { "content-type": "application/connect+proto", authorization: `Bearer ${tokens.reader}` },
+      body: envelope(new Uint8Array([0x0a, 0x09, 0x61])),
+    });
+    const end = JSON.parse(lastFrame(Buffer.from(await stream.arrayBuffer()), 0x02));
+    expect(end.error.code).toBe("invalid_argument");
+    expect(end.error.message).toContain("not a valid bikeshare.v1.WatchJobRequest");
   });
 
   it("NaN and Infinity sent in binary are 'not allowed', not 'got a number'", async () => {
