@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { type CliResult, runCli } from "../helpers/cli.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 
 let t: TestServer;
 
+// Two versions are registered before any test runs, so that each test finds what it needs without
+// another test's training or alias move; tests that change the registry read it first.
 beforeAll(async () => {
-  t = await startTestServer();
+  t = await startTestServer({}, { seedVersions: 2 });
 });
 afterAll(async () => {
   await t?.stop();
@@ -15,42 +18,78 @@ function run(args: string[], token = t.tokens.admin): Promise<CliResult> {
   return runCli(args, { ...process.env, BIKESHARE_URL: t.baseUrl, BIKESHARE_TOKEN: token });
 }
 
+const registry = () => connectClient(t.baseUrl, RegistryService, t.tokens.reader);
+
+async function registeredVersions(): Promise<{ version: string; aliases: string[] }[]> {
+  const { versions } = await registry().listModelVersions({ modelName: "bike-demand" });
+  return versions.map((v) => ({ version: v.version, aliases: [...v.aliases] }));
+}
+
 describe("bikeshare CLI", () => {
-  it("trains through the server with progress, then lists, searches and promotes", async () => {
+  it("trains through the server, showing progress, and registers the next version", async () => {
+    const before = await registeredVersions();
     const trained = await run(
       ["train", "--families", "gbtree", "--trials", "0", "--reason", "cli test"],
       t.tokens.trainer,
     );
-    expect(trained.code).toBe(0);
+    expect(trained.code, trained.stderr).toBe(0);
     expect(trained.stderr).toContain("[load]");
-    expect(trained.stdout).toMatch(/version 2 registered/);
+    const next = String(before.length + 1);
+    expect(trained.stdout).toMatch(new RegExp(`^version ${next} registered`, "m"));
+    expect((await registeredVersions()).map((v) => v.version)).toEqual([
+      ...before.map((v) => v.version),
+      next,
+    ]);
+  });
 
+  it("lists the versions with their aliases, as JSON and as a table", async () => {
+    const expected = await registeredVersions();
+    expect(expected.length).toBeGreaterThanOrEqual(2);
     const list = await run(["models", "list", "--json"], t.tokens.reader);
-    expect(list.code).toBe(0);
+    expect(list.code, list.stderr).toBe(0);
     const versions = JSON.parse(list.stdout) as { version: string; aliases?: string[] }[];
-    expect(versions.map((v) => v.version)).toEqual(["1", "2"]);
+    expect(versions.map((v) => ({ version: v.version, aliases: v.aliases ?? [] }))).toEqual(expected);
 
     const table = await run(["models", "list"], t.tokens.reader);
-    expect(table.stdout.split("\n")[0]).toMatch(/^version\s+aliases\s+created\s+test_rmse/);
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^version\s+aliases\s+created\s+test_rmse/);
+    expect(lines[1]).toMatch(/^-+\s/);
+    expect(lines.slice(2).map((l) => l.split(/\s+/)[0])).toEqual(expected.map((v) => v.version));
+  });
 
+  it("searches runs with a filter", async () => {
+    const { versions } = await registry().listModelVersions({ modelName: "bike-demand" });
     const search = await run(
       ["runs", "search", "tags.role = 'final' and metrics.test_rmse > 0", "--json"],
       t.tokens.reader,
     );
-    expect(search.code).toBe(0);
-    expect((JSON.parse(search.stdout) as unknown[]).length).toBe(2);
+    expect(search.code, search.stderr).toBe(0);
+    const found = JSON.parse(search.stdout) as { id: string }[];
+    // Every registered version comes from one final run.
+    expect(found.map((r) => r.id).sort()).toEqual(versions.map((v) => v.runId).sort());
+    const none = await run(["runs", "search", "metrics.test_rmse < 0", "--json"], t.tokens.reader);
+    expect(none.code, none.stderr).toBe(0);
+    expect(JSON.parse(none.stdout)).toEqual([]);
+  });
 
-    // Whichever version the gate left in production, move it to the other one.
-    const current = versions.find((v) => v.aliases?.includes("production"))?.version;
-    const other = current === "1" ? "2" : "1";
+  it("promotes a version by force with a reason, and the audit history shows who did it", async () => {
+    const versions = await registeredVersions();
+    const current = versions.find((v) => v.aliases.includes("production"))?.version;
+    const other = versions.find((v) => v.version !== current)?.version as string;
     const promoted = await run(["models", "promote", other, "--reason", "cli test", "--force"]);
-    expect(promoted.code).toBe(0);
-    expect(promoted.stdout).toContain(`production: ${current} -> ${other}`);
+    expect(promoted.code, promoted.stderr).toBe(0);
+    expect(promoted.stdout).toContain(`production: ${current} -> ${other} (forced)`);
     const history = await run(["models", "history", "--alias", "production", "--json"], t.tokens.reader);
-    expect((JSON.parse(history.stdout) as { toVersion: string; actor: string }[]).at(-1)).toMatchObject({
-      toVersion: other,
-      actor: "test-admin",
+    expect(history.code, history.stderr).toBe(0);
+    expect(
+      (JSON.parse(history.stdout) as { fromVersion?: string; toVersion: string; actor: string }[]).at(-1),
+    ).toMatchObject({ fromVersion: current, toVersion: other, actor: "test-admin", reason: "cli test" });
+    const { version } = await registry().getModelVersion({
+      modelName: "bike-demand",
+      versionOrAlias: "production",
     });
+    expect(version?.version).toBe(other);
   });
 
   it("fails with a clear message and a non-zero exit code", async () => {
@@ -69,5 +108,6 @@ describe("bikeshare CLI", () => {
 
     const unknown = await run(["frobnicate"]);
     expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
   });
 });
