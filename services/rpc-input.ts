@@ -181,9 +181,12 @@ function endStreamFixed(payload: Uint8Array, fix: Fix): Uint8Array | undefined {
 
 /** A browser must not read an RPC answer, which can echo client text, as HTML or script. */
 function nosniff(res: UniversalServerResponse): UniversalServerResponse {
-  const header = new Headers(res.header);
-  header.set("x-content-type-options", "nosniff");
-  return { ...res, header };
+  // In place: the handler may still add headers to this object until the first chunk is written.
+  if (res.header) {
+    res.header.set("x-content-type-options", "nosniff");
+    return res;
+  }
+  return { ...res, header: new Headers({ "x-content-type-options": "nosniff" }) };
 }
 
 function bounded(message: string): string {
