@@ -1,5 +1,5 @@
 import http from "node:http";
-import { startWorker } from "../../pipelines/jobs/bullmq.js";
+import { rateLimitedQueueErrors, startWorker } from "../../pipelines/jobs/bullmq.js";
 import { redisUrlFromEnv } from "../../services/config.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Metrics } from "../../services/observability/metrics.js";
@@ -41,7 +41,10 @@ export async function workerCommand(): Promise<number> {
       if (outcome === "failed") log.error("job finished", { ...fields, error });
       else log.info("job finished", fields);
     },
-    onError: (error) => log.warn("job queue trouble", { error }),
+    onError: rateLimitedQueueErrors(
+      (component) => metrics.queueErrors.inc({ component }),
+      (component, error, suppressed) => log.warn("job queue trouble", { component, error, suppressed }),
+    ),
   });
   const server =
     metricsPort > 0

@@ -60,6 +60,53 @@ export function decodePayload<T>(text: string): T {
   }) as T;
 }
 
+/** Which client of the queue reported an error, as the `component` label of its metric. */
+export type QueueComponent =
+  | "queue"
+  | "queue_events"
+  | "cancel_publisher"
+  | "worker"
+  | "cancel_subscriber"
+  | "schedule_queue"
+  | "schedule_worker";
+
+/** Gets every error of a queue client: Redis being away is reported on each of them at every retry. */
+export type QueueErrorHandler = (component: QueueComponent, error: Error) => void;
+
+/**
+ * `count` sees every error; `log` at most one per component every `intervalMs`, with how many
+ * were left out since the last one, because ioredis reports an outage at each reconnection attempt.
+ */
+export function rateLimitedQueueErrors(
+  count: (component: QueueComponent) => void,
+  log: (component: QueueComponent, error: Error, suppressed: number) => void,
+  intervalMs = 10_000,
+): QueueErrorHandler {
+  const last = new Map<QueueComponent, { at: number; suppressed: number }>();
+  return (component, error) => {
+    count(component);
+    const now = Date.now();
+    const seen = last.get(component);
+    if (seen && now - seen.at < intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    last.set(component, { at: now, suppressed: 0 });
+    log(component, error, seen?.suppressed ?? 0);
+  };
+}
+
+/** For callers that pass no handler: a warning on stderr, rate-limited as above. */
+function warnQueueErrors(): QueueErrorHandler {
+  return rateLimitedQueueErrors(
+    () => {},
+    (component, error, suppressed) =>
+      process.emitWarning(
+        `job queue ${component}: ${error.message}${suppressed > 0 ? ` (${suppressed} more not shown)` : ""}`,
+      ),
+  );
+}
+
 export interface BullExecutorOptions {
   /** Attempts per task: a worker that dies mid-task leaves it to another one. */
   attempts?: number;
@@ -68,6 +115,8 @@ export interface BullExecutorOptions {
   recheckMs?: number;
   /** How long an outcome read from the job itself waits for the job's finish event (and the progress before it). */
   eventGraceMs?: number;
+  /** Errors of the queue's Redis clients (e.g. Redis away): they are survivable, but must be seen. */
+  onError?: QueueErrorHandler;
 }
 
 /** Submits tasks to the queue and follows them: progress through QueueEvents, then the outcome. */
@@ -89,13 +138,15 @@ export class BullExecutor implements JobExecutor {
       if (report && Array.isArray(data)) for (const progress of data) report(progress);
     });
     this.publisher = new Redis(url, { maxRetriesPerRequest: null });
-    // Redis being away is survivable (jobs wait for it); ioredis reports it as errors on every client.
+    // Redis being away is survivable (jobs wait for it); ioredis reports it as errors on every client,
+    // and an "error" event nobody listens to would end the process.
     // Every job being followed listens on both (one listener each): as many as the server runs at once.
     this.queue.setMaxListeners(0);
     this.events.setMaxListeners(0);
-    this.queue.on("error", () => {});
-    this.events.on("error", () => {});
-    this.publisher.on("error", () => {});
+    const report = options.onError ?? warnQueueErrors();
+    this.queue.on("error", (error) => report("queue", error));
+    this.events.on("error", (error) => report("queue_events", error));
+    this.publisher.on("error", (error) => report("cancel_publisher", error));
   }
 
   async run<K extends TaskKind>(
@@ -242,7 +293,7 @@ export interface WorkerOptions {
     error?: unknown,
   ) => void;
   /** BullMQ's own troubles, e.g. a lock it could not renew (the job may then run twice) or Redis away. */
-  onError?: (error: Error) => void;
+  onError?: QueueErrorHandler;
 }
 
 export interface RunningWorker {
@@ -252,6 +303,7 @@ export interface RunningWorker {
 /** A `bikeshare worker`: takes tasks from the queue and runs them in this process. */
 export async function startWorker(url: string, options: WorkerOptions = {}): Promise<RunningWorker> {
   const lockDuration = options.lockDurationMs ?? 30_000;
+  const report = options.onError ?? warnQueueErrors();
   const worker = new Worker(
     QUEUE_NAME,
     async (job, _token, signal) => {
@@ -267,7 +319,9 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       const around = options.around ?? ((_kind, _jobId, task) => task());
       try {
         const input = decodePayload<TaskTypes[typeof kind]["input"]>(data.input);
-        const progress = progressBatches<unknown>((batch) => void job.updateProgress(batch).catch(() => {}));
+        const progress = progressBatches<unknown>(
+          (batch) => void job.updateProgress(batch).catch((error: Error) => report("worker", error)),
+        );
         const output = await context
           .with(propagation.extract(ROOT_CONTEXT, data.trace ?? {}), () =>
             around(kind, jobId, () => (TASKS[kind] as Task<typeof kind>)(input, progress.push, abort)),
@@ -293,9 +347,9 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       maxStalledCount: 2,
     },
   );
-  worker.on("error", (error) => options.onError?.(error));
+  worker.on("error", (error) => report("worker", error));
   const subscriber = new Redis(url, { maxRetriesPerRequest: null });
-  subscriber.on("error", () => {});
+  subscriber.on("error", (error) => report("cancel_subscriber", error));
   subscriber.on("message", (_channel, jobId: string) => worker.cancelJob(jobId, CANCELLED_REASON));
   await subscriber.subscribe(CANCEL_CHANNEL);
   await worker.waitUntilReady();
@@ -319,9 +373,10 @@ export async function scheduleRepeating(
   name: string,
   everyMs: number,
   handler: () => Promise<void>,
+  onError: QueueErrorHandler = warnQueueErrors(),
 ): Promise<RunningWorker> {
   const queue = new Queue(SCHEDULE_QUEUE, { connection: connection(url) });
-  queue.on("error", () => {});
+  queue.on("error", (error) => onError("schedule_queue", error));
   await queue.upsertJobScheduler(name, { every: everyMs }, { name });
   const worker = new Worker(
     SCHEDULE_QUEUE,
@@ -330,7 +385,7 @@ export async function scheduleRepeating(
     },
     { connection: connection(url), concurrency: 1 },
   );
-  worker.on("error", () => {});
+  worker.on("error", (error) => onError("schedule_worker", error));
   return {
     async close() {
       await worker.close();
