@@ -5,7 +5,12 @@ import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
-import { BullExecutor, QUEUE_NAME, scheduleRepeating } from "../pipelines/jobs/bullmq.js";
+import {
+  BullExecutor,
+  QUEUE_NAME,
+  rateLimitedQueueErrors,
+  scheduleRepeating,
+} from "../pipelines/jobs/bullmq.js";
 import { ProcessExecutor } from "../pipelines/jobs/process-executor.js";
 import { InProcessQueue } from "../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../pipelines/jobs/tasks.js";
@@ -129,7 +134,13 @@ export async function startServer(
   const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
   if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
 
-  const executor: JobExecutor = config.redisUrl ? new BullExecutor(config.redisUrl) : new ProcessExecutor();
+  const onQueueError = rateLimitedQueueErrors(
+    (component) => metrics.queueErrors.inc({ component }),
+    (component, error, suppressed) => log.warn("job queue trouble", { component, error, suppressed }),
+  );
+  const executor: JobExecutor = config.redisUrl
+    ? new BullExecutor(config.redisUrl, { onError: onQueueError })
+    : new ProcessExecutor();
   if (config.redisUrl) log.info("jobs go to BullMQ workers", { queue: QUEUE_NAME });
   const onFinished = (job: JobRecord, seconds: number) => {
     metrics.jobs.observe({ kind: job.kind, outcome: job.state }, seconds);
@@ -244,7 +255,7 @@ export async function startServer(
     interval > 0 && !config.redisUrl ? setInterval(() => void scheduledCheck(), interval).unref() : undefined;
   const bullSchedule =
     interval > 0 && config.redisUrl
-      ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck)
+      ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck, onQueueError)
       : undefined;
 
   // A client that goes away mid-upload is its own business, and hundreds of them must not flood the log.

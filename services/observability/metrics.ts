@@ -72,6 +72,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly queueErrors = new Counter({
+    name: "bikeshare_queue_errors_total",
+    help: "Errors reported by the job queue's Redis clients (BullMQ), by component; a Redis outage shows here.",
+    labelNames: ["component"] as const,
+    registers: [this.registry],
+  });
+
   readonly predictionLogWritten = new Counter({
     name: "bikeshare_prediction_log_written_total",
     help: "Predictions written to the prediction log.",
