@@ -174,7 +174,15 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
     "POST /predict": async (req) => {
       const body = await readJson(req, 64 * 1024);
       const result = validateRecord(body, "");
-      if (!result.ok) throw unprocessable(toDetails(result.violations, body, ["body"], ""));
+      if (!result.ok) {
+        // A body of 64 KiB can hold thousands of unknown keys: list 20, count the rest.
+        const violations = new ViolationList();
+        violations.add(result.violations);
+        const details = toDetails(violations.listed, body, ["body"], "");
+        const rest = violations.summary();
+        if (rest) details.push({ type: "too_many_errors", loc: ["body"], msg: rest, input: null });
+        throw unprocessable(details);
+      }
       const record = result.record;
       const serving = model();
       const predictions = await serving.predict(recordsToColumns([record]));

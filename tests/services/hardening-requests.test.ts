@@ -171,6 +171,19 @@ describe("item 1: error replies are bounded", () => {
     });
   });
 
+  it("legacy /predict: thousands of unknown keys get 20 details and a count of the rest", async () => {
+    const body = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`k${i}`, i]));
+    const reply = await send("/predict", JSON.stringify(body));
+    expect(reply.status).toBe(422);
+    expect(reply.bytes).toBeLessThan(SMALL);
+    expect(reply.json.detail).toHaveLength(21);
+    expect(reply.json.detail[20]).toMatchObject({
+      type: "too_many_errors",
+      loc: ["body"],
+      msg: "… and 4,992 more violations (not listed)",
+    });
+  });
+
   it("legacy routes never echo a large input: scalars only, strings cut, objects described", async () => {
     const reply = await send(
       "/predict",
