@@ -46,9 +46,20 @@ describe("access control", () => {
 
   it("lets a reader read, and keeps Predict open", async () => {
     const { jobs } = await clientAs(TrainService, t.tokens.reader).listJobs({});
-    expect(jobs.length).toBeGreaterThanOrEqual(0);
+    // The job that registered the seeded version, as the server stored it.
+    expect(jobs.find((j) => j.reason === "test seed 1")).toMatchObject({
+      state: JobState.SUCCEEDED,
+      kind: "train",
+      modelVersion: "1",
+      requestedBy: "test-seed",
+    });
+    const { version } = await clientAs(RegistryService, t.tokens.reader).getModelVersion({
+      modelName: "bike-demand",
+      versionOrAlias: "production",
+    });
     const res = await clientAs(PredictService).predict({ conditions });
-    expect(res.modelVersion).toBe("1");
+    expect(res.modelVersion).toBe(version?.version);
+    expect(res.prediction).toBeGreaterThan(0);
   });
 
   it("never writes a token into a log line or an error", async () => {
@@ -84,6 +95,11 @@ describe("training jobs", () => {
 
   it("streams stages and per-round metrics, registers a version as staging, and promotes only through the gate", async () => {
     const trainer = clientAs(TrainService, t.tokens.trainer);
+    const registry = clientAs(RegistryService, t.tokens.reader);
+    const next = String((await registry.listModelVersions({ modelName: "bike-demand" })).versions.length + 1);
+    const champion = (
+      await registry.getModelVersion({ modelName: "bike-demand", versionOrAlias: "production" })
+    ).version?.version;
     const { job } = await trainer.startTraining({
       families: [ModelFamily.GBTREE],
       searchTrials: 0,
@@ -115,9 +131,8 @@ describe("training jobs", () => {
     expect(events.at(-1)?.state).toBe(JobState.SUCCEEDED);
 
     const { job: done } = await trainer.getJob({ jobId: job?.id as string });
-    expect(done?.modelVersion).toBe("2");
-    const registry = clientAs(RegistryService, t.tokens.reader);
-    const { version } = await registry.getModelVersion({ modelName: "bike-demand", versionOrAlias: "2" });
+    expect(done?.modelVersion).toBe(next);
+    const { version } = await registry.getModelVersion({ modelName: "bike-demand", versionOrAlias: next });
     expect(version?.aliases).toContain("staging");
     const { run } = await registry.getRun({ runId: version?.runId as string });
     expect(run?.tags.job_id).toBe(job?.id);
@@ -132,7 +147,7 @@ describe("training jobs", () => {
       "model.onnx",
       "reference.json",
     ]);
-    // Same data, same parameters: the challenger cannot beat the champion, so production stays on 1.
+    // Same data, same parameters: the challenger cannot beat the champion, so production stays.
     const beats =
       (run?.metrics["gate.challenger_rmse"] as number) < (run?.metrics["gate.champion_rmse"] as number);
     expect(done?.promoted).toBe(beats);
@@ -140,26 +155,26 @@ describe("training jobs", () => {
       modelName: "bike-demand",
       versionOrAlias: "production",
     });
-    expect(production?.version).toBe(beats ? "2" : "1");
+    expect(production?.version).toBe(beats ? next : champion);
 
     // Forcing needs an admin and a reason, is audited, and the server follows the alias.
     const admin = clientAs(RegistryService, t.tokens.admin);
     const noReason = await admin
-      .setAlias({ modelName: "bike-demand", alias: "production", version: "2", reason: "", force: true })
+      .setAlias({ modelName: "bike-demand", alias: "production", version: next, reason: "", force: true })
       .catch((e) => e);
     expect(noReason.code).toBe(Code.InvalidArgument);
     await admin.setAlias({
       modelName: "bike-demand",
       alias: "production",
-      version: "2",
+      version: next,
       reason: "test: forced",
       force: true,
     });
     const { changes } = await registry.listAliasHistory({ modelName: "bike-demand", alias: "production" });
-    expect(changes.at(-1)).toMatchObject({ toVersion: "2", actor: "test-admin", reason: "test: forced" });
+    expect(changes.at(-1)).toMatchObject({ toVersion: next, actor: "test-admin", reason: "test: forced" });
     await expect
       .poll(async () => (await clientAs(PredictService).predict({ conditions })).modelVersion)
-      .toBe("2");
+      .toBe(next);
   });
 
   it("cancels a running job between rounds and registers nothing", async () => {
@@ -195,15 +210,41 @@ describe("training jobs", () => {
   });
 
   it("lists jobs newest first and filters by state", async () => {
+    const trainer = clientAs(TrainService, t.tokens.trainer);
+    // A job of this test's own, cancelled once it runs, before it could register anything. (Cancelling
+    // it while still queued races the queue starting it: the job can end up running after all.)
+    const { job } = await trainer.startTraining({
+      families: [ModelFamily.GBTREE],
+      paramOverrides: { eta: "0.001" },
+      reason: "test: listed",
+    });
+    const jobId = job?.id as string;
+    let asked = false;
+    for await (const e of trainer.watchJob({ jobId })) {
+      if (!asked && e.round >= 1) {
+        asked = true;
+        await trainer.cancelJob({ jobId, reason: "test: listed" });
+      }
+    }
+    const { job: stopped } = await trainer.getJob({ jobId });
+    expect([stopped?.state, stopped?.modelVersion]).toEqual([JobState.CANCELLED, ""]);
     const reader = clientAs(TrainService, t.tokens.reader);
     const { jobs } = await reader.listJobs({});
-    expect(jobs.length).toBeGreaterThanOrEqual(2);
     const created = jobs.map((j) => Number(j.createdAt?.seconds));
     expect([...created].sort((a, b) => b - a)).toEqual(created);
+    const ids = jobs.map((j) => j.id);
+    const seed = jobs.find((j) => j.reason === "test seed 1")?.id as string;
+    expect(ids).toContain(seed);
+    expect(ids.indexOf(jobId)).toBeLessThan(ids.indexOf(seed));
     const { jobs: cancelled } = await reader.listJobs({ state: JobState.CANCELLED });
-    expect(cancelled.length).toBe(1);
+    expect(cancelled.map((j) => j.id)).toContain(jobId);
+    expect(cancelled.every((j) => j.state === JobState.CANCELLED)).toBe(true);
+    const { jobs: succeeded } = await reader.listJobs({ state: JobState.SUCCEEDED });
+    expect(succeeded.map((j) => j.id)).toContain(seed);
+    expect(succeeded.map((j) => j.id)).not.toContain(jobId);
     const page = await reader.listJobs({ pageSize: 1 });
-    expect(page.jobs).toHaveLength(1);
-    expect(page.nextPageToken).not.toBe("");
+    expect(page.jobs.map((j) => j.id)).toEqual([ids[0]]);
+    const second = await reader.listJobs({ pageSize: 1, pageToken: page.nextPageToken });
+    expect(second.jobs.map((j) => j.id)).toEqual([ids[1]]);
   });
 });
