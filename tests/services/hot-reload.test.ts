@@ -50,9 +50,14 @@ function startLoad(concurrency: number) {
     /** Resolves once `done(outcomes)` holds; fails if the load generator exits first. */
     until(what: string, done: (o: readonly Outcome[]) => boolean): Promise<void> {
       return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const seen = [...new Set(outcomes.map((o) => o.version))].join(", ");
+          reject(new Error(`no ${what} within 60 s: ${outcomes.length} answers, versions ${seen}`));
+        }, 60_000);
         check = () => {
           if (done(outcomes)) {
             check = undefined;
+            clearTimeout(timer);
             resolve();
           }
         };
