@@ -313,7 +313,12 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       });
     }
     const html = await options.report?.(id);
-    if (html === undefined) throw new HttpError(404, { detail: `no drift report ${id}` });
+    if (html === undefined) {
+      // The id comes from the URL, up to Node's 16 KiB header limit: name it, but not all of it.
+      throw new HttpError(404, {
+        detail: `no drift report ${id.length > 100 ? `${id.slice(0, 100)}…` : id}`,
+      });
+    }
     return [200, html, "text/html; charset=utf-8"];
   };
 

@@ -410,6 +410,9 @@ describe("item 10: bad input is invalid_argument, never internal", () => {
     const reply = await send("/reports/%", undefined, "text/plain", "GET");
     expect(reply.status).toBe(400);
     expect(reply.json.detail).toContain("not valid percent-encoding");
+    const long = await send(`/reports/${"r".repeat(10_000)}`, undefined, "text/plain", "GET");
+    expect(long.status).toBe(404);
+    expect(long.bytes).toBeLessThan(1024);
     expect(logs.filter((l) => l.includes("URIError") || l.includes("/reports/%"))).toEqual([]);
   });
 
