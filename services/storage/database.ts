@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { mkdir } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, chmod, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
   blobValue,
@@ -95,6 +96,48 @@ function paramTypes(
   return Object.fromEntries(entries.map(([k, v]) => [k, typeOf(v)]));
 }
 
+/**
+ * Makes sure the database file's folder exists and takes writes; true when the file is new. The
+ * errors name the setting and say what is wrong in one line ("read-only", "does not exist").
+ */
+async function prepareFile(path: string, setting?: string): Promise<boolean> {
+  const dir = dirname(path);
+  const label = setting ? `${setting}=${path}` : path;
+  const code = (error: unknown) => (error as NodeJS.ErrnoException)?.code ?? "";
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (error) {
+    if (code(error) === "EROFS" || code(error) === "EACCES" || code(error) === "EPERM") {
+      throw new Error(
+        `${label}: the folder ${dir} does not exist and cannot be created: its parent is read-only (${code(error)})`,
+      );
+    }
+    throw new Error(
+      `${label}: the folder ${dir} does not exist and cannot be created (${code(error) || String(error)})`,
+      {
+        cause: error,
+      },
+    );
+  }
+  try {
+    await access(dir, constants.W_OK);
+  } catch (error) {
+    throw new Error(
+      `${label}: the folder ${dir} is read-only (${code(error)}); the database needs to write there`,
+      {
+        cause: error,
+      },
+    );
+  }
+  try {
+    await stat(path);
+    return false;
+  } catch (error) {
+    if (code(error) === "ENOENT") return true;
+    throw error;
+  }
+}
+
 export class Database {
   /** Tail of the queue; never rejects. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -107,10 +150,22 @@ export class Database {
     private readonly connection: DuckDBConnection,
   ) {}
 
-  /** Opens (or creates) the file; `":memory:"` gives a throw-away database. Creates the parent folder. */
-  static async open(path: string): Promise<Database> {
-    if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
-    const instance = await DuckDBInstance.create(path);
+  /**
+   * Opens (or creates) the file; `":memory:"` gives a throw-away database. Creates the parent folder.
+   * `setting` names where the path came from (e.g. BIKESHARE_DB), for errors an operator can act on.
+   */
+  static async open(path: string, options: { setting?: string } = {}): Promise<Database> {
+    const created = path !== ":memory:" && (await prepareFile(path, options.setting));
+    let instance: DuckDBInstance;
+    try {
+      instance = await DuckDBInstance.create(path);
+    } catch (error) {
+      if (!options.setting || !(error instanceof Error)) throw error;
+      throw new Error(`${options.setting}=${path}: ${error.message}`, { cause: error });
+    }
+    // The file holds the registry, jobs and logged predictions: for its owner only. DuckDB creates
+    // it with the umask's mode and refuses an empty file made beforehand, so it is narrowed here.
+    if (created) await chmod(path, 0o600);
     try {
       const connection = await instance.connect();
       return new Database(path, instance, connection);
