@@ -89,7 +89,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const stopTracing = initTracing(log);
   const metrics = new Metrics();
-  const db = await Database.open(config.dbPath);
+  const db = await Database.open(config.dbPath, { setting: "BIKESHARE_DB" });
   const registry = await Registry.open(db, config.modelsDir);
   const jobs = await JobStore.open(db);
   const events = new JobEvents();
