@@ -232,6 +232,9 @@ describe("crash safety of the server process", () => {
       force: true,
     });
     const socket = net.connect(port, "127.0.0.1");
+    // The kill resets this connection; that is the one error expected of it.
+    const socketErrors: string[] = [];
+    socket.on("error", (error: NodeJS.ErrnoException) => socketErrors.push(error.code ?? error.message));
     await once(socket, "connect");
     const head =
       "POST /bikeshare.v1.RegistryService/SetAlias HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
@@ -242,6 +245,7 @@ describe("crash safety of the server process", () => {
     );
     await kill();
     socket.destroy();
+    expect(socketErrors.filter((code) => code !== "ECONNRESET")).toEqual([]);
     await startChild();
     await assertServes(current);
   });
