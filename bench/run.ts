@@ -3,15 +3,15 @@
  * latency over legacy REST, Connect JSON and gRPC (8 connections), and PredictBatch of
  * 1,000 rows. The server runs as its own process (compiled dist/), as in production;
  * the throughput load generators run in this process, the fixed-rate latency one (bench/loadgen, Go)
- * in its own, all on the same 2 cores. Writes docs/benchmarks.md.
+ * in its own, all on the same 2 cores. Writes docs/benchmarks.md; then the prediction-log spool
+ * (bench/spool.ts) and batch scoring (bench/scoring.ts) add their sections.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { promisify } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -26,7 +26,9 @@ import {
 import { JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
+import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
+import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = 8;
@@ -51,15 +53,6 @@ async function waitUntilIdle(client: {
   }
 }
 const root = projectRoot();
-
-interface LoadResult {
-  tool: string;
-  requestsPerSecond: number;
-  p50ms: number;
-  p99ms: number;
-  errors: number;
-  total: number;
-}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -100,48 +93,6 @@ async function cannon(url: string, body: string, headers: Record<string, string>
     p99ms: r.latency.p99,
     errors: r.errors + r.timeouts + r.non2xx,
     total: r.requests.total,
-  };
-}
-
-const LOADGEN = join(root, "bench/out/loadgen");
-
-/** Builds bench/loadgen (Go, no dependencies) into bench/out. */
-async function buildLoadgen(): Promise<void> {
-  const path = `${process.env.PATH}:/usr/local/go/bin`;
-  await promisify(execFile)("go", ["build", "-trimpath", "-o", LOADGEN, "."], {
-    cwd: join(root, "bench/loadgen"),
-    env: { ...process.env, PATH: path },
-  }).catch((error: unknown) => {
-    throw new Error(`cannot build bench/loadgen (needs the Go toolchain): ${(error as Error).message}`);
-  });
-}
-
-/** Open-loop requests at a fixed rate, latency counted from each request's due time (bench/loadgen). */
-async function fixedRateLoad(url: string, body: string, rate: number, seconds: number): Promise<LoadResult> {
-  const { stdout } = await promisify(execFile)(LOADGEN, [
-    "-url",
-    url,
-    "-body",
-    body,
-    "-rate",
-    String(rate),
-    "-duration",
-    `${seconds}s`,
-  ]);
-  const r = JSON.parse(stdout) as {
-    requests: number;
-    errors: number;
-    requests_per_second: number;
-    p50_ms: number;
-    p99_ms: number;
-  };
-  return {
-    tool: `bench/loadgen, open loop at ${rate} req/s, HTTP/1.1`,
-    requestsPerSecond: r.requests_per_second,
-    p50ms: r.p50_ms,
-    p99ms: r.p99_ms,
-    errors: r.errors,
-    total: r.requests,
   };
 }
 
@@ -377,16 +328,17 @@ PredictBatch of 1,000 rows (Connect binary over h2c, one call at a time, client 
 (p50 ${f2(batch.p50ms)} ms per call, ${batch.calls} calls). Server-side cost of one such call measured in-process:
 ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, features ≈ 0.6 ms.
 `;
-    const scoring = await currentScoringSection();
-    await writeFile(join(root, "docs/benchmarks.md"), scoring ? `${doc}\n${scoring}` : doc);
+    const sections = [doc, await currentSpoolSection(), await currentScoringSection()];
+    await writeFile(join(root, "docs/benchmarks.md"), sections.filter((s) => s !== "").join("\n"));
     console.log("wrote docs/benchmarks.md");
   } finally {
     server.kill("SIGTERM");
     await new Promise((r) => setTimeout(r, 1000));
     await rm(dir, { recursive: true, force: true });
   }
-  // After the server has stopped, so scoring has the machine to itself; adds its own section.
-  // BENCH_SCORING=0 keeps the section from the last run (it takes about 25 minutes).
+  // After the server has stopped, so each has the machine to itself; each adds its own section.
+  // BENCH_SPOOL=0 and BENCH_SCORING=0 keep the section from the last run (scoring takes about 25 minutes).
+  if (process.env.BENCH_SPOOL !== "0") await writeSpoolSection(await spoolBenchmark());
   if (process.env.BENCH_SCORING !== "0") await writeScoringSection(await scoringBenchmark());
 }
 

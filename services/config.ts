@@ -25,6 +25,8 @@ export interface ServerConfig {
    * `<dbPath>.prediction-spool`. `false` (BIKESHARE_SPOOL_DIR=off) keeps entries in memory until written.
    */
   spoolDir?: string | false;
+  /** Whether the spool `fdatasync`s (BIKESHARE_SPOOL_SYNC=fdatasync, the default) or only writes (`none`: a process crash loses nothing, a power loss may). */
+  spoolSync?: boolean;
   /** Hashes of bearer tokens and their roles (see services/auth/tokens.ts). */
   tokensPath: string;
   /** Where the first start writes the local admin token (mode 0600). */
@@ -105,6 +107,12 @@ export function defaultMaxConnections(limits = "/proc/self/limits"): number {
   return Math.max(64, Math.min(10_000, files - 256));
 }
 
+function spoolSyncFromEnv(raw: string | undefined): boolean {
+  if (raw === undefined || raw === "" || raw === "fdatasync") return true;
+  if (raw === "none") return false;
+  throw new Error(`BIKESHARE_SPOOL_SYNC must be fdatasync or none, got ${JSON.stringify(raw)}`);
+}
+
 export function redisUrlFromEnv(raw: string): string {
   if (!/^rediss?:\/\/[^\s]+$/.test(raw)) {
     throw new Error("REDIS_URL must be a URL like redis://host:6379 (or rediss:// for TLS)");
@@ -123,6 +131,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     ...(env.BIKESHARE_SPOOL_DIR
       ? { spoolDir: env.BIKESHARE_SPOOL_DIR === "off" ? false : resolve(root, env.BIKESHARE_SPOOL_DIR) }
       : {}),
+    spoolSync: spoolSyncFromEnv(env.BIKESHARE_SPOOL_SYNC),
     tokensPath: resolve(root, env.BIKESHARE_TOKENS_FILE || "data/runtime/tokens.json"),
     adminTokenPath: resolve(root, env.BIKESHARE_ADMIN_TOKEN_FILE || "data/runtime/admin-token"),
     predictNeedsToken: env.BIKESHARE_PREDICT_AUTH === "required",

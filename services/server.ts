@@ -96,7 +96,10 @@ export async function startServer(
   const actuals = await Actuals.open(db);
   const predictionLog = await PredictionLog.open(db, {
     ...(config.spoolDir !== false
-      ? { spoolDir: config.spoolDir ?? `${config.dbPath}.prediction-spool` }
+      ? {
+          spoolDir: config.spoolDir ?? `${config.dbPath}.prediction-spool`,
+          spoolSync: config.spoolSync ?? true,
+        }
       : {}),
     onDropped: (n) => metrics.predictionLogDropped.inc(n),
     onWritten: (n) => metrics.predictionLogWritten.inc(n),

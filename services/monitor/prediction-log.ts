@@ -39,6 +39,8 @@ export interface PredictionLogOptions {
    * entry survives a crash (the next open replays it). Without it, entries live in memory until written.
    */
   spoolDir?: string;
+  /** Whether the spool syncs each group to disk (O_DSYNC, the default): without, an entry survives a crash of the process only. */
+  spoolSync?: boolean;
   onDropped?: (count: number) => void;
   onWritten?: (count: number) => void;
   onError?: (error: unknown) => void;
@@ -85,7 +87,7 @@ export class PredictionLog {
     )`);
     const log = new PredictionLog(db, { ...DEFAULTS, ...options });
     if (log.options.spoolDir !== undefined) {
-      const { spool, left } = await PredictionSpool.open(log.options.spoolDir);
+      const { spool, left } = await PredictionSpool.open(log.options.spoolDir, log.options.spoolSync ?? true);
       for (const segment of left) {
         if (!(await log.replay(segment))) break;
       }

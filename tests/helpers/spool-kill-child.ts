@@ -1,18 +1,24 @@
 /**
  * Logs predictions through a spooled PredictionLog, waits for each `log` to resolve (what a handler
  * waits for before it answers), prints how many rows were acknowledged, then SIGKILLs itself before the
- * database write (its interval is a minute away). Usage: tsx spool-kill-child.ts <dbPath> <spoolDir> <calls>
+ * database write (its interval is a minute away).
+ * Usage: tsx spool-kill-child.ts <dbPath> <spoolDir> <calls> <fdatasync|none>
  */
 import { PredictionLog } from "../../services/monitor/prediction-log.js";
 import { Database } from "../../services/storage/database.js";
 
-const [dbPath, spoolDir, callsArg] = process.argv.slice(2);
+const [dbPath, spoolDir, callsArg, sync] = process.argv.slice(2);
 const calls = Number(callsArg);
-if (!dbPath || !spoolDir || !(calls > 0))
-  throw new Error("usage: spool-kill-child.ts <dbPath> <spoolDir> <calls>");
+if (!dbPath || !spoolDir || !(calls > 0) || (sync !== "fdatasync" && sync !== "none")) {
+  throw new Error("usage: spool-kill-child.ts <dbPath> <spoolDir> <calls> <fdatasync|none>");
+}
 
 const db = await Database.open(dbPath);
-const log = await PredictionLog.open(db, { spoolDir, flushIntervalMs: 60_000 });
+const log = await PredictionLog.open(db, {
+  spoolDir,
+  spoolSync: sync === "fdatasync",
+  flushIntervalMs: 60_000,
+});
 const record = {
   season: 3,
   yr: 1,

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { appendFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -77,50 +77,54 @@ describe("spool records", () => {
 });
 
 describe("prediction log spool", () => {
-  it("keeps every row whose log() resolved when the process is SIGKILLed before any database write", async () => {
-    const dbPath = join(dir, "kill.duckdb");
-    const spoolDir = join(dir, "kill.spool");
-    const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ["--import", "tsx", join(ROOT, "tests/helpers/spool-kill-child.ts"), dbPath, spoolDir, "400"],
-        { stdio: ["ignore", "pipe", "inherit"] },
-      );
-      let text = "";
-      child.stdout.on("data", (d: Buffer) => {
-        text += d.toString();
+  it.each(["fdatasync", "none"])(
+    "keeps every row whose log() resolved when the process is SIGKILLed before any database write (sync: %s)",
+    async (sync) => {
+      const dbPath = join(dir, `kill-${sync}.duckdb`);
+      const spoolDir = join(dir, `kill-${sync}.spool`);
+      const out = await new Promise<string>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          ["--import", "tsx", join(ROOT, "tests/helpers/spool-kill-child.ts"), dbPath, spoolDir, "400", sync],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        );
+        let text = "";
+        child.stdout.on("data", (d: Buffer) => {
+          text += d.toString();
+        });
+        child.on("error", reject);
+        child.on("exit", (code, signal) =>
+          signal === "SIGKILL"
+            ? resolve(text)
+            : reject(new Error(`child ended with ${code ?? signal}: ${text}`)),
+        );
       });
-      child.on("error", reject);
-      child.on("exit", (code, signal) =>
-        signal === "SIGKILL"
-          ? resolve(text)
-          : reject(new Error(`child ended with ${code ?? signal}: ${text}`)),
-      );
-    });
-    const [acknowledged, depth] = out.trim().split(" ").map(Number);
-    // 400 calls of 1–4 rows: 1,000 rows, all still in memory when the process died.
-    expect(acknowledged).toBe(1000);
-    expect(depth).toBe(1000);
+      const [acknowledged, depth] = out.trim().split(" ").map(Number);
+      // 400 calls of 1–4 rows: 1,000 rows, all still in memory when the process died.
+      expect(acknowledged).toBe(1000);
+      expect(depth).toBe(1000);
 
-    const db = await Database.open(dbPath);
-    try {
-      expect(await keys(db)).toEqual([]);
-      const replays: SpoolReplay[] = [];
-      const log = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
-      expect(replays.reduce((n, r) => n + r.inserted, 0)).toBe(1000);
-      expect(replays.every((r) => r.tornBytes === 0)).toBe(true);
-      const [row] = await db.all<{ n: number; requests: number; temps: number }>(
-        `SELECT count(*)::INTEGER AS n, count(DISTINCT request_id)::INTEGER AS requests,
+      const db = await Database.open(dbPath);
+      try {
+        expect(await keys(db)).toEqual([]);
+        const replays: SpoolReplay[] = [];
+        const log = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
+        expect(replays.reduce((n, r) => n + r.inserted, 0)).toBe(1000);
+        expect(replays.every((r) => r.tornBytes === 0)).toBe(true);
+        const [row] = await db.all<{ n: number; requests: number; temps: number }>(
+          `SELECT count(*)::INTEGER AS n, count(DISTINCT request_id)::INTEGER AS requests,
                 count(DISTINCT temp)::INTEGER AS temps FROM predictions`,
-      );
-      expect(row).toEqual({ n: 1000, requests: 400, temps: 400 });
-      await log.close();
-      // Replayed segments are removed; a clean close leaves nothing behind either.
-      expect(await readdir(spoolDir)).toEqual([]);
-    } finally {
-      await db.close();
-    }
-  }, 120_000);
+        );
+        expect(row).toEqual({ n: 1000, requests: 400, temps: 400 });
+        await log.close();
+        // Replayed segments are removed; a clean close leaves nothing behind either.
+        expect(await readdir(spoolDir)).toEqual([]);
+      } finally {
+        await db.close();
+      }
+    },
+    120_000,
+  );
 
   it("replays every value exactly, skips rows the table already holds, and skips a torn last record", async () => {
     const dbPath = join(dir, "replay.duckdb");
@@ -227,6 +231,45 @@ describe("prediction log spool", () => {
       const next = await PredictionLog.open(db, { spoolDir });
       await next.close();
       expect(await keys(db)).toEqual(["r1/0", "r2/0", "r3/0"]);
+      expect(await readdir(spoolDir)).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("serves on while the spool cannot be written, counts those entries, still stores them, and recovers", async () => {
+    const dbPath = join(dir, "broken.duckdb");
+    const spoolDir = join(dir, "broken.spool");
+    const db = await Database.open(dbPath);
+    try {
+      let unspooled = 0;
+      const errors: Error[] = [];
+      const log = await PredictionLog.open(db, {
+        spoolDir,
+        flushIntervalMs: 60_000,
+        onUnspooled: (n) => {
+          unspooled += n;
+        },
+        onError: (e) => errors.push(e as Error),
+      });
+      await log.log([entry(1)]);
+      await log.flush();
+      // The folder is replaced by a plain file: the next segment cannot be created.
+      await rename(spoolDir, `${spoolDir}.away`);
+      await writeFile(spoolDir, "");
+      await log.log([entry(2), entry(2, 1)]);
+      expect(unspooled).toBe(2);
+      expect(log.unspooled).toBe(2);
+      expect(errors.map((e) => e.message)).toEqual([
+        expect.stringContaining(`prediction spool ${spoolDir} cannot be written (ENOTDIR`),
+      ]);
+      await rm(spoolDir);
+      await rename(`${spoolDir}.away`, spoolDir);
+      await log.log([entry(3)]);
+      expect(unspooled).toBe(2);
+      expect(await readdir(spoolDir)).toEqual(["000000000003.spool"]);
+      await log.close();
+      expect(await keys(db)).toEqual(["r1/0", "r2/0", "r2/1", "r3/0"]);
       expect(await readdir(spoolDir)).toEqual([]);
     } finally {
       await db.close();
