@@ -1135,60 +1135,113 @@ export class Registry {
     const modelName = checkName(input.modelName, "model_name", "model");
     const runId = requireText(input.runId, "run_id", 64);
     const description = optionalText(input.description, "description", 5000);
-    return this.db.transaction(async (tx) => {
-      const run = await this.requireRun(tx, runId);
-      if (run.status !== "finished") {
-        throw new RegistryError(
-          "failed_precondition",
-          `run ${runId} is ${run.status}; only a finished run can become a model version`,
-          "run_id",
+    return this.db.transaction((tx) => this.insertVersion(tx, modelName, runId, description));
+  }
+
+  /**
+   * Registers a finished run as the next version, points `staging` at it and offers it to the
+   * champion/challenger gate for `production`, all in one transaction: a crash leaves either none
+   * of it or all of it, never a version that skipped the gate.
+   */
+  async registerVersion(input: {
+    modelName: string;
+    runId: string;
+    description?: string;
+    actor: string;
+    /** Reason recorded with the `staging` move. */
+    reason: string;
+    /** Reason recorded with the `production` move when the gate lets it through. */
+    promotionReason: string;
+  }): Promise<{ version: ModelVersion; promoted: boolean; refusal?: string }> {
+    const modelName = checkName(input.modelName, "model_name", "model");
+    const runId = requireText(input.runId, "run_id", 64);
+    const description = optionalText(input.description, "description", 5000);
+    const actor = requireText(input.actor, "actor", 256);
+    const reason = requireText(input.reason, "reason", 2000);
+    const promotionReason = requireText(input.promotionReason, "promotion_reason", 2000);
+    const changes: AliasChange[] = [];
+    const outcome = await this.db.transaction(async (tx) => {
+      const created = await this.insertVersion(tx, modelName, runId, description);
+      const version = Number(created.version);
+      changes.push(await this.moveAlias(tx, modelName, "staging", version, actor, reason, false));
+      const [current] = await tx.all<{ version: number }>(
+        "SELECT version FROM registry.aliases WHERE model_name = $1 AND alias = $2",
+        [modelName, PRODUCTION_ALIAS],
+      );
+      const refusal = await this.gate(tx, modelName, version, current?.version);
+      if (refusal === undefined) {
+        changes.push(
+          await this.moveAlias(tx, modelName, PRODUCTION_ALIAS, version, actor, promotionReason, false),
         );
       }
-      const artifacts = (
-        await tx.all<ArtifactRow>(`SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id = $1`, [
-          runId,
-        ])
-      ).map(toArtifact);
-      if (artifacts.length === 0) {
-        throw new RegistryError(
-          "failed_precondition",
-          `run ${runId} has no artifacts; a model version needs the run's artifacts`,
-          "run_id",
-        );
-      }
-      for (const a of artifacts) {
-        let size: number;
-        try {
-          size = (await stat(this.blobPath(a.sha256))).size;
-        } catch (error) {
-          if (isNotFound(error)) {
-            throw new RegistryError(
-              "failed_precondition",
-              `artifact ${a.path} of run ${runId} is missing from the artifact store; no version was created`,
-              "run_id",
-            );
-          }
-          throw error;
-        }
-        if (size !== a.sizeBytes) {
+      return {
+        version: await this.loadVersionOrThrow(tx, modelName, version),
+        promoted: refusal === undefined,
+        ...(refusal !== undefined ? { refusal } : {}),
+      };
+    });
+    this.emit(changes);
+    return outcome;
+  }
+
+  private async insertVersion(
+    tx: Queryable,
+    modelName: string,
+    runId: string,
+    description: string,
+  ): Promise<ModelVersion> {
+    const run = await this.requireRun(tx, runId);
+    if (run.status !== "finished") {
+      throw new RegistryError(
+        "failed_precondition",
+        `run ${runId} is ${run.status}; only a finished run can become a model version`,
+        "run_id",
+      );
+    }
+    const artifacts = (
+      await tx.all<ArtifactRow>(`SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id = $1`, [
+        runId,
+      ])
+    ).map(toArtifact);
+    if (artifacts.length === 0) {
+      throw new RegistryError(
+        "failed_precondition",
+        `run ${runId} has no artifacts; a model version needs the run's artifacts`,
+        "run_id",
+      );
+    }
+    for (const a of artifacts) {
+      let size: number;
+      try {
+        size = (await stat(this.blobPath(a.sha256))).size;
+      } catch (error) {
+        if (isNotFound(error)) {
           throw new RegistryError(
-            "data_loss",
-            `artifact ${a.path} of run ${runId} has ${size} bytes on disk; ${a.sizeBytes} were recorded; no version was created`,
+            "failed_precondition",
+            `artifact ${a.path} of run ${runId} is missing from the artifact store; no version was created`,
             "run_id",
           );
         }
+        throw error;
       }
-      if (!(await this.modelExists(tx, modelName))) {
-        await tx.run("INSERT INTO registry.registered_models VALUES ($1, '', $2)", [modelName, new Date()]);
+      if (size !== a.sizeBytes) {
+        throw new RegistryError(
+          "data_loss",
+          `artifact ${a.path} of run ${runId} has ${size} bytes on disk; ${a.sizeBytes} were recorded; no version was created`,
+          "run_id",
+        );
       }
-      const [row] = await tx.all<{ version: number }>(
-        `INSERT INTO registry.model_versions
+    }
+    if (!(await this.modelExists(tx, modelName))) {
+      await tx.run("INSERT INTO registry.registered_models VALUES ($1, '', $2)", [modelName, new Date()]);
+    }
+    const [row] = await tx.all<{ version: number }>(
+      `INSERT INTO registry.model_versions
          SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM registry.model_versions WHERE model_name = $1
          RETURNING version`,
-        [modelName, runId, description, new Date()],
-      );
-      return this.loadVersionOrThrow(tx, modelName, row?.version ?? 0);
-    });
+      [modelName, runId, description, new Date()],
+    );
+    return this.loadVersionOrThrow(tx, modelName, row?.version ?? 0);
   }
 
   /** A version by number, by alias, or "latest"; undefined when the model or version is unknown. */
@@ -1568,6 +1621,7 @@ traceMethods(Registry, "registry", {
   }),
   putArtifact: (runId, path) => ({ "registry.run_id": runId, "registry.artifact_path": path }),
   createModelVersion: (input) => ({ "registry.model_name": input.modelName, "registry.run_id": input.runId }),
+  registerVersion: (input) => ({ "registry.model_name": input.modelName, "registry.run_id": input.runId }),
   setAlias: (input) => ({
     "registry.model_name": input.modelName,
     "registry.alias": input.alias,

@@ -176,7 +176,18 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
   const recorder = new CandidateRecorder(ctx, request.experiment, jobId);
   try {
     // A retried job (the process died after registering) must not register a second version.
-    const previous = await registeredByJob(ctx, jobId);
+    let previous = await registeredByJob(ctx, jobId);
+    const stored = previous ? undefined : await storedFinalRun(ctx, jobId);
+    if (stored) {
+      // Killed after its artifacts were stored and before the version: register those, as the
+      // unkilled run would have, instead of training again.
+      await stage(
+        "register",
+        0.95,
+        `registering the final model stored by an earlier attempt (run ${stored})`,
+      );
+      previous = (await register(ctx, job, stored)).version;
+    }
     if (previous) {
       await stage("register", 1, `version ${previous.version} was already registered by this job`);
       await finish("succeeded", {
@@ -302,36 +313,13 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
     );
     await ctx.registry.endRun(finalRun.id, "finished");
     // Past this point the job must not be cancelled half-way: the version is registered or not at all.
-    const version = await ctx.registry.createModelVersion({
-      modelName: ctx.modelName,
-      runId: finalRun.id,
-      description: request.reason,
+    const { version, promoted, refusal } = await register(ctx, job, finalRun.id, {
+      ...(production ? { production: production.version } : {}),
+      testRmse: final.test.rmse,
+      ...(championRmse !== undefined ? { championRmse } : {}),
+      window: `${outcome.windows.test}`,
     });
-    const actor = job.requestedBy;
-    await ctx.registry.setAlias({
-      modelName: ctx.modelName,
-      alias: "staging",
-      version: version.version,
-      actor,
-      reason: `job ${jobId}: ${request.reason}`,
-    });
-
-    let promoted = false;
-    try {
-      await ctx.registry.setAlias({
-        modelName: ctx.modelName,
-        alias: "production",
-        version: version.version,
-        actor,
-        reason: production
-          ? `job ${jobId}: test RMSE ${final.test.rmse.toFixed(2)} vs ${championRmse?.toFixed(2) ?? "n/a"} for version ${production.version} on ${outcome.windows.test}`
-          : `job ${jobId}: first model`,
-      });
-      promoted = true;
-    } catch (error) {
-      if (!(error instanceof RegistryError && error.code === "failed_precondition")) throw error;
-      publish("promote", `not promoted: ${error.message}`);
-    }
+    if (refusal) publish("promote", `not promoted: ${refusal}`);
     await stage(
       "promote",
       1,
@@ -382,4 +370,39 @@ async function registeredByJob(ctx: TrainingContext, jobId: string): Promise<Mod
     throw error;
   }
   return versions.find((v) => runs.some((r) => r.id === v.runId));
+}
+
+/**
+ * The version, its `staging` alias and the gate's decision on `production`, in one registry
+ * transaction. `gate` describes the comparison for the audit trail (absent when resuming a stored run).
+ */
+async function register(
+  ctx: TrainingContext,
+  job: JobRecord,
+  runId: string,
+  gate?: { production?: string; testRmse: number; championRmse?: number; window: string },
+): Promise<{ version: ModelVersion; promoted: boolean; refusal?: string }> {
+  const comparison = gate
+    ? gate.production
+      ? `test RMSE ${gate.testRmse.toFixed(2)} vs ${gate.championRmse?.toFixed(2) ?? "n/a"} for version ${gate.production} on ${gate.window}`
+      : "first model"
+    : "champion/challenger gate on the stored run's metrics";
+  return ctx.registry.registerVersion({
+    modelName: ctx.modelName,
+    runId,
+    description: job.request.reason,
+    actor: job.requestedBy,
+    reason: `job ${job.id}: ${job.request.reason}`,
+    promotionReason: `job ${job.id}: ${comparison}`,
+  });
+}
+
+/** A final run of this job that finished (all artifacts stored) but never became a version. */
+async function storedFinalRun(ctx: TrainingContext, jobId: string): Promise<string | undefined> {
+  const { runs } = await ctx.registry.searchRuns({
+    filter: `tags.job_id = '${jobId}' and tags.role = 'final' and attributes.status = 'finished'`,
+    orderBy: ["attributes.start_time DESC"],
+    pageSize: 1,
+  });
+  return runs[0]?.id;
 }

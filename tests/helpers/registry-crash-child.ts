@@ -10,10 +10,41 @@
  *                       printed line means the commit returned before the kill).
  *   die-after-commit    commits one row to crash_probe, then kills itself.
  *   die-in-transaction  writes rows inside a transaction and kills itself before COMMIT.
+ *   train-job           runs training job $JOB_ID with the task outcome recorded in $OUTCOME_FILE
+ *                       (see replayExecutor) and kills itself right after the $KILL_AFTER-th database
+ *                       call (statement or transaction) of the job's "register" stage; exits 0 when
+ *                       the job ends before that.
  */
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { deserialize } from "node:v8";
+import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
+import { JobEvents } from "../../services/train/job-events.js";
+import { JobStore } from "../../services/train/job-store.js";
+import { runTrainingJob } from "../../services/train/runner.js";
+import { HOUR_CSV } from "./hour-csv.js";
+import { type RecordedTask, replayExecutor } from "./replay-executor.js";
+
+/** `db` as seen by the job: after `stage` is written, the `n`-th call's completion kills the process. */
+function killingAfter(db: Database, stage: string, n: number, kill: () => void): Database {
+  let armed = false;
+  let calls = 0;
+  return new Proxy(db, {
+    get(target, key) {
+      const value = Reflect.get(target, key, target);
+      if (typeof value !== "function") return value;
+      if (key !== "all" && key !== "run" && key !== "transaction") return value.bind(target);
+      return async (...args: unknown[]) => {
+        if (!armed && key === "run" && Array.isArray(args[1]) && args[1][1] === stage) armed = true;
+        const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        if (armed && ++calls === n) kill();
+        return result;
+      };
+    },
+  });
+}
 
 const [mode, dbPath, artifactsDir] = process.argv.slice(2);
 if (!mode || !dbPath || !artifactsDir) {
@@ -72,6 +103,23 @@ if (mode === "die-after-commit" || mode === "die-in-transaction") {
     });
     say(`a ${version.version}`);
   }
+} else if (mode === "train-job") {
+  const jobId = process.env.JOB_ID ?? "";
+  const recorded = deserialize(await readFile(process.env.OUTCOME_FILE ?? "")) as RecordedTask;
+  const watched = killingAfter(db, "register", Number(process.env.KILL_AFTER), die);
+  const ctx = {
+    registry: await Registry.open(watched, artifactsDir),
+    jobs: await JobStore.open(watched),
+    events: new JobEvents(),
+    log: createLogger({}, "warn", () => {}),
+    executor: replayExecutor(recorded),
+    dataPath: HOUR_CSV,
+    modelName: "crash-model",
+    nthread: 1,
+  };
+  await runTrainingJob(ctx, jobId, new AbortController().signal);
+  await db.close();
+  say("finished");
 } else {
   process.stderr.write(`unknown mode ${mode}\n`);
   process.exit(2);

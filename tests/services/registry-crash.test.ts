@@ -1,11 +1,20 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { deserialize, serialize } from "node:v8";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inlineExecutor, type JobExecutor } from "../../pipelines/jobs/tasks.js";
+import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
+import { JobEvents } from "../../services/train/job-events.js";
+import { JobStore } from "../../services/train/job-store.js";
+import { runTrainingJob } from "../../services/train/runner.js";
+import { HOUR_CSV } from "../helpers/hour-csv.js";
+import { type RecordedTask, recordingExecutor, replayExecutor } from "../helpers/replay-executor.js";
+import { QUICK_REQUEST } from "../helpers/server.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const CHILD = join(ROOT, "tests/helpers/registry-crash-child.ts");
@@ -33,10 +42,11 @@ interface Child {
   exited: Promise<NodeJS.Signals | number | null>;
 }
 
-function startChild(mode: string, db: string, artifacts: string): Child {
+function startChild(mode: string, db: string, artifacts: string, env: Record<string, string> = {}): Child {
   const child = spawn(process.execPath, ["--import", "tsx", CHILD, mode, db, artifacts], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   const lines: string[] = [];
   const stderr: string[] = [];
@@ -180,4 +190,116 @@ describe("crash safety (SIGKILL)", () => {
       }
     }
   });
+});
+
+const CRASH_MODEL = "crash-model";
+
+function trainingContext(registry: Registry, jobs: JobStore, executor: JobExecutor) {
+  return {
+    registry,
+    jobs,
+    events: new JobEvents(),
+    log: createLogger({}, "warn", () => {}),
+    executor,
+    dataPath: HOUR_CSV,
+    modelName: CRASH_MODEL,
+    nthread: 2,
+  };
+}
+
+/** Everything a training job's registration decides, without ids and times that differ by run. */
+async function registrationState(dbPath: string, artifacts: string, jobId: string) {
+  const db = await Database.open(dbPath);
+  try {
+    const registry = await Registry.open(db, artifacts);
+    const jobs = await JobStore.open(db);
+    const job = await jobs.get(jobId);
+    const model = await registry.getRegisteredModel(CRASH_MODEL);
+    const versions = model ? await registry.listModelVersions(CRASH_MODEL) : [];
+    const history = model ? await registry.aliasHistory(CRASH_MODEL) : [];
+    const { runs } = await registry.searchRuns({ filter: `tags.job_id = '${jobId}'` });
+    return {
+      job: { state: job?.state, modelVersion: job?.modelVersion, promoted: job?.promoted, error: job?.error },
+      versions: versions.map((v) => v.version),
+      versionRunsFinished: versions.map((v) => runs.find((r) => r.id === v.runId)?.status),
+      aliases: model?.aliases ?? {},
+      aliasMoves: history.map((c) => `${c.alias}: ${c.fromVersion || "-"} -> ${c.toVersion}`),
+      runsLeftRunning: runs.filter((r) => r.status === "running").length,
+    };
+  } finally {
+    await db.close();
+  }
+}
+
+describe("a training job killed at each database write of its register stage", () => {
+  it("resumes to the state an unkilled run reaches: one version, staging, the gate's decision", async () => {
+    // The training task itself is recorded once from a real run and replayed: what is under test
+    // is the registration that follows it.
+    const recordDir = join(dir, "record");
+    const recordDb = await Database.open(join(recordDir, "bikeshare.duckdb"));
+    const recorder = recordingExecutor(inlineExecutor);
+    try {
+      const jobs = await JobStore.open(recordDb);
+      const registry = await Registry.open(recordDb, join(recordDir, "artifacts"));
+      const { job } = await jobs.create(QUICK_REQUEST, "test");
+      await runTrainingJob(trainingContext(registry, jobs, recorder), job.id, new AbortController().signal);
+      expect((await jobs.get(job.id))?.state).toBe("succeeded");
+    } finally {
+      await recordDb.close();
+    }
+    const outcomeFile = join(dir, "training-outcome.bin");
+    await writeFile(outcomeFile, serialize(recorder.recorded));
+    const recorded = deserialize(await readFile(outcomeFile)) as RecordedTask;
+
+    const killed: { n: number; state: Awaited<ReturnType<typeof registrationState>> }[] = [];
+    let unkilled: Awaited<ReturnType<typeof registrationState>> | undefined;
+    for (let n = 1; n <= 60 && !unkilled; n++) {
+      const caseDir = join(dir, `kill-after-${n}`);
+      const dbPath = join(caseDir, "bikeshare.duckdb");
+      const artifacts = join(caseDir, "artifacts");
+      const setup = await Database.open(dbPath);
+      const { job } = await (await JobStore.open(setup)).create(QUICK_REQUEST, "test");
+      await setup.close();
+
+      const child = startChild("train-job", dbPath, artifacts, {
+        JOB_ID: job.id,
+        OUTCOME_FILE: outcomeFile,
+        KILL_AFTER: String(n),
+      });
+      const exit = await child.exited;
+      if (exit !== "SIGKILL") expect(exit, child.stderr.join("")).toBe(0);
+
+      // The restarted server runs every unfinished job again.
+      const db = await Database.open(dbPath);
+      try {
+        const jobs = await JobStore.open(db);
+        const registry = await Registry.open(db, artifacts);
+        for (const unfinished of await jobs.unfinished()) {
+          await runTrainingJob(
+            trainingContext(registry, jobs, replayExecutor(recorded)),
+            unfinished.id,
+            new AbortController().signal,
+          );
+        }
+      } finally {
+        await db.close();
+      }
+      const state = await registrationState(dbPath, artifacts, job.id);
+      if (exit === "SIGKILL") killed.push({ n, state });
+      else unkilled = state;
+    }
+
+    // What an unkilled run does with the first model: staging and, through the gate, production.
+    expect(unkilled).toEqual({
+      job: { state: "succeeded", modelVersion: "1", promoted: true, error: undefined },
+      versions: ["1"],
+      versionRunsFinished: ["finished"],
+      aliases: { production: "1", staging: "1" },
+      aliasMoves: ["staging: - -> 1", "production: - -> 1"],
+      runsLeftRunning: 0,
+    });
+    // Every write of the stage was a kill point (the run record, its artifacts, the version, the job).
+    expect(killed.length).toBeGreaterThanOrEqual(8);
+    for (const { n, state } of killed) expect(state, `killed after database call ${n}`).toEqual(unkilled);
+  }, 900_000);
 });
