@@ -35,6 +35,12 @@ export async function workerCommand(): Promise<number> {
     lockDurationMs,
     around: (kind, jobId, task) => withSpan(`${kind} task`, { "job.id": jobId }, task),
     onStarted: (kind, jobId, attempt) => log.info("job started", { kind, job_id: jobId, attempt }),
+    onReused: (kind, jobId, attempt) =>
+      log.info("job already computed by an earlier attempt: returning its kept outcome", {
+        kind,
+        job_id: jobId,
+        attempt,
+      }),
     onFinished: (kind, jobId, outcome, seconds, error) => {
       metrics.jobs.observe({ kind, outcome }, seconds);
       const fields = { kind, job_id: jobId, outcome, seconds: Math.round(seconds * 10) / 10 };

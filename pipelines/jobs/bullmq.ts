@@ -23,6 +23,13 @@ export const QUEUE_NAME = "bikeshare-jobs";
 /** Workers listen here for the ids of jobs to abort: only the process running a job can stop it. */
 const CANCEL_CHANNEL = "bikeshare:cancel";
 const CANCELLED_REASON = "cancelled by request";
+/**
+ * Where a worker keeps a task's encoded output before BullMQ marks the job completed. If the
+ * worker's lock on the job was lost meanwhile (e.g. Redis away for longer than the lock), BullMQ
+ * runs the job again: that attempt returns the kept output instead of computing it all again.
+ */
+export const outcomeKey = (jobId: string) => `bikeshare:outcome:${jobId}`;
+const OUTCOME_TTL_SECONDS = 86_400;
 
 /** BullMQ needs commands to wait for Redis rather than fail after a few retries (KNOWN.md). */
 function connection(url: string) {
@@ -68,7 +75,8 @@ export type QueueComponent =
   | "worker"
   | "cancel_subscriber"
   | "schedule_queue"
-  | "schedule_worker";
+  | "schedule_worker"
+  | "outcome_store";
 
 /** Gets every error of a queue client: Redis being away is reported on each of them at every retry. */
 export type QueueErrorHandler = (component: QueueComponent, error: Error) => void;
@@ -283,6 +291,8 @@ export interface WorkerOptions {
   /** How long a job stays locked to a worker without a renewal; a dead worker's job is retried after it. */
   lockDurationMs?: number;
   onStarted?: (kind: TaskKind, jobId: string, attempt: number) => void;
+  /** An attempt that found the job's output kept by an earlier attempt, and returned it. */
+  onReused?: (kind: TaskKind, jobId: string, attempt: number) => void;
   /** Wraps each task, e.g. in a span; it runs in the trace context the job was submitted from. */
   around?: <T>(kind: TaskKind, jobId: string, task: () => Promise<T>) => Promise<T>;
   onFinished?: (
@@ -304,12 +314,19 @@ export interface RunningWorker {
 export async function startWorker(url: string, options: WorkerOptions = {}): Promise<RunningWorker> {
   const lockDuration = options.lockDurationMs ?? 30_000;
   const report = options.onError ?? warnQueueErrors();
+  const store = new Redis(url, { maxRetriesPerRequest: null });
+  store.on("error", (error) => report("outcome_store", error));
   const worker = new Worker(
     QUEUE_NAME,
     async (job, _token, signal) => {
       const kind = job.name;
       if (!isTaskKind(kind)) throw new UnrecoverableError(`unknown task kind ${JSON.stringify(kind)}`);
       const jobId = job.id as string;
+      const kept = await store.get(outcomeKey(jobId));
+      if (kept !== null) {
+        options.onReused?.(kind, jobId, job.attemptsMade + 1);
+        return kept;
+      }
       const started = performance.now();
       options.onStarted?.(kind, jobId, job.attemptsMade + 1);
       const outcome = (name: "succeeded" | "failed" | "cancelled", error?: unknown) =>
@@ -327,8 +344,10 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
             around(kind, jobId, () => (TASKS[kind] as Task<typeof kind>)(input, progress.push, abort)),
           )
           .finally(progress.flush);
+        const encoded = encodePayload(output);
+        await store.set(outcomeKey(jobId), encoded, "EX", OUTCOME_TTL_SECONDS);
         outcome("succeeded");
-        return encodePayload(output);
+        return encoded;
       } catch (error) {
         if (error instanceof TaskCancelled || abort.aborted) {
           outcome("cancelled");
@@ -357,6 +376,7 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
     async close() {
       await worker.close();
       subscriber.disconnect();
+      store.disconnect();
     },
   };
 }
