@@ -18,7 +18,7 @@ import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
 import { createFrontServer, rateLimited } from "./http/front.js";
-import { createLegacyHandler } from "./legacy/routes.js";
+import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";
 import { DEFAULT_MONITOR_POLICY, type MonitorPolicy, runCheck } from "./monitor/checks.js";
@@ -339,9 +339,4 @@ export async function startServer(
       await stopTracing();
     },
   };
-}
-
-/** The request stream broke because the client closed or reset its connection before sending it all. */
-function clientAborted(req: { readonly complete: boolean; readonly destroyed: boolean }): boolean {
-  return req.destroyed && !req.complete;
 }

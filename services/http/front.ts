@@ -6,6 +6,11 @@ import type { Logger } from "../observability/log.js";
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** Errors a client causes by going away; they end its connection and are not worth a log line. */
 const CLIENT_GONE = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+/**
+ * Bytes that are not HTTP (Node's parser codes start with HPE_), e.g. the rest of a body a client kept
+ * sending after an early 413: the client's fault, answered by closing its connection, not a server error.
+ */
+const isClientError = (code = "") => CLIENT_GONE.has(code) || code.startsWith("HPE_");
 
 export interface ConnectionLimits {
   headersTimeoutMs: number;
@@ -126,7 +131,7 @@ export function createFrontServer(
       sockets.delete(socket);
     });
     socket.on("error", (error: NodeJS.ErrnoException) => {
-      if (!CLIENT_GONE.has(error.code ?? "")) log.warn("connection failed", { error });
+      if (!isClientError(error.code)) log.warn("connection failed", { error });
       socket.destroy();
     });
     let head = Buffer.alloc(0);

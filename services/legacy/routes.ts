@@ -343,6 +343,10 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       if (error instanceof HttpError) {
         status = error.status;
         send(res, error.status, error.body);
+      } else if (clientAborted(req)) {
+        // nginx's "client closed request": nobody is left to answer, and it is not the server's fault.
+        status = 499;
+        throw error;
       } else {
         status = 500;
         send(res, 500, { detail: "internal server error" });
@@ -358,4 +362,9 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       );
     }
   };
+}
+
+/** The request stream broke because the client closed or reset its connection before sending it all. */
+export function clientAborted(req: { readonly complete: boolean; readonly destroyed: boolean }): boolean {
+  return req.destroyed && !req.complete;
 }
