@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { constants } from "node:fs";
-import { access, chmod, mkdir, stat } from "node:fs/promises";
+import { access, chmod, mkdir, stat, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
   blobValue,
@@ -96,6 +96,21 @@ function paramTypes(
   return Object.fromEntries(entries.map(([k, v]) => [k, typeOf(v)]));
 }
 
+/** A write refused because the disk is full or read-only: an operator's problem, not a bug. */
+export class StoreUnwritableError extends Error {
+  constructor(
+    readonly path: string,
+    cause: Error,
+  ) {
+    super(`the database ${path} cannot be written: ${cause.message}`, { cause });
+    this.name = "StoreUnwritableError";
+  }
+}
+
+const UNWRITABLE = /no space left on device|read-only file system|disk quota exceeded/i;
+const MIN_FREE_BYTES = 16 * 1024 * 1024;
+const WRITE_STATEMENT = /^\s*(insert|update|delete|create|alter|drop|commit|checkpoint)\b/i;
+
 /**
  * Makes sure the database file's folder exists and takes writes; true when the file is new. The
  * errors name the setting and say what is wrong in one line ("read-only", "does not exist").
@@ -142,6 +157,12 @@ export class Database {
   /** Tail of the queue; never rejects. */
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private onWritable: (writable: boolean, error?: Error) => void = () => {};
+  /** False after a write failed for lack of space, until a write succeeds again. */
+  writable = true;
+  private lastUnwritable: StoreUnwritableError | undefined;
+  /** A statement inside a transaction proves nothing about the disk until its COMMIT. */
+  private inTransaction = false;
   private readonly context = new AsyncLocalStorage<ActiveTransaction>();
 
   private constructor(
@@ -154,7 +175,14 @@ export class Database {
    * Opens (or creates) the file; `":memory:"` gives a throw-away database. Creates the parent folder.
    * `setting` names where the path came from (e.g. BIKESHARE_DB), for errors an operator can act on.
    */
-  static async open(path: string, options: { setting?: string } = {}): Promise<Database> {
+  static async open(
+    path: string,
+    options: {
+      setting?: string;
+      /** Called when writes start failing for lack of space (or a read-only disk), and when they work again. */
+      onWritable?: (writable: boolean, error?: Error) => void;
+    } = {},
+  ): Promise<Database> {
     const created = path !== ":memory:" && (await prepareFile(path, options.setting));
     let instance: DuckDBInstance;
     try {
@@ -168,7 +196,9 @@ export class Database {
     if (created) await chmod(path, 0o600);
     try {
       const connection = await instance.connect();
-      return new Database(path, instance, connection);
+      const db = new Database(path, instance, connection);
+      if (options.onWritable) db.onWritable = options.onWritable;
+      return db;
     } catch (error) {
       instance.closeSync();
       throw error;
@@ -197,6 +227,7 @@ export class Database {
     if (active) return fn(active.tx);
     return this.enqueue(async () => {
       await this.exec("BEGIN TRANSACTION");
+      this.inTransaction = true;
       const state: ActiveTransaction = {
         owner: this,
         open: true,
@@ -216,6 +247,7 @@ export class Database {
         result = await this.context.run(state, () => fn(state.tx));
       } catch (error) {
         state.open = false;
+        this.inTransaction = false;
         try {
           await this.exec("ROLLBACK");
         } catch {
@@ -224,6 +256,7 @@ export class Database {
         throw error;
       }
       state.open = false;
+      this.inTransaction = false;
       try {
         await this.exec("COMMIT");
       } catch (error) {
@@ -253,6 +286,29 @@ export class Database {
     await finish;
   }
 
+  /**
+   * Why new work should not be accepted: the last write failed for lack of space and the disk is
+   * still full. Small writes may still succeed there, but a job accepted now could not finish.
+   */
+  async unwritable(): Promise<StoreUnwritableError | undefined> {
+    if (this.writable || (await this.hasRoom())) return undefined;
+    return this.lastUnwritable;
+  }
+
+  /**
+   * On a nearly full disk small writes still fit in space DuckDB allocated earlier: one that
+   * succeeds does not mean the store is healthy again, free space on the disk does.
+   */
+  private async hasRoom(): Promise<boolean> {
+    try {
+      const fs = await statfs(dirname(this.path));
+      return fs.bavail * fs.bsize >= MIN_FREE_BYTES;
+    } catch (error) {
+      // A file system that cannot tell: the successful write is all we know. Otherwise ask again next write.
+      return ["ENOSYS", "ENOTSUP", "EOPNOTSUPP"].includes((error as NodeJS.ErrnoException).code ?? "");
+    }
+  }
+
   private activeTransaction(): ActiveTransaction | undefined {
     const active = this.context.getStore();
     return active && active.owner === this && active.open ? active : undefined;
@@ -269,7 +325,24 @@ export class Database {
   }
 
   private async exec<T>(sql: string, params?: SqlParams): Promise<T[]> {
-    const reader = await this.connection.runAndReadAll(sql, toDuckParams(params), paramTypes(params));
-    return reader.getRowObjectsJS() as T[];
+    let rows: T[];
+    try {
+      const reader = await this.connection.runAndReadAll(sql, toDuckParams(params), paramTypes(params));
+      rows = reader.getRowObjectsJS() as T[];
+    } catch (error) {
+      if (!(error instanceof Error && UNWRITABLE.test(error.message))) throw error;
+      const unwritable = new StoreUnwritableError(this.path, error);
+      this.lastUnwritable = unwritable;
+      if (this.writable) {
+        this.writable = false;
+        this.onWritable(false, unwritable);
+      }
+      throw unwritable;
+    }
+    if (!this.writable && !this.inTransaction && WRITE_STATEMENT.test(sql) && (await this.hasRoom())) {
+      this.writable = true;
+      this.onWritable(true);
+    }
+    return rows;
   }
 }

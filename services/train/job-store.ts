@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { TrainingRequest } from "../../pipelines/training/job.js";
-import type { Database } from "../storage/database.js";
+import { type Database, StoreUnwritableError } from "../storage/database.js";
 
 export type { TrainingRequest };
 
@@ -87,7 +87,28 @@ const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_a
   error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts, kind, result`;
 
 /** Training and scoring jobs, persisted so that an accepted job survives a crash or restart. */
+type FinishResult = {
+  error?: string;
+  runId?: string;
+  modelVersion?: string;
+  promoted?: boolean;
+  scoring?: ScoringResult;
+};
+
+/** How often an outcome the full disk refused is tried again. */
+const RETRY_UNSAVED_MS = 15_000;
+
 export class JobStore {
+  /**
+   * Outcomes the database refused (disk full): readers see them at once, and they are written
+   * when the database takes writes again, so that a job never reads "running" after it ended.
+   */
+  private readonly unsaved = new Map<
+    string,
+    { state: "succeeded" | "failed" | "cancelled"; result: FinishResult; at: Date }
+  >();
+  private retry: NodeJS.Timeout | undefined;
+
   private constructor(private readonly db: Database) {}
 
   static async open(db: Database): Promise<JobStore> {
@@ -138,6 +159,8 @@ export class JobStore {
     requestedBy: string,
     idempotencyKey?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
+    const full = await this.db.unwritable();
+    if (full) throw full;
     return this.db.transaction(async (tx) => {
       if (idempotencyKey) {
         const [existing] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE idempotency_key = $1`, [
@@ -157,7 +180,29 @@ export class JobStore {
 
   async get(id: string): Promise<JobRecord | undefined> {
     const [row] = await this.db.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
-    return row ? fromRow(row) : undefined;
+    return row ? this.overlay(fromRow(row)) : undefined;
+  }
+
+  private overlay(job: JobRecord): JobRecord {
+    const pending = this.unsaved.get(job.id);
+    if (!pending) return job;
+    const { state, result, at } = pending;
+    return {
+      ...job,
+      state,
+      stage: state,
+      finishedAt: at,
+      promoted: result.promoted ?? false,
+      ...(result.error !== undefined ? { error: result.error } : {}),
+      ...(result.runId !== undefined ? { runId: result.runId } : {}),
+      ...(result.modelVersion !== undefined ? { modelVersion: result.modelVersion } : {}),
+    };
+  }
+
+  private async writeUnsaved(): Promise<void> {
+    for (const [id, { state, result }] of [...this.unsaved]) {
+      await this.finish(id, state, result);
+    }
   }
 
   async list(options: { state?: JobState; limit: number; offset: number }): Promise<JobRecord[]> {
@@ -168,7 +213,7 @@ export class JobStore {
       `SELECT ${COLUMNS} FROM jobs ${where} ORDER BY created_at DESC, id LIMIT $1 OFFSET $2`,
       params,
     );
-    return rows.map(fromRow);
+    return rows.map((r) => this.overlay(fromRow(r)));
   }
 
   async markRunning(id: string): Promise<void> {
@@ -182,17 +227,38 @@ export class JobStore {
     await this.db.run(`UPDATE jobs SET stage = $2, progress = $3 WHERE id = $1`, [id, stage, progress]);
   }
 
+  /**
+   * Records a job's end. When the disk is full the outcome is kept in memory (readers see it) and
+   * written later; the call still resolves, as the outcome itself is known.
+   */
   async finish(
     id: string,
     state: "succeeded" | "failed" | "cancelled",
-    result: {
-      error?: string;
-      runId?: string;
-      modelVersion?: string;
-      promoted?: boolean;
-      scoring?: ScoringResult;
-    } = {},
+    result: FinishResult = {},
   ): Promise<void> {
+    try {
+      await this.writeFinish(id, state, result);
+    } catch (error) {
+      if (!(error instanceof StoreUnwritableError)) throw error;
+      if (!this.unsaved.has(id)) this.unsaved.set(id, { state, result, at: new Date() });
+      this.retry ??= setInterval(() => {
+        this.writeUnsaved().then(
+          () => {
+            if (this.unsaved.size === 0) {
+              clearInterval(this.retry);
+              this.retry = undefined;
+            }
+          },
+          // A full disk is not an error here (finish keeps waiting for space); anything else is.
+          (error: unknown) => process.emitWarning(`could not write a job's outcome: ${String(error)}`),
+        );
+      }, RETRY_UNSAVED_MS).unref();
+      return;
+    }
+    this.unsaved.delete(id);
+  }
+
+  private async writeFinish(id: string, state: "succeeded" | "failed" | "cancelled", result: FinishResult) {
     await this.db.run(
       `UPDATE jobs SET state = $2, stage = $2, progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END,
          finished_at = now()::TIMESTAMP, error = $3, run_id = coalesce($4, run_id), model_version = $5, promoted = $6,
@@ -219,6 +285,6 @@ export class JobStore {
     const rows = await this.db.all(
       `SELECT ${COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at, id`,
     );
-    return rows.map(fromRow);
+    return rows.map(fromRow).filter((job) => !this.unsaved.has(job.id));
   }
 }

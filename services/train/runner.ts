@@ -171,10 +171,10 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
     if (done) ctx.onFinished?.(done, (performance.now() - started) / 1000);
   };
 
-  await ctx.jobs.markRunning(jobId);
   const request = job.request;
   const recorder = new CandidateRecorder(ctx, request.experiment, jobId);
   try {
+    await ctx.jobs.markRunning(jobId);
     // A retried job (the process died after registering) must not register a second version.
     let previous = await registeredByJob(ctx, jobId);
     const stored = previous ? undefined : await storedFinalRun(ctx, jobId);
@@ -206,7 +206,10 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
 
     const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
     const champion = production ? await championOf(ctx.registry, production) : undefined;
+    // Stage writes run while the task computes; the first failure (e.g. a full disk) is kept for
+    // after it, never left as a rejection nobody handles (which would end the server).
     let stageWrites: Promise<void> = Promise.resolve();
+    let stageFailure: unknown;
     const outcome = await ctx.executor.run(
       "train",
       jobId,
@@ -215,7 +218,11 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
         switch (p.type) {
           case "stage":
             if (p.stage === "load") recorder.restart();
-            stageWrites = stageWrites.then(() => stage(p.stage, p.progress, p.message));
+            stageWrites = stageWrites
+              .then(() => stage(p.stage, p.progress, p.message))
+              .catch((error: unknown) => {
+                stageFailure ??= error;
+              });
             break;
           case "round":
             publish("train", `${p.candidate} round ${p.round}`, {
@@ -236,6 +243,7 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
       signal,
     );
     await stageWrites;
+    if (stageFailure) throw stageFailure;
     await recorder.settle();
 
     const { winner, final, championRmse } = outcome;
@@ -341,7 +349,7 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
       return;
     }
     log.error("training job failed", { error });
-    await finish("failed", { error: error instanceof Error ? error.message : String(error) });
+    await finish("failed", { error: failureMessage(error, ctx) });
   }
 }
 
@@ -405,4 +413,13 @@ async function storedFinalRun(ctx: TrainingContext, jobId: string): Promise<stri
     pageSize: 1,
   });
   return runs[0]?.id;
+}
+
+/** The job's error for its record: a full disk is named as such, with where the bytes were going. */
+function failureMessage(error: unknown, ctx: TrainingContext): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if ((error as NodeJS.ErrnoException)?.code === "ENOSPC") {
+    return `no space left on device for the model artifacts under ${ctx.registry.artifactsDir}: ${message}`;
+  }
+  return message;
 }

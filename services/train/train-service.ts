@@ -13,6 +13,7 @@ import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
 import { pageOf, pageResult } from "../paging.js";
 import { invalidArgument } from "../predict/predict-service.js";
+import { StoreUnwritableError } from "../storage/database.js";
 import type { JobEvents } from "./job-events.js";
 import { type JobRecord, type JobStore, TERMINAL, type TrainingRequest } from "./job-store.js";
 
@@ -151,11 +152,18 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
         ...(dataUntil ? { dataUntil } : {}),
         reason: req.reason || "manual",
       };
-      const { job, created } = await jobs.create(
-        request,
-        actorOf(ctx.values),
-        req.idempotencyKey || undefined,
-      );
+      const { job, created } = await jobs
+        .create(request, actorOf(ctx.values), req.idempotencyKey || undefined)
+        .catch((error: unknown) => {
+          // A full disk is the operator's to fix, and the client may retry later: not `internal`.
+          if (error instanceof StoreUnwritableError) {
+            throw new ConnectError(
+              `cannot accept a training job now: ${error.message}`,
+              Code.ResourceExhausted,
+            );
+          }
+          throw error;
+        });
       if (created) {
         events.publish({
           jobId: job.id,
