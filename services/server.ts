@@ -89,7 +89,17 @@ export async function startServer(
 ): Promise<RunningServer> {
   const stopTracing = initTracing(log);
   const metrics = new Metrics();
-  const db = await Database.open(config.dbPath, { setting: "BIKESHARE_DB" });
+  const db = await Database.open(config.dbPath, {
+    setting: "BIKESHARE_DB",
+    // Serving goes on without writes; training and the prediction log wait for space.
+    onWritable: (writable, error) => {
+      metrics.storeWritable.set(writable ? 1 : 0);
+      if (writable) log.info("the database takes writes again", { path: config.dbPath });
+      else
+        log.error("the database cannot be written: free space on its disk", { path: config.dbPath, error });
+    },
+  });
+  metrics.storeWritable.set(1);
   const registry = await Registry.open(db, config.modelsDir);
   const jobs = await JobStore.open(db);
   const events = new JobEvents();

@@ -79,6 +79,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly storeWritable = new Gauge({
+    name: "bikeshare_store_writable",
+    help: "1 while the database file takes writes; 0 after a write failed because its disk is full or read-only, until writes succeed with space free again.",
+    registers: [this.registry],
+  });
+
   readonly predictionLogWritten = new Counter({
     name: "bikeshare_prediction_log_written_total",
     help: "Predictions written to the prediction log.",
