@@ -83,8 +83,8 @@ async function scoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSi
     if (done) ctx.onFinished?.(done, (performance.now() - started) / 1000);
   };
 
-  await ctx.jobs.markRunning(jobId);
   try {
+    await ctx.jobs.markRunning(jobId);
     // Checked again now: a link planted while the job waited in the queue must not lead outside.
     for (const [field, p, extensions, role] of [
       ["input", job.request.input, INPUT_EXTENSIONS, "input"],
@@ -102,7 +102,10 @@ async function scoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSi
     for (const p of [job.request.output, job.request.invalidOutput]) {
       await mkdir(dirname(path(p)), { recursive: true });
     }
+    // Progress writes run while the task computes; a failure (e.g. a full disk) is kept for after
+    // it, never left as a rejection nobody handles (which would end the server).
     let writes: Promise<void> = Promise.resolve();
+    let writeFailure: unknown;
     const summary = await ctx.executor.run(
       "score",
       jobId,
@@ -115,12 +118,17 @@ async function scoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSi
       (p) => {
         const message = `${p.rowsScored} rows scored, ${p.rowsInvalid} invalid`;
         const fraction = p.totalRows ? Math.min(1, p.rowsRead / p.totalRows) : 0;
-        writes = writes.then(() => ctx.jobs.progress(jobId, "score", fraction));
+        writes = writes
+          .then(() => ctx.jobs.progress(jobId, "score", fraction))
+          .catch((error: unknown) => {
+            writeFailure ??= error;
+          });
         publish("running", "score", message);
       },
       signal,
     );
     await writes;
+    if (writeFailure) throw writeFailure;
     const scoring = {
       rowsRead: summary.rowsRead,
       rowsScored: summary.rowsScored,
