@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
+import { inlineExecutor, type JobExecutor } from "../../pipelines/jobs/tasks.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
@@ -85,4 +85,40 @@ describe("a retried training job whose registry read fails", () => {
     expect(done?.state, done?.error).toBe("succeeded");
     expect(await other.listModelVersions("never-registered")).toHaveLength(1);
   }, 300_000);
+
+  it("fails the job, not the process, when a stage write fails while the task computes", async () => {
+    const { job } = await jobs.create({ ...QUICK_REQUEST, reason: "stage write fails" }, "test");
+    const full = new Error('Could not write file "bikeshare.duckdb.wal": No space left on device (test)');
+    const failingJobs = new Proxy(jobs, {
+      get(target, key, receiver) {
+        if (key === "progress") return () => Promise.reject(full);
+        const value = Reflect.get(target, key, receiver);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    // The task reports a stage, then goes on computing for a while before it fails by itself.
+    const executor: JobExecutor = {
+      async run(_kind, _jobId, _input, report) {
+        report({ type: "stage", stage: "train", progress: 0.1, message: "training" } as never);
+        await new Promise((r) => setTimeout(r, 1000));
+        throw new Error("the task ended");
+      },
+      close: async () => {},
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      await runTrainingJob(
+        { ...context(registry), jobs: failingJobs, executor },
+        job.id,
+        new AbortController().signal,
+      );
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+    const done = await jobs.get(job.id);
+    expect(done?.state).toBe("failed");
+  }, 60_000);
 });
