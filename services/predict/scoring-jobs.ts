@@ -84,7 +84,7 @@ async function scoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSi
   };
 
   try {
-    await ctx.jobs.markRunning(jobId);
+    if (!(await ctx.jobs.markRunning(jobId))) return; // cancelled while it was being dequeued
     // Checked again now: a link planted while the job waited in the queue must not lead outside.
     for (const [field, p, extensions, role] of [
       ["input", job.request.input, INPUT_EXTENSIONS, "input"],

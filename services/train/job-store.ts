@@ -216,11 +216,17 @@ export class JobStore {
     return rows.map((r) => this.overlay(fromRow(r)));
   }
 
-  async markRunning(id: string): Promise<void> {
-    await this.db.run(
-      `UPDATE jobs SET state = 'running', stage = 'starting', started_at = now()::TIMESTAMP, attempts = attempts + 1 WHERE id = $1`,
+  /**
+   * Starts (or resumes) a job; false when it ended meanwhile: a cancel that reached the job while it was
+   * being dequeued must not be overwritten by "running".
+   */
+  async markRunning(id: string): Promise<boolean> {
+    const rows = await this.db.all(
+      `UPDATE jobs SET state = 'running', stage = 'starting', started_at = now()::TIMESTAMP, attempts = attempts + 1
+         WHERE id = $1 AND state IN ('queued', 'running') RETURNING id`,
       [id],
     );
+    return rows.length === 1;
   }
 
   async progress(id: string, stage: string, progress: number): Promise<void> {

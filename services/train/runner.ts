@@ -174,7 +174,7 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
   const request = job.request;
   const recorder = new CandidateRecorder(ctx, request.experiment, jobId);
   try {
-    await ctx.jobs.markRunning(jobId);
+    if (!(await ctx.jobs.markRunning(jobId))) return; // cancelled while it was being dequeued
     // A retried job (the process died after registering) must not register a second version.
     let previous = await registeredByJob(ctx, jobId);
     const stored = previous ? undefined : await storedFinalRun(ctx, jobId);

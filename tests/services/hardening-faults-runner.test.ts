@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inlineExecutor, type JobExecutor } from "../../pipelines/jobs/tasks.js";
 import { createLogger } from "../../services/observability/log.js";
-import { Registry } from "../../services/registry/registry.js";
+import { Registry, RegistryError } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
 import { JobEvents } from "../../services/train/job-events.js";
 import { JobStore } from "../../services/train/job-store.js";
@@ -121,4 +121,42 @@ describe("a retried training job whose registry read fails", () => {
     const done = await jobs.get(job.id);
     expect(done?.state).toBe("failed");
   }, 60_000);
+});
+
+describe("a job cancelled while it is being dequeued", () => {
+  it("stays cancelled: the runner does not mark it running nor train", async () => {
+    const { job } = await jobs.create(QUICK_REQUEST, "test");
+    const versionCount = () =>
+      registry.listModelVersions(MODEL).then(
+        (list) => list.length,
+        (error: unknown) => {
+          if (error instanceof RegistryError && error.code === "not_found") return 0;
+          throw error;
+        },
+      );
+    const versions = await versionCount();
+    // The cancel lands between the runner's read of the job (still queued) and its start.
+    const racing = Object.create(jobs) as JobStore;
+    racing.markRunning = async (id) => {
+      await jobs.finish(id, "cancelled", { error: "cancelled before it started" });
+      return jobs.markRunning(id);
+    };
+    let ran = false;
+    const executor: JobExecutor = {
+      run(kind, jobId, input, report, signal) {
+        ran = true;
+        return inlineExecutor.run(kind, jobId, input, report, signal);
+      },
+      close: async () => {},
+    };
+    await runTrainingJob(
+      { ...context(registry), jobs: racing, executor },
+      job.id,
+      new AbortController().signal,
+    );
+    const after = await jobs.get(job.id);
+    expect(after?.state).toBe("cancelled");
+    expect(ran).toBe(false);
+    expect(await versionCount()).toBe(versions);
+  });
 });
