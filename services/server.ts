@@ -289,10 +289,15 @@ export async function startServer(
   });
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(PredictService, {
-        ...createPredictService(live, onServed, config),
-        startScoring: startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
-      });
+      router.service(
+        PredictService,
+        createPredictService(
+          live,
+          onServed,
+          config,
+          startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
+        ),
+      );
       router.service(
         TrainService,
         createTrainService({ jobs, queue, events, defaultExperiment: config.experiment }),

@@ -96,7 +96,7 @@ function alertToProto(a: AlertRecord) {
   };
 }
 
-export function createMonitorService(deps: MonitorDeps): Partial<ServiceImpl<typeof MonitorService>> {
+export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof MonitorService> {
   return {
     async reportActuals(req) {
       if (req.actuals.length > MAX_ACTUALS_PER_CALL) {

@@ -67,11 +67,18 @@ export interface Served {
 /** Resolves once what was served is logged durably: the reply is sent only then. */
 export type OnServed = (served: Served) => Promise<void>;
 
+/**
+ * StartScoring stores and queues a job: the server passes in the jobs module's handler, so serving
+ * code does not depend on the job store.
+ */
+export type StartScoring = ServiceImpl<typeof PredictService>["startScoring"];
+
 export function createPredictService(
   slot: ModelSlot,
   onServed: OnServed,
   limits: { maxBatchSize: number },
-): Partial<ServiceImpl<typeof PredictService>> {
+  startScoring: StartScoring,
+): ServiceImpl<typeof PredictService> {
   /** `firstRow` numbers rows from the start of a stream, so an error names the row the client sent. */
   const validateRows = (rows: readonly HourConditions[], firstRow = 0) => {
     if (rows.length > limits.maxBatchSize) {
@@ -106,6 +113,8 @@ export function createPredictService(
   };
 
   return {
+    startScoring,
+
     async predict(request) {
       const result = recordFromConditions(request.conditions, "conditions");
       if (!result.ok) throw invalidArgument(result.violations);
