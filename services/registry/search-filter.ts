@@ -1,4 +1,4 @@
-import { RegistryError } from "./registry.js";
+import { RegistryError } from "./errors.js";
 
 /**
  * MLflow-style run search: `metrics.rmse < 60 and params.max_depth = '6' and tags.family = 'gbtree'`
