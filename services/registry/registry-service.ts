@@ -145,7 +145,7 @@ function changeMessage(c: AliasChange): MessageInitShape<typeof AliasChangeSchem
   };
 }
 
-export function createRegistryService(registry: Registry): Partial<ServiceImpl<typeof RegistryService>> {
+export function createRegistryService(registry: Registry): ServiceImpl<typeof RegistryService> {
   const requireModel = async (name: string): Promise<RegisteredModel> => {
     const model = await registry.getRegisteredModel(name);
     if (!model) throw new ConnectError(`model "${name}" does not exist`, Code.NotFound);
