@@ -97,6 +97,10 @@ describe("alert rules", () => {
         "BikeshareLiveRmseHigh",
         "BikeshareJobFailed",
         "BikesharePredictionLogDrops",
+        "BikesharePredictionLogUnspooled",
+        "BikeshareStoreNotWritable",
+        "BikeshareQueueErrors",
+        "BikeshareConnectionsRejected",
       ]),
     );
     const tests = (await Promise.all((await ruleTestFiles()).map(read))).join("\n");
