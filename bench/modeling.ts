@@ -26,6 +26,7 @@ import {
   FEATURE_NAMES,
   HOLIDAY_DISTANCE_CAP,
 } from "../core/features/index.js";
+import { seededRandom } from "../core/random/index.js";
 import { xgboostVersion } from "../core/xgboost/index.js";
 import { type HourlyDataset, loadHourly, selectRows } from "../pipelines/data/hourly.js";
 import {
@@ -41,8 +42,8 @@ import {
   prepareData,
   trainAndSelect,
 } from "../pipelines/training/candidates.js";
-import { concatRows, withoutDates } from "../pipelines/training/select.js";
-import { randomSplit, seededRandom, windowSplit } from "../pipelines/training/splits.js";
+import { concatRows, withoutDates } from "../pipelines/training/matrices.js";
+import { randomSplit, windowSplit } from "../pipelines/training/splits.js";
 
 const args = process.argv.slice(2);
 const QUICK = args.includes("--quick");

@@ -1,4 +1,5 @@
 import { dayNumber, isoDateOf } from "../../core/features/index.js";
+import { seededRandom } from "../../core/random/index.js";
 import type { HourlyDataset } from "../data/hourly.js";
 
 /**
@@ -101,18 +102,6 @@ export function windowSplit(
     }
   }
   return result;
-}
-
-/** mulberry32: a small, fast PRNG, so that split A is the same on every machine. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function randomSplit(rows: number, testShare = 0.2, seed = 42): { train: number[]; test: number[] } {

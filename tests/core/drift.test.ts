@@ -37,23 +37,13 @@ import {
   wassersteinNormed,
   zTest,
 } from "../../core/drift/index.js";
+import { seededRandom } from "../../core/random/index.js";
 import { type ScipyRequest, scipy } from "../helpers/scipy.js";
 
 // ---------------------------------------------------------------- seeded fixtures
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function normal(seed: number, n: number, mean = 0, sd = 1): number[] {
-  const u = mulberry32(seed);
+  const u = seededRandom(seed);
   const out: number[] = [];
   while (out.length < n) {
     const r = Math.sqrt(-2 * Math.log(1 - u()));
@@ -66,7 +56,7 @@ function normal(seed: number, n: number, mean = 0, sd = 1): number[] {
 
 /** Integers: the number of successes in `trials` Bernoulli(p) draws (many ties). */
 function binomial(seed: number, n: number, trials: number, p: number): number[] {
-  const u = mulberry32(seed);
+  const u = seededRandom(seed);
   return Array.from({ length: n }, () => {
     let k = 0;
     for (let i = 0; i < trials; i++) if (u() < p) k++;
@@ -76,7 +66,7 @@ function binomial(seed: number, n: number, trials: number, p: number): number[] 
 
 /** Category codes drawn with the given probabilities (codes = `codes[i]`). */
 function categorical(seed: number, n: number, probs: number[], codes?: number[]): number[] {
-  const u = mulberry32(seed);
+  const u = seededRandom(seed);
   return Array.from({ length: n }, () => {
     let r = u();
     for (let i = 0; i < probs.length; i++) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "../../core/random/index.js";
 import {
   Booster,
   type DenseMatrix,
@@ -11,21 +12,9 @@ import {
 
 type Labelled = DenseMatrix & { labels: Float32Array };
 
-/** mulberry32: tiny seeded PRNG so every run sees the same data. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** y = 3*x0 + x1^2 + N(0, 0.5^2); the remaining columns are pure noise features. */
 function regression(rows: number, cols: number, seed: number): Labelled {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
   const data = new Float32Array(rows * cols);
   const labels = new Float32Array(rows);

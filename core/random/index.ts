@@ -1,0 +1,16 @@
+/**
+ * Seeded random numbers, for anything that must draw the same values on every machine and every run
+ * (data splits, date masks, search draws, test fixtures).
+ */
+
+/** mulberry32: a small, fast PRNG, so that split A is the same on every machine. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
