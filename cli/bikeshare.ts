@@ -68,7 +68,7 @@ function dateArg(name: string, value: string | undefined) {
   return timestampFromDate(new Date(`${value}T00:00:00Z`));
 }
 
-const fmt = (x: number | undefined) => (x === undefined ? "" : x.toFixed(2));
+const twoDecimals = (x: number | undefined) => (x === undefined ? "" : x.toFixed(2));
 
 async function serve(): Promise<number> {
   const config = configFromEnv();
@@ -119,7 +119,7 @@ async function train(values: Record<string, string | boolean | undefined>): Prom
   for await (const e of client.watchJob({ jobId: job.id })) {
     if (tty && e.candidate) {
       process.stderr.write(
-        `\r\x1b[K${e.candidate} round ${e.round}  train ${fmt(e.trainMetric)}  valid ${fmt(e.validMetric)}`,
+        `\r\x1b[K${e.candidate} round ${e.round}  train ${twoDecimals(e.trainMetric)}  valid ${twoDecimals(e.validMetric)}`,
       );
     } else if (!values.json && (e.stage !== lastStage || !e.candidate)) {
       if (tty) process.stderr.write("\r\x1b[K");
@@ -160,8 +160,8 @@ async function models(
               v.version,
               v.aliases.join(","),
               v.createdAt ? timestampDate(v.createdAt).toISOString().slice(0, 19) : "",
-              fmt(v.metrics.test_rmse),
-              fmt(v.metrics.split_a_test_rmse),
+              twoDecimals(v.metrics.test_rmse),
+              twoDecimals(v.metrics.split_a_test_rmse),
               v.runId,
             ]),
           ),
@@ -241,8 +241,8 @@ async function runs(
           String(r.status),
           r.tags.family ?? "",
           r.tags.objective ?? "",
-          fmt(r.metrics.valid_rmse),
-          fmt(r.metrics.test_rmse),
+          twoDecimals(r.metrics.valid_rmse),
+          twoDecimals(r.metrics.test_rmse),
         ]),
       ),
     );
