@@ -424,7 +424,7 @@ describe("RPC spans on a real server", () => {
       "registry.createRun",
       "registry.logRunData",
       "registry.putArtifact",
-      "registry.createModelVersion",
+      "registry.registerVersion",
     ]) {
       const writes = trace.filter((s) => s.name === name);
       expect(writes.length, name).toBeGreaterThan(0);
