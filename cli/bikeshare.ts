@@ -3,7 +3,6 @@ import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ModelFamily } from "../gen/bikeshare/v1/common_pb.js";
 import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import {
   AliasChangeSchema,
@@ -16,6 +15,7 @@ import { readActualsFile } from "../pipelines/data/actuals-file.js";
 import { startReplayServer } from "../pipelines/replay/local-server.js";
 import { replayComparison } from "../pipelines/replay/replay.js";
 import { configFromEnv } from "../services/config.js";
+import { MODEL_FAMILY_NAMES, modelFamilyOf } from "../services/model-family.js";
 import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
@@ -55,12 +55,6 @@ http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the serve
 
 class UsageError extends Error {}
 
-const FAMILIES: Record<string, ModelFamily> = {
-  gbtree: ModelFamily.GBTREE,
-  random_forest: ModelFamily.RANDOM_FOREST,
-  linear: ModelFamily.LINEAR,
-};
-
 function dateArg(name: string, value: string | undefined) {
   if (value === undefined) return undefined;
   if (!/^\d{4}-\d{2}-\d{2}$/.test(value))
@@ -97,9 +91,9 @@ async function train(values: Record<string, string | boolean | undefined>): Prom
     .split(",")
     .filter((f) => f !== "")
     .map((f) => {
-      const family = FAMILIES[f];
+      const family = modelFamilyOf(f);
       if (family === undefined)
-        throw new UsageError(`unknown family ${f}; use ${Object.keys(FAMILIES).join(", ")}`);
+        throw new UsageError(`unknown family ${f}; use ${MODEL_FAMILY_NAMES.join(", ")}`);
       return family;
     });
   const trials = values.trials === undefined ? undefined : Number(values.trials);

@@ -10,6 +10,7 @@ import {
 } from "../../core/features/index.js";
 import { BadRequestSchema, type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { ModelInfoSchema, type PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { modelFamilyOf } from "../model-family.js";
 import { recordFromConditions } from "./conversions.js";
 import type { ServingModel } from "./serving-model.js";
 
@@ -47,12 +48,6 @@ function requireModel(slot: ModelSlot): ServingModel {
     throw new ConnectError("no model is loaded yet; the server is still starting", Code.Unavailable);
   return model;
 }
-
-const FAMILY: Record<string, ModelFamily> = {
-  gbtree: ModelFamily.GBTREE,
-  random_forest: ModelFamily.RANDOM_FOREST,
-  linear: ModelFamily.LINEAR,
-};
 
 /** What was served: the hook the server uses to count predictions and log them for monitoring. */
 export interface Served {
@@ -157,7 +152,7 @@ export function createPredictService(
           name: model.name,
           version: model.version,
           aliases: ["production"],
-          family: FAMILY[card.family] ?? ModelFamily.UNSPECIFIED,
+          family: modelFamilyOf(card.family) ?? ModelFamily.UNSPECIFIED,
           objective: card.objective,
           featureNames: card.featureNames,
           featureImportance: Object.entries(card.featureImportance)

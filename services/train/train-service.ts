@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import {
   type Job,
   JobSchema,
@@ -11,17 +10,13 @@ import {
 } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
+import { modelFamilyName } from "../model-family.js";
 import { pageOf, pageResult } from "../paging.js";
 import { invalidArgument } from "../predict/predict-service.js";
 import { StoreUnwritableError } from "../storage/database.js";
 import type { JobEvents } from "./job-events.js";
 import { type JobRecord, type JobStore, TERMINAL, type TrainingRequest } from "./job-store.js";
 
-const FAMILY_NAMES: Record<number, string> = {
-  [ModelFamily.GBTREE]: "gbtree",
-  [ModelFamily.RANDOM_FOREST]: "random_forest",
-  [ModelFamily.LINEAR]: "linear",
-};
 const OBJECTIVE_NAMES: Record<number, string> = {
   [Objective.SQUARED_ERROR]: "squared_error",
   [Objective.POISSON]: "poisson",
@@ -96,7 +91,7 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
     async startTraining(req, ctx) {
       const violations: { field: string; type: "range"; description: string }[] = [];
       const families = req.families.map((f, i) => {
-        const name = FAMILY_NAMES[f];
+        const name = modelFamilyName(f);
         if (!name)
           violations.push({
             field: `families[${i}]`,
