@@ -12,14 +12,13 @@ import {
 } from "../gen/bikeshare/v1/registry_pb.js";
 import { JobSchema, JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { readActualsFile } from "../pipelines/data/actuals-file.js";
-import { startReplayServer } from "../pipelines/replay/local-server.js";
-import { replayComparison } from "../pipelines/replay/replay.js";
 import { configFromEnv } from "../services/config.js";
 import { MODEL_FAMILY_NAMES, modelFamilyOf } from "../services/model-family.js";
 import { createLogger } from "../services/observability/log.js";
 import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
 import { notifyCommand } from "./commands/notify.js";
+import { replayCommand } from "./commands/replay.js";
 import { scoreCommand } from "./commands/score.js";
 import { workerCommand } from "./commands/worker.js";
 
@@ -262,28 +261,6 @@ async function actuals(
   }
   if (values.json) console.log(JSON.stringify({ accepted, unmatched }));
   else console.log(`${accepted} hours reported; ${unmatched} have no logged prediction yet`);
-  return 0;
-}
-
-async function replayCommand(values: Record<string, string | boolean | undefined>): Promise<number> {
-  const config = configFromEnv();
-  // The replay prints its own progress; the servers it runs only report errors.
-  const log = createLogger({ service: "bikeshare-replay" }, "error");
-  const started = performance.now();
-  const summary = await replayComparison({
-    dataPath: config.dataPath,
-    trainUntil: (values["train-until"] as string | undefined) ?? "2011-12-31",
-    from: (values.from as string | undefined) ?? "2012-01-01",
-    to: (values.to as string | undefined) ?? "2012-12-31",
-    outDir: (values.out as string | undefined) ?? "docs/replay",
-    startServer: () => startReplayServer(log),
-    log: (line) => console.error(line),
-  });
-  if (values.json) console.log(JSON.stringify(summary));
-  else
-    console.log(
-      `${JSON.stringify(summary, null, 2)}\nreplay took ${((performance.now() - started) / 1000).toFixed(0)} s`,
-    );
   return 0;
 }
 
