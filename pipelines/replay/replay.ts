@@ -2,7 +2,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { Client } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { dayNumber, instantOfLocalHour, RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { rmse } from "../../core/metrics/index.js";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
@@ -55,9 +55,19 @@ async function waitForJob(train: ReplayClients["train"], jobId: string) {
   return job;
 }
 
+async function servedVersion(predict: ReplayClients["predict"]): Promise<string | undefined> {
+  try {
+    return (await predict.getModelInfo({})).model?.version;
+  } catch (error) {
+    // Until its first model has loaded, a fresh server answers "unavailable": nothing served yet.
+    if (error instanceof ConnectError && error.code === Code.Unavailable) return undefined;
+    throw error;
+  }
+}
+
 async function waitForServing(predict: ReplayClients["predict"], version: string): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while ((await predict.getModelInfo({})).model?.version !== version) {
+  while ((await servedVersion(predict)) !== version) {
     if (Date.now() > deadline)
       throw new Error(`the server did not start serving version ${version} within 30 s`);
     await new Promise((r) => setTimeout(r, 20));
