@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { ALERT_RULES } from "../observability/metrics.js";
 import type { Database } from "../storage/database.js";
 
 /**
@@ -7,9 +8,7 @@ import type { Database } from "../storage/database.js";
  * one transaction on the serialized connection, so concurrent raises cannot both pass the check.
  */
 
-export type AlertRule = "dataset_drift" | "live_rmse" | "prediction_drift";
-
-export const ALERT_RULES: readonly AlertRule[] = ["dataset_drift", "live_rmse", "prediction_drift"];
+export type AlertRule = (typeof ALERT_RULES)[number];
 
 export interface AlertRecord {
   id: string;

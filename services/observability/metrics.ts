@@ -1,8 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import { ALERT_RULES } from "../monitor/alerts.js";
 
 export const JOB_KINDS = ["train", "score"] as const;
 export const JOB_OUTCOMES = ["succeeded", "failed", "cancelled"] as const;
+/**
+ * The `rule` label values of bikeshare_alerts_total, which are the rules the monitor raises:
+ * services/monitor/alerts.ts takes its rule type from here, so metrics depend on no feature module.
+ */
+export const ALERT_RULES = ["dataset_drift", "live_rmse", "prediction_drift"] as const;
 
 /** Every metric a bikeshare process (server or worker) exports, on one registry served at /metrics. */
 export class Metrics {
