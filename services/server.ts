@@ -14,10 +14,11 @@ import {
 import { ProcessExecutor } from "../pipelines/jobs/process-executor.js";
 import { InProcessQueue } from "../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../pipelines/jobs/tasks.js";
+import { rateLimited } from "../pipelines/rate-limited.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
-import { createFrontServer, rateLimited } from "./http/front.js";
+import { createFrontServer } from "./http/front.js";
 import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";

@@ -7,6 +7,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { context, propagation, ROOT_CONTEXT } from "@opentelemetry/api";
 import { Job, Queue, QueueEvents, UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
+import { rateLimited } from "../rate-limited.js";
 import {
   CANCEL_REQUESTED,
   isTaskKind,
@@ -84,23 +85,23 @@ export type QueueErrorHandler = (component: QueueComponent, error: Error) => voi
 /**
  * `count` sees every error; `log` at most one per component every `intervalMs`, with how many
  * were left out since the last one, because ioredis reports an outage at each reconnection attempt.
+ * The errors of an interval are logged when it ends, even if no other error follows.
  */
 export function rateLimitedQueueErrors(
   count: (component: QueueComponent) => void,
   log: (component: QueueComponent, error: Error, suppressed: number) => void,
   intervalMs = 10_000,
 ): QueueErrorHandler {
-  const last = new Map<QueueComponent, { at: number; suppressed: number }>();
+  const limiters = new Map<QueueComponent, (error: Error) => void>();
   return (component, error) => {
     count(component);
-    const now = Date.now();
-    const seen = last.get(component);
-    if (seen && now - seen.at < intervalMs) {
-      seen.suppressed++;
-      return;
+    let limited = limiters.get(component);
+    if (!limited) {
+      // A line stands for `n` errors and shows the latest of them: the other n - 1 were left out.
+      limited = rateLimited<Error>(intervalMs, (n, latest) => log(component, latest, n - 1));
+      limiters.set(component, limited);
     }
-    last.set(component, { at: now, suppressed: 0 });
-    log(component, error, seen?.suppressed ?? 0);
+    limited(error);
   };
 }
 

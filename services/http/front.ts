@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { rateLimited } from "../../pipelines/rate-limited.js";
 import type { Logger } from "../observability/log.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -28,31 +29,6 @@ type Handler = (
 export interface FrontServer {
   listen(port: number, host: string): Promise<number>;
   close(): Promise<void>;
-}
-
-/**
- * Calls `write(1)` for the first of a run of events, then at most once per `intervalMs` with how many
- * happened since the previous line: a flood of one event costs a few log lines, and none is hidden.
- */
-export function rateLimited(intervalMs: number, write: (count: number) => void): () => void {
-  let suppressed = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const flush = () => {
-    timer = undefined;
-    if (suppressed === 0) return;
-    const count = suppressed;
-    suppressed = 0;
-    write(count);
-    timer = setTimeout(flush, intervalMs).unref();
-  };
-  return () => {
-    if (timer) {
-      suppressed++;
-      return;
-    }
-    write(1);
-    timer = setTimeout(flush, intervalMs).unref();
-  };
 }
 
 /**
