@@ -19,6 +19,11 @@ import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
 import { createFrontServer } from "./http/front.js";
+import { JobEvents } from "./jobs/events.js";
+import { jobRunner, resumeUnfinished, SHUTDOWN } from "./jobs/lifecycle.js";
+import { scoringJobs, startScoringHandler } from "./jobs/score-job.js";
+import { type JobRecord, JobStore } from "./jobs/store.js";
+import { trainingJobs } from "./jobs/train-job.js";
 import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";
@@ -34,14 +39,10 @@ import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tr
 import { initTracing, withSpan } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed } from "./predict/predict-service.js";
-import { runScoringJob, startScoringHandler } from "./predict/scoring-jobs.js";
 import { Registry } from "./registry/registry.js";
-import { guardRpcInput, rpcInputOptions } from "./rpc-input.js";
 import { createRegistryService } from "./registry/registry-service.js";
+import { guardRpcInput, rpcInputOptions } from "./rpc-input.js";
 import { Database } from "./storage/database.js";
-import { JobEvents } from "./train/job-events.js";
-import { type JobRecord, JobStore } from "./train/job-store.js";
-import { runTrainingJob, SHUTDOWN } from "./train/runner.js";
 import { createTrainService } from "./train/train-service.js";
 
 function metricsInterceptor(metrics: Metrics): Interceptor {
@@ -160,16 +161,17 @@ export async function startServer(
     metrics.jobs.observe({ kind: job.kind, outcome: job.state }, seconds);
     if (job.kind === "train") void notifyJob(job, seconds);
   };
-  const jobContext = { registry, jobs, events, log, executor, onFinished, modelName: config.modelName };
   const queue = new InProcessQueue(
-    async (jobId, signal) => {
-      const job = await jobs.get(jobId);
-      if (job?.kind === "score") {
-        return runScoringJob({ ...jobContext, scoringDir: config.scoringDir }, jobId, signal);
-      }
-      const training = { ...jobContext, dataPath: config.dataPath, nthread: config.trainThreads };
-      return runTrainingJob(training, jobId, signal);
-    },
+    jobRunner({ jobs, events, log, onFinished }, [
+      trainingJobs({
+        registry,
+        executor,
+        modelName: config.modelName,
+        dataPath: config.dataPath,
+        nthread: config.trainThreads,
+      }),
+      scoringJobs({ registry, executor, modelName: config.modelName, scoringDir: config.scoringDir }),
+    ]),
     // In a child process, one job at a time (training uses every core); with workers, as many as they take.
     config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
@@ -208,11 +210,7 @@ export async function startServer(
   await live.start();
 
   // Jobs accepted before a crash or restart run again; a retried job never registers twice.
-  const unfinished = await jobs.unfinished();
-  for (const job of unfinished) {
-    log.info("resuming a job accepted before the restart", { job_id: job.id, state: job.state });
-    await queue.enqueue(job.id);
-  }
+  const unfinished = await resumeUnfinished(jobs, queue, log);
   if (!live.current && unfinished.length === 0 && options.bootstrap !== false) {
     log.info("no production model registered: training one on the shipped data first", {
       data: config.dataPath,

@@ -32,7 +32,10 @@ const CANCELLED_REASON = "cancelled by request";
 export const outcomeKey = (jobId: string) => `bikeshare:outcome:${jobId}`;
 const OUTCOME_TTL_SECONDS = 86_400;
 
-/** BullMQ needs commands to wait for Redis rather than fail after a few retries (KNOWN.md). */
+/**
+ * Commands wait for Redis through an outage instead of failing after a few retries: BullMQ asks for
+ * `maxRetriesPerRequest: null` (its workers warn about any other value and override it).
+ */
 function connection(url: string) {
   return { url, maxRetriesPerRequest: null };
 }

@@ -2,10 +2,11 @@ import { type Context, context } from "@opentelemetry/api";
 import { CANCEL_REQUESTED } from "./cancelled.js";
 
 /**
- * Where jobs wait and who runs them. In-process by default; a BullMQ implementation
- * (issue 6) plugs in behind the same interface when REDIS_URL is set.
+ * Where accepted jobs wait in the server, and how many run at once. Where a job's computation runs
+ * is not the queue's business but the JobExecutor's (a child process, or BullMQ workers when
+ * REDIS_URL is set): the job is claimed, followed and recorded by this server either way.
  */
-export type JobHandler = (jobId: string, signal: AbortSignal) => Promise<void>;
+export type RunJob = (jobId: string, signal: AbortSignal) => Promise<void>;
 
 export interface JobQueue {
   /** Accepts a job; resolves once it is durably queued (not when it has run). */
@@ -25,7 +26,7 @@ export class InProcessQueue implements JobQueue {
   private closed = false;
 
   constructor(
-    private readonly handler: JobHandler,
+    private readonly handler: RunJob,
     private readonly concurrency = 1,
     private readonly onError: (jobId: string, error: unknown) => void = () => {},
   ) {}

@@ -1,9 +1,9 @@
 import type { DriftThresholds } from "../../core/drift/index.js";
+import type { JobStore } from "../jobs/store.js";
 import type { Logger } from "../observability/log.js";
 import type { Metrics } from "../observability/metrics.js";
 import { ARTIFACT_CARD, type ModelCard } from "../registry/model-card.js";
 import type { Registry } from "../registry/registry.js";
-import type { JobStore } from "../train/job-store.js";
 import type { Actuals } from "./actuals.js";
 import type { AlertRecord, AlertRule, AlertStore } from "./alerts.js";
 import { type DriftReport, type DriftReports, NotEnoughData } from "./drift-reports.js";

@@ -1,72 +1,23 @@
-import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import {
-  type Job,
-  JobSchema,
-  JobState,
-  Objective,
-  type TrainService,
-} from "../../gen/bikeshare/v1/train_pb.js";
+import { JobState, Objective, type TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
+import type { JobEvents } from "../jobs/events.js";
+import { cancelJob } from "../jobs/lifecycle.js";
+import { jobToProto, STATE, STATE_NAME } from "../jobs/proto.js";
+import { type JobStore, TERMINAL, type TrainingRequest } from "../jobs/store.js";
 import { modelFamilyName } from "../model-family.js";
 import { pageOf, pageResult } from "../paging.js";
 import { invalidArgument } from "../predict/predict-service.js";
 import { StoreUnwritableError } from "../storage/database.js";
-import type { JobEvents } from "./job-events.js";
-import { type JobRecord, type JobStore, TERMINAL, type TrainingRequest } from "./job-store.js";
 
 const OBJECTIVE_NAMES: Record<number, string> = {
   [Objective.SQUARED_ERROR]: "squared_error",
   [Objective.POISSON]: "poisson",
   [Objective.TWEEDIE]: "tweedie",
 };
-const STATE: Record<JobRecord["state"], JobState> = {
-  queued: JobState.QUEUED,
-  running: JobState.RUNNING,
-  succeeded: JobState.SUCCEEDED,
-  failed: JobState.FAILED,
-  cancelled: JobState.CANCELLED,
-};
-const STATE_NAME = Object.fromEntries(Object.entries(STATE).map(([k, v]) => [v, k])) as Record<
-  JobState,
-  JobRecord["state"]
->;
 const MAX_TRIALS = 200;
-
-export function jobToProto(job: JobRecord): Job {
-  const ts = (d?: Date) => (d ? timestampFromDate(d) : undefined);
-  return create(JobSchema, {
-    id: job.id,
-    state: STATE[job.state],
-    stage: job.stage,
-    progress: job.progress,
-    reason: job.reason,
-    createdAt: ts(job.createdAt),
-    startedAt: ts(job.startedAt),
-    finishedAt: ts(job.finishedAt),
-    error: job.error ?? "",
-    runId: job.runId ?? "",
-    modelVersion: job.modelVersion ?? "",
-    promoted: job.promoted,
-    requestedBy: job.requestedBy,
-    kind: job.kind,
-    ...(job.kind === "score"
-      ? {
-          scoring: {
-            input: job.request.input,
-            output: job.request.output,
-            invalidOutput: job.request.invalidOutput,
-            rowsRead: BigInt(job.scoring?.rowsRead ?? 0),
-            rowsScored: BigInt(job.scoring?.rowsScored ?? 0),
-            rowsInvalid: BigInt(job.scoring?.rowsInvalid ?? 0),
-            modelVersion: job.scoring?.modelVersion ?? "",
-          },
-        }
-      : {}),
-  });
-}
 
 const isoDay = (t: Timestamp) => timestampDate(t).toISOString().slice(0, 10);
 
@@ -77,7 +28,7 @@ export interface TrainServiceDeps {
   defaultExperiment: string;
 }
 
-export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<typeof TrainService>> {
+export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof TrainService> {
   const { jobs, queue, events } = deps;
   const requireJob = async (jobId: string) => {
     if (jobId === "")
@@ -224,18 +175,7 @@ export function createTrainService(deps: TrainServiceDeps): Partial<ServiceImpl<
           Code.FailedPrecondition,
         );
       }
-      const wasQueued = job.state === "queued";
-      queue.cancel(job.id);
-      if (wasQueued) {
-        await jobs.finish(job.id, "cancelled", { error: req.reason || "cancelled before it started" });
-        events.publish({
-          jobId: job.id,
-          state: "cancelled",
-          stage: "cancelled",
-          message: "cancelled",
-          time: new Date(),
-        });
-      }
+      await cancelJob({ jobs, events, queue }, job, req.reason);
       return { job: jobToProto(await requireJob(job.id)) };
     },
   };

@@ -18,12 +18,12 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { deserialize } from "node:v8";
+import { JobEvents } from "../../services/jobs/events.js";
+import { JobStore } from "../../services/jobs/store.js";
+import { runTrainingJob } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
-import { JobEvents } from "../../services/train/job-events.js";
-import { JobStore } from "../../services/train/job-store.js";
-import { runTrainingJob } from "../../services/train/runner.js";
 import { HOUR_CSV } from "./hour-csv.js";
 import { type RecordedTask, replayExecutor } from "./replay-executor.js";
 

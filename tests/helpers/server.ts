@@ -8,13 +8,13 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
 import { hashToken } from "../../services/auth/tokens.js";
 import { configFromEnv, type ServerConfig } from "../../services/config.js";
+import { JobEvents } from "../../services/jobs/events.js";
+import { JobStore, type TrainingRequest } from "../../services/jobs/store.js";
+import { runTrainingJob } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { type RunningServer, startServer } from "../../services/server.js";
 import { Database } from "../../services/storage/database.js";
-import { JobEvents } from "../../services/train/job-events.js";
-import { JobStore, type TrainingRequest } from "../../services/train/job-store.js";
-import { runTrainingJob } from "../../services/train/runner.js";
 import { HOUR_CSV } from "./hour-csv.js";
 
 export interface Tokens {

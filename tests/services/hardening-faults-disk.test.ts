@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { JobState, Objective, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { ServerConfig } from "../../services/config.js";
+import { JobStore } from "../../services/jobs/store.js";
 import { createLogger } from "../../services/observability/log.js";
 import { type RunningServer, startServer } from "../../services/server.js";
 import { Database } from "../../services/storage/database.js";
-import { JobStore } from "../../services/train/job-store.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import {
   connectClient,

@@ -3,12 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inlineExecutor, type JobExecutor } from "../../pipelines/jobs/tasks.js";
+import { JobEvents } from "../../services/jobs/events.js";
+import { JobStore } from "../../services/jobs/store.js";
+import { runTrainingJob, type TrainingContext } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry, RegistryError } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
-import { JobEvents } from "../../services/train/job-events.js";
-import { JobStore } from "../../services/train/job-store.js";
-import { runTrainingJob, type TrainingContext } from "../../services/train/runner.js";
 import { HOUR_CSV } from "../helpers/hour-csv.js";
 import { QUICK_REQUEST } from "../helpers/server.js";
 

@@ -14,12 +14,12 @@ import { RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { inlineExecutor } from "../../pipelines/jobs/tasks.js";
+import { JobEvents } from "../../services/jobs/events.js";
+import { runScoringJob } from "../../services/jobs/score-job.js";
+import { JobStore } from "../../services/jobs/store.js";
 import { createLogger } from "../../services/observability/log.js";
-import { runScoringJob } from "../../services/predict/scoring-jobs.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
-import { JobEvents } from "../../services/train/job-events.js";
-import { JobStore } from "../../services/train/job-store.js";
 import { modelInput, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
 

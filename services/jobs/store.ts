@@ -86,33 +86,14 @@ const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_a
   strftime(started_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS started_at, strftime(finished_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS finished_at,
   error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts, kind, result`;
 
-/** Training and scoring jobs, persisted so that an accepted job survives a crash or restart. */
-type FinishResult = {
-  error?: string;
-  runId?: string;
-  modelVersion?: string;
-  promoted?: boolean;
-  scoring?: ScoringResult;
-};
-
-/** How often an outcome the full disk refused is tried again. */
-const RETRY_UNSAVED_MS = 15_000;
-
-export class JobStore {
-  /**
-   * Outcomes the database refused (disk full): readers see them at once, and they are written
-   * when the database takes writes again, so that a job never reads "running" after it ended.
-   */
-  private readonly unsaved = new Map<
-    string,
-    { state: "succeeded" | "failed" | "cancelled"; result: FinishResult; at: Date }
-  >();
-  private retry: NodeJS.Timeout | undefined;
-
-  private constructor(private readonly db: Database) {}
-
-  static async open(db: Database): Promise<JobStore> {
-    await db.run(`CREATE TABLE IF NOT EXISTS jobs (
+/**
+ * The jobs table's migrations in order; migration i brings the schema to version i + 1, and
+ * `job_schema_version` records the version reached. Databases from before that table hold version 1
+ * or 2 unrecorded (counted as 0): both statements of each are no-ops there.
+ */
+const MIGRATIONS: readonly (readonly string[])[] = [
+  [
+    `CREATE TABLE IF NOT EXISTS jobs (
       id VARCHAR PRIMARY KEY,
       state VARCHAR NOT NULL,
       stage VARCHAR NOT NULL,
@@ -129,10 +110,65 @@ export class JobStore {
       requested_by VARCHAR NOT NULL,
       idempotency_key VARCHAR UNIQUE,
       attempts INTEGER NOT NULL
-    )`);
-    // Added with scoring jobs; databases from before hold training jobs only.
-    await db.run(`ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'train'`);
-    await db.run(`ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`);
+    )`,
+  ],
+  // Scoring jobs; the jobs before them are training jobs.
+  [
+    `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'train'`,
+    `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`,
+  ],
+];
+const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** What a job's end records. */
+export type FinishResult = {
+  error?: string;
+  runId?: string;
+  modelVersion?: string;
+  promoted?: boolean;
+  scoring?: ScoringResult;
+};
+
+/** How often an outcome the full disk refused is tried again. */
+const RETRY_UNSAVED_MS = 15_000;
+
+/** Jobs of every kind, persisted so that an accepted job survives a crash or restart. */
+export class JobStore {
+  /**
+   * Outcomes the database refused (disk full): readers see them at once, and they are written
+   * when the database takes writes again, so that a job never reads "running" after it ended.
+   */
+  private readonly unsaved = new Map<
+    string,
+    { state: "succeeded" | "failed" | "cancelled"; result: FinishResult; at: Date }
+  >();
+  private retry: NodeJS.Timeout | undefined;
+
+  private constructor(private readonly db: Database) {}
+
+  /**
+   * Creates or migrates the jobs table to this build's schema version. Throws when the database was
+   * written by a newer one.
+   */
+  static async open(db: Database): Promise<JobStore> {
+    await db.transaction(async (tx) => {
+      await tx.run(`CREATE TABLE IF NOT EXISTS job_schema_version (
+        version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)`);
+      const [row] = await tx.all<{ version: number | null }>(
+        "SELECT CAST(MAX(version) AS INTEGER) AS version FROM job_schema_version",
+      );
+      const version = row?.version ?? 0;
+      if (version > SCHEMA_VERSION) {
+        throw new Error(
+          `the job store in ${db.path} has schema version ${version}; this build knows version ${SCHEMA_VERSION} at most`,
+        );
+      }
+      if (version === SCHEMA_VERSION) return;
+      for (const migration of MIGRATIONS.slice(version)) {
+        for (const statement of migration) await tx.run(statement);
+      }
+      await tx.run("INSERT INTO job_schema_version VALUES ($1, now()::TIMESTAMP)", [SCHEMA_VERSION]);
+    });
     return new JobStore(db);
   }
 

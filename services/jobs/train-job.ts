@@ -1,11 +1,9 @@
 import { performance } from "node:perf_hooks";
 import { FEATURE_NAMES, FEATURE_SCHEMA_VERSION } from "../../core/features/index.js";
 import { xgboostVersion } from "../../core/xgboost/index.js";
-import { CANCEL_REQUESTED, type JobExecutor, TaskCancelled } from "../../pipelines/jobs/tasks.js";
+import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
 import type { CandidateSpec } from "../../pipelines/training/candidates.js";
 import type { TrainingInput, TrainingProgress } from "../../pipelines/training/job.js";
-import type { Logger } from "../observability/log.js";
-import { withSpan } from "../observability/tracing.js";
 import {
   ARTIFACT_CARD,
   ARTIFACT_NATIVE,
@@ -14,14 +12,18 @@ import {
   type ModelCard,
 } from "../registry/model-card.js";
 import { type ModelVersion, type Registry, RegistryError } from "../registry/registry.js";
-import type { JobEvents } from "./job-events.js";
-import { type JobRecord, type JobStore, TERMINAL } from "./job-store.js";
+import {
+  cancelledBy,
+  type JobContext,
+  type JobHandler,
+  type JobOf,
+  type JobRun,
+  jobRunner,
+} from "./lifecycle.js";
+import type { FinishResult } from "./store.js";
 
-export interface TrainingContext {
+export interface TrainingDeps {
   registry: Registry;
-  jobs: JobStore;
-  events: JobEvents;
-  log: Logger;
   /** Where the computing half of the job runs: a child process of the server, or BullMQ workers. */
   executor: JobExecutor;
   dataPath: string;
@@ -29,12 +31,9 @@ export interface TrainingContext {
   /** XGBoost threads; 0 = every core. */
   nthread: number;
   sourceCommit?: string;
-  /** Called when a job ends, e.g. to record its duration in metrics. */
-  onFinished?: (job: JobRecord, seconds: number) => void;
 }
 
-/** Abort reason used when the server shuts down: the job is queued again, not cancelled. */
-export const SHUTDOWN = new Error("server shutting down");
+export type TrainingContext = JobContext & TrainingDeps;
 
 /** The production version's ONNX model, when its features are the ones this server computes. */
 async function championOf(
@@ -58,7 +57,7 @@ class CandidateRecorder {
   private readonly open = new Map<string, string>();
 
   constructor(
-    private readonly ctx: TrainingContext,
+    private readonly ctx: TrainingDeps,
     private readonly experiment: string,
     private readonly jobId: string,
   ) {}
@@ -135,46 +134,36 @@ class CandidateRecorder {
 }
 
 /**
- * One training job: the executor computes (candidates, choice on validation only, refit, test);
- * this function records every candidate as a registry run with its per-round metrics, registers the
+ * Training jobs: the executor computes (candidates, choice on validation only, refit, test); the
+ * handler records every candidate as a registry run with its per-round metrics, registers the
  * winner with the artifacts the server and the monitor need, gives it `staging`, and `production`
  * only through the registry's champion/challenger gate.
  */
-export function runTrainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
-  return withSpan("training job", { "job.id": jobId }, () => trainingJob(ctx, jobId, signal));
+export function trainingJobs(ctx: TrainingDeps): JobHandler<"train"> {
+  return {
+    kind: "train",
+    label: "training job",
+    run: (job, run, signal) => trainingJob(ctx, job, run, signal),
+    failureMessage: (error) => failureMessage(error, ctx),
+  };
 }
 
-async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
-  const job = await ctx.jobs.get(jobId);
-  if (job?.kind !== "train" || TERMINAL.includes(job.state)) return;
+/** Runs one training job (for tools and tests that have no queue). */
+export function runTrainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
+  return jobRunner(ctx, [trainingJobs(ctx)])(jobId, signal);
+}
+
+async function trainingJob(
+  ctx: TrainingDeps,
+  job: JobOf<"train">,
+  run: JobRun,
+  signal: AbortSignal,
+): Promise<FinishResult> {
+  const { jobId, publish, stage } = run;
   const started = performance.now();
-  const log = ctx.log.child({ job_id: jobId });
-  const publish = (
-    stage: string,
-    message: string,
-    extra: Partial<Parameters<JobEvents["publish"]>[0]> = {},
-  ) => ctx.events.publish({ jobId, state: "running", stage, message, time: new Date(), ...extra });
-  const stage = async (name: string, progress: number, message: string) => {
-    await ctx.jobs.progress(jobId, name, progress);
-    publish(name, message);
-    log.info(message, { stage: name });
-  };
-
-  const finish = async (
-    state: "succeeded" | "failed" | "cancelled",
-    result: Parameters<JobStore["finish"]>[2],
-  ) => {
-    await ctx.jobs.finish(jobId, state, result);
-    const message = state === "failed" ? `failed: ${result?.error}` : state;
-    ctx.events.publish({ jobId, state, stage: state, message, time: new Date() });
-    const done = await ctx.jobs.get(jobId);
-    if (done) ctx.onFinished?.(done, (performance.now() - started) / 1000);
-  };
-
   const request = job.request;
   const recorder = new CandidateRecorder(ctx, request.experiment, jobId);
   try {
-    if (!(await ctx.jobs.markRunning(jobId))) return; // cancelled while it was being dequeued
     // A retried job (the process died after registering) must not register a second version.
     let previous = await registeredByJob(ctx, jobId);
     const stored = previous ? undefined : await storedFinalRun(ctx, jobId);
@@ -190,26 +179,21 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
     }
     if (previous) {
       await stage("register", 1, `version ${previous.version} was already registered by this job`);
-      await finish("succeeded", {
+      return {
         runId: previous.runId,
         modelVersion: previous.version,
         promoted: previous.aliases.includes("production"),
-      });
-      return;
+      };
     }
 
     // Runs left open by an attempt that died with its process are closed, so the record is honest.
     const { runs: orphaned } = await ctx.registry.searchRuns({
       filter: `tags.job_id = '${jobId}' and attributes.status = 'running'`,
     });
-    for (const run of orphaned) await ctx.registry.endRun(run.id, "failed");
+    for (const orphan of orphaned) await ctx.registry.endRun(orphan.id, "failed");
 
     const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
     const champion = production ? await championOf(ctx.registry, production) : undefined;
-    // Stage writes run while the task computes; the first failure (e.g. a full disk) is kept for
-    // after it, never left as a rejection nobody handles (which would end the server).
-    let stageWrites: Promise<void> = Promise.resolve();
-    let stageFailure: unknown;
     const outcome = await ctx.executor.run(
       "train",
       jobId,
@@ -218,11 +202,7 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
         switch (p.type) {
           case "stage":
             if (p.stage === "load") recorder.restart();
-            stageWrites = stageWrites
-              .then(() => stage(p.stage, p.progress, p.message))
-              .catch((error: unknown) => {
-                stageFailure ??= error;
-              });
+            run.write(() => stage(p.stage, p.progress, p.message));
             break;
           case "round":
             publish("train", `${p.candidate} round ${p.round}`, {
@@ -242,8 +222,7 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
       },
       signal,
     );
-    await stageWrites;
-    if (stageFailure) throw stageFailure;
+    await run.written();
     await recorder.settle();
 
     const { winner, final, championRmse } = outcome;
@@ -333,28 +312,19 @@ async function trainingJob(ctx: TrainingContext, jobId: string, signal: AbortSig
       1,
       promoted ? `version ${version.version} is now production` : `version ${version.version} stays staging`,
     );
-    await finish("succeeded", { runId: finalRun.id, modelVersion: version.version, promoted });
+    return { runId: finalRun.id, modelVersion: version.version, promoted };
   } catch (error) {
-    const cancelled = signal.aborted && signal.reason === CANCEL_REQUESTED;
     await recorder
-      .settle(cancelled || error instanceof TaskCancelled ? "cancelled" : "failed")
-      .catch((recordError: unknown) => log.error("could not close the job's runs", { error: recordError }));
-    if (signal.aborted && signal.reason === SHUTDOWN) {
-      await ctx.jobs.requeue(jobId);
-      log.info("job interrupted by shutdown; it will run again at the next start");
-      return;
-    }
-    if (cancelled || error instanceof TaskCancelled) {
-      await finish("cancelled", { error: "cancelled by request" });
-      return;
-    }
-    log.error("training job failed", { error });
-    await finish("failed", { error: failureMessage(error, ctx) });
+      .settle(cancelledBy(error, signal) ? "cancelled" : "failed")
+      .catch((recordError: unknown) =>
+        run.log.error("could not close the job's runs", { error: recordError }),
+      );
+    throw error;
   }
 }
 
 /** The last run recorded for a candidate of this job (its start may predate this server process). */
-async function lastRunOf(ctx: TrainingContext, jobId: string, specId: string): Promise<string | undefined> {
+async function lastRunOf(ctx: TrainingDeps, jobId: string, specId: string): Promise<string | undefined> {
   const { runs } = await ctx.registry.searchRuns({
     filter: `tags.job_id = '${jobId}' and tags.role = 'candidate' and attributes.run_name = '${specId}'`,
     orderBy: ["attributes.start_time DESC"],
@@ -363,7 +333,7 @@ async function lastRunOf(ctx: TrainingContext, jobId: string, specId: string): P
   return runs[0]?.id;
 }
 
-async function registeredByJob(ctx: TrainingContext, jobId: string): Promise<ModelVersion | undefined> {
+async function registeredByJob(ctx: TrainingDeps, jobId: string): Promise<ModelVersion | undefined> {
   const { runs } = await ctx.registry.searchRuns({
     filter: `tags.job_id = '${jobId}' and tags.role = 'final'`,
   });
@@ -385,8 +355,8 @@ async function registeredByJob(ctx: TrainingContext, jobId: string): Promise<Mod
  * transaction. `gate` describes the comparison for the audit trail (absent when resuming a stored run).
  */
 async function register(
-  ctx: TrainingContext,
-  job: JobRecord,
+  ctx: TrainingDeps,
+  job: JobOf<"train">,
   runId: string,
   gate?: { production?: string; testRmse: number; championRmse?: number; window: string },
 ): Promise<{ version: ModelVersion; promoted: boolean; refusal?: string }> {
@@ -406,7 +376,7 @@ async function register(
 }
 
 /** A final run of this job that finished (all artifacts stored) but never became a version. */
-async function storedFinalRun(ctx: TrainingContext, jobId: string): Promise<string | undefined> {
+async function storedFinalRun(ctx: TrainingDeps, jobId: string): Promise<string | undefined> {
   const { runs } = await ctx.registry.searchRuns({
     filter: `tags.job_id = '${jobId}' and tags.role = 'final' and attributes.status = 'finished'`,
     orderBy: ["attributes.start_time DESC"],
@@ -416,7 +386,7 @@ async function storedFinalRun(ctx: TrainingContext, jobId: string): Promise<stri
 }
 
 /** The job's error for its record: a full disk is named as such, with where the bytes were going. */
-function failureMessage(error: unknown, ctx: TrainingContext): string {
+function failureMessage(error: unknown, ctx: TrainingDeps): string {
   const message = error instanceof Error ? error.message : String(error);
   if ((error as NodeJS.ErrnoException)?.code === "ENOSPC") {
     return `no space left on device for the model artifacts under ${ctx.registry.artifactsDir}: ${message}`;

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import type { JobState } from "./job-store.js";
+import type { JobState } from "./store.js";
 
 export interface JobEvent {
   jobId: string;

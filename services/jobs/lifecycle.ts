@@ -1,0 +1,171 @@
+import { performance } from "node:perf_hooks";
+import type { JobQueue } from "../../pipelines/jobs/queue.js";
+import { CANCEL_REQUESTED, TaskCancelled } from "../../pipelines/jobs/tasks.js";
+import type { Logger } from "../observability/log.js";
+import { withSpan } from "../observability/tracing.js";
+import type { JobEvent, JobEvents } from "./events.js";
+import { type FinishResult, type JobKind, type JobRecord, type JobStore, TERMINAL } from "./store.js";
+
+/**
+ * One lifecycle for every kind of job: claim (queued or resumed -> running), progress, the outcome
+ * (succeeded, failed, cancelled), and requeue on shutdown. What a job computes is its kind's handler.
+ */
+
+/** Abort reason used when the server shuts down: the job is queued again, not cancelled. */
+export const SHUTDOWN = new Error("server shutting down");
+
+export interface JobContext {
+  jobs: JobStore;
+  events: JobEvents;
+  log: Logger;
+  /** Called when a job ends, e.g. to record its duration in metrics. */
+  onFinished?: (job: JobRecord, seconds: number) => void;
+}
+
+export type JobOf<K extends JobKind> = Extract<JobRecord, { kind: K }>;
+
+/** What a handler gets while its job runs. */
+export interface JobRun {
+  readonly jobId: string;
+  readonly log: Logger;
+  /** A progress event for watchers (not stored). */
+  publish(stage: string, message: string, extra?: Partial<JobEvent>): void;
+  /** Stores the stage and the fraction done. */
+  progress(stage: string, fraction: number): Promise<void>;
+  /** Stores the stage and progress, then publishes and logs `message`. */
+  stage(name: string, progress: number, message: string): Promise<void>;
+  /**
+   * Queues a write made while the task computes (from its progress callback): writes run in order,
+   * and the first failure (e.g. a full disk) is kept for `written`, never left as a rejection nobody
+   * handles (which would end the server).
+   */
+  write(step: () => Promise<void>): void;
+  /** Waits for the queued writes; throws the first failure. */
+  written(): Promise<void>;
+}
+
+export interface JobHandler<K extends JobKind> {
+  kind: K;
+  /** Names the job's span and its failure log line, e.g. "training job". */
+  label: string;
+  /** Does the job's work once it is running; resolves with what its success records. */
+  run(job: JobOf<K>, run: JobRun, signal: AbortSignal): Promise<FinishResult>;
+  /** The error text stored for a failed job. */
+  failureMessage?(error: unknown): string;
+}
+
+/** A handler of any one kind. */
+export type AnyJobHandler = { [K in JobKind]: JobHandler<K> }[JobKind];
+
+/** The job stopped because it was cancelled by request (not by a shutdown, not by failing). */
+export function cancelledBy(error: unknown, signal: AbortSignal): boolean {
+  return (signal.aborted && signal.reason === CANCEL_REQUESTED) || error instanceof TaskCancelled;
+}
+
+/** The queue's job function: reads the job and runs it with the handler of its kind. */
+export function jobRunner(ctx: JobContext, handlers: readonly AnyJobHandler[]) {
+  const byKind = new Map<JobKind, AnyJobHandler>(handlers.map((h) => [h.kind, h]));
+  return async (jobId: string, signal: AbortSignal): Promise<void> => {
+    const job = await ctx.jobs.get(jobId);
+    if (!job || TERMINAL.includes(job.state)) return;
+    const handler = byKind.get(job.kind);
+    if (!handler) throw new Error(`job ${jobId} is of kind ${job.kind}, which has no handler here`);
+    await withSpan(handler.label, { "job.id": jobId }, () =>
+      runWith(ctx, handler as JobHandler<typeof job.kind>, job, signal),
+    );
+  };
+}
+
+async function runWith<K extends JobKind>(
+  ctx: JobContext,
+  handler: JobHandler<K>,
+  job: JobOf<K>,
+  signal: AbortSignal,
+): Promise<void> {
+  const jobId = job.id;
+  const started = performance.now();
+  const log = ctx.log.child({ job_id: jobId });
+  const publish: JobRun["publish"] = (stage, message, extra = {}) =>
+    ctx.events.publish({ jobId, state: "running", stage, message, time: new Date(), ...extra });
+  let writes: Promise<void> = Promise.resolve();
+  let writeFailure: unknown;
+  const run: JobRun = {
+    jobId,
+    log,
+    publish,
+    progress: (stage, fraction) => ctx.jobs.progress(jobId, stage, fraction),
+    async stage(name, progress, message) {
+      await ctx.jobs.progress(jobId, name, progress);
+      publish(name, message);
+      log.info(message, { stage: name });
+    },
+    write(step) {
+      writes = writes.then(step).catch((error: unknown) => {
+        writeFailure ??= error;
+      });
+    },
+    async written() {
+      await writes;
+      if (writeFailure) throw writeFailure;
+    },
+  };
+  const finish = async (state: "succeeded" | "failed" | "cancelled", result: FinishResult) => {
+    await ctx.jobs.finish(jobId, state, result);
+    const message = state === "failed" ? `failed: ${result.error}` : state;
+    ctx.events.publish({ jobId, state, stage: state, message, time: new Date() });
+    const done = await ctx.jobs.get(jobId);
+    if (done) ctx.onFinished?.(done, (performance.now() - started) / 1000);
+  };
+
+  try {
+    if (!(await ctx.jobs.markRunning(jobId))) return; // cancelled while it was being dequeued
+    await finish("succeeded", await handler.run(job, run, signal));
+  } catch (error) {
+    if (signal.aborted && signal.reason !== CANCEL_REQUESTED) {
+      await ctx.jobs.requeue(jobId);
+      log.info("job interrupted by shutdown; it will run again at the next start");
+      return;
+    }
+    if (cancelledBy(error, signal)) {
+      await finish("cancelled", { error: "cancelled by request" });
+      return;
+    }
+    log.error(`${handler.label} failed`, { error });
+    const message =
+      handler.failureMessage?.(error) ?? (error instanceof Error ? error.message : String(error));
+    await finish("failed", { error: message });
+  }
+}
+
+/**
+ * Stops a job: a waiting one ends here as cancelled; a running one is aborted and its runner records
+ * the cancellation. The caller checks first that the job has not ended.
+ */
+export async function cancelJob(
+  deps: { jobs: JobStore; events: JobEvents; queue: JobQueue },
+  job: JobRecord,
+  reason: string,
+): Promise<void> {
+  const wasQueued = job.state === "queued";
+  deps.queue.cancel(job.id);
+  if (wasQueued) {
+    await deps.jobs.finish(job.id, "cancelled", { error: reason || "cancelled before it started" });
+    deps.events.publish({
+      jobId: job.id,
+      state: "cancelled",
+      stage: "cancelled",
+      message: "cancelled",
+      time: new Date(),
+    });
+  }
+}
+
+/** Queues again the jobs a previous process accepted but did not finish, in order; returns them. */
+export async function resumeUnfinished(jobs: JobStore, queue: JobQueue, log: Logger): Promise<JobRecord[]> {
+  const unfinished = await jobs.unfinished();
+  for (const job of unfinished) {
+    log.info("resuming a job accepted before the restart", { job_id: job.id, state: job.state });
+    await queue.enqueue(job.id);
+  }
+  return unfinished;
+}

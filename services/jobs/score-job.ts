@@ -1,0 +1,122 @@
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import type { HandlerContext } from "@connectrpc/connect";
+import type { StartScoringRequest, StartScoringResponse } from "../../gen/bikeshare/v1/predict_pb.js";
+import type { JobQueue } from "../../pipelines/jobs/queue.js";
+import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
+import { actorOf } from "../auth/principal.js";
+import { invalidArgument } from "../predict/predict-service.js";
+import { ARTIFACT_ONNX } from "../registry/model-card.js";
+import type { Registry } from "../registry/registry.js";
+import { type JobContext, type JobHandler, type JobOf, type JobRun, jobRunner } from "./lifecycle.js";
+import { jobToProto } from "./proto.js";
+import { checkScoringPath } from "./scoring-paths.js";
+import type { FinishResult, JobStore } from "./store.js";
+
+const INPUT_EXTENSIONS = [".arrow", ".arrows", ".feather", ".ipc", ".parquet", ".csv"];
+const OUTPUT_EXTENSIONS = [".arrow", ".arrows", ".parquet"];
+
+export interface ScoringJobDeps {
+  jobs: JobStore;
+  queue: JobQueue;
+  scoringDir: string;
+}
+
+/** PredictService.StartScoring: validates the files, stores the job, queues it. */
+export function startScoringHandler(deps: ScoringJobDeps) {
+  return async (req: StartScoringRequest, ctx: HandlerContext): Promise<StartScoringResponse> => {
+    const input = await checkScoringPath(deps.scoringDir, "input", req.input, INPUT_EXTENSIONS, "input");
+    const output = await checkScoringPath(deps.scoringDir, "output", req.output, OUTPUT_EXTENSIONS, "output");
+    const invalidOutput = req.invalidOutput
+      ? await checkScoringPath(deps.scoringDir, "invalid_output", req.invalidOutput, [".csv"], "output")
+      : undefined;
+    const violations = [input.error, output.error, invalidOutput?.error].flatMap((e) => (e ? [e] : []));
+    if (violations.length > 0) throw invalidArgument(violations);
+    const { job, created } = await deps.jobs.createScoring(
+      {
+        input: req.input,
+        output: req.output,
+        invalidOutput: req.invalidOutput || `${req.output}.invalid.csv`,
+        reason: req.reason || "manual",
+      },
+      actorOf(ctx.values),
+      req.idempotencyKey || undefined,
+    );
+    if (created) await deps.queue.enqueue(job.id);
+    return { job: jobToProto(job) } as StartScoringResponse;
+  };
+}
+
+export interface ScoringDeps {
+  registry: Registry;
+  executor: JobExecutor;
+  modelName: string;
+  scoringDir: string;
+}
+
+export type ScoringRunContext = JobContext & ScoringDeps;
+
+/** Scoring jobs: a file scored with the production model of the moment the job starts. */
+export function scoringJobs(ctx: ScoringDeps): JobHandler<"score"> {
+  return {
+    kind: "score",
+    label: "scoring job",
+    run: (job, run, signal) => scoringJob(ctx, job, run, signal),
+  };
+}
+
+/** Runs one scoring job (for tools and tests that have no queue). */
+export function runScoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSignal): Promise<void> {
+  return jobRunner(ctx, [scoringJobs(ctx)])(jobId, signal);
+}
+
+async function scoringJob(
+  ctx: ScoringDeps,
+  job: JobOf<"score">,
+  run: JobRun,
+  signal: AbortSignal,
+): Promise<FinishResult> {
+  // Checked again now: a link planted while the job waited in the queue must not lead outside.
+  for (const [field, p, extensions, role] of [
+    ["input", job.request.input, INPUT_EXTENSIONS, "input"],
+    ["output", job.request.output, OUTPUT_EXTENSIONS, "output"],
+    ["invalid_output", job.request.invalidOutput, [".csv"], "output"],
+  ] as const) {
+    const { error } = await checkScoringPath(ctx.scoringDir, field, p, extensions, role);
+    if (error) throw new Error(`${field} ${error.description}`);
+  }
+  const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
+  if (!production) throw new Error(`model ${ctx.modelName} has no production version to score with`);
+  const onnx = await ctx.registry.readArtifact(production.runId, ARTIFACT_ONNX);
+  const path = (p: string) => resolve(ctx.scoringDir, p);
+  // Outputs may name sub-folders of the scoring directory, created on demand.
+  for (const p of [job.request.output, job.request.invalidOutput]) {
+    await mkdir(dirname(path(p)), { recursive: true });
+  }
+  const summary = await ctx.executor.run(
+    "score",
+    run.jobId,
+    {
+      input: path(job.request.input),
+      output: path(job.request.output),
+      invalidOutput: path(job.request.invalidOutput),
+      onnx,
+    },
+    (p) => {
+      const message = `${p.rowsScored} rows scored, ${p.rowsInvalid} invalid`;
+      const fraction = p.totalRows ? Math.min(1, p.rowsRead / p.totalRows) : 0;
+      run.write(() => run.progress("score", fraction));
+      run.publish("score", message);
+    },
+    signal,
+  );
+  await run.written();
+  const scoring = {
+    rowsRead: summary.rowsRead,
+    rowsScored: summary.rowsScored,
+    rowsInvalid: summary.rowsInvalid,
+    modelVersion: production.version,
+  };
+  run.log.info("scoring job finished", { ...scoring, seconds: summary.seconds });
+  return { modelVersion: production.version, scoring };
+}
