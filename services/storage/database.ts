@@ -110,6 +110,8 @@ export class StoreUnwritableError extends Error {
 const UNWRITABLE = /no space left on device|read-only file system|disk quota exceeded/i;
 const MIN_FREE_BYTES = 16 * 1024 * 1024;
 const WRITE_STATEMENT = /^\s*(insert|update|delete|create|alter|drop|commit|checkpoint)\b/i;
+/** Statements that change rows (schema statements at start must still run on a full disk, as no-ops). */
+const DATA_CHANGE = /^\s*(insert|update|delete)\b/i;
 
 /**
  * Makes sure the database file's folder exists and takes writes; true when the file is new. The
@@ -325,24 +327,38 @@ export class Database {
   }
 
   private async exec<T>(sql: string, params?: SqlParams): Promise<T[]> {
+    // DuckDB 1.5 aborts the whole process (a FatalException while it reverts the index entries of a
+    // commit the disk refused: "Failed to append to PRIMARY_…"), so a change is refused here, before
+    // DuckDB sees it, while the disk has less room than MIN_FREE_BYTES.
+    if (this.path !== ":memory:" && DATA_CHANGE.test(sql) && !(await this.hasRoom())) {
+      throw this.unwritableNow(
+        new Error(
+          `no space left on device: less than ${MIN_FREE_BYTES >> 20} MiB free on ${dirname(this.path)}`,
+        ),
+      );
+    }
     let rows: T[];
     try {
       const reader = await this.connection.runAndReadAll(sql, toDuckParams(params), paramTypes(params));
       rows = reader.getRowObjectsJS() as T[];
     } catch (error) {
       if (!(error instanceof Error && UNWRITABLE.test(error.message))) throw error;
-      const unwritable = new StoreUnwritableError(this.path, error);
-      this.lastUnwritable = unwritable;
-      if (this.writable) {
-        this.writable = false;
-        this.onWritable(false, unwritable);
-      }
-      throw unwritable;
+      throw this.unwritableNow(error);
     }
     if (!this.writable && !this.inTransaction && WRITE_STATEMENT.test(sql) && (await this.hasRoom())) {
       this.writable = true;
       this.onWritable(true);
     }
     return rows;
+  }
+
+  private unwritableNow(cause: Error): StoreUnwritableError {
+    const unwritable = new StoreUnwritableError(this.path, cause);
+    this.lastUnwritable = unwritable;
+    if (this.writable) {
+      this.writable = false;
+      this.onWritable(false, unwritable);
+    }
+    return unwritable;
   }
 }
