@@ -20,13 +20,14 @@ import { boosterScoringModel, onnxFileScorer, scoreFile } from "../pipelines/sco
 import { openScoringInput } from "../pipelines/scoring/input.js";
 import { writeSyntheticInput } from "../pipelines/scoring/synthetic.js";
 import { projectRoot } from "../services/config.js";
+import { docSection } from "./doc-section.js";
 
 const root = projectRoot();
 const ROWS = Number(process.env.BENCH_SCORING_ROWS ?? 10_000_000);
 const BASELINE_ROWS = Number(process.env.BENCH_SCORING_BASELINE_ROWS ?? 1_000_000);
 const CHUNK = 65_536;
-const START = "<!-- batch-scoring:start -->";
-const END = "<!-- batch-scoring:end -->";
+const section = docSection("batch-scoring");
+const { start: START, end: END } = section;
 
 /** The model: gradient-boosted trees of the default family's shape, trained on all of hour.csv. */
 const PARAMS = { max_depth: 6, eta: 0.05, min_child_weight: 5, tree_method: "hist", nthread: 2 };
@@ -220,26 +221,8 @@ ${END}
   }
 }
 
-/** Puts the section into docs/benchmarks.md, replacing an earlier one. */
-/** The section as the last run wrote it, or "" (docs/benchmarks.md is rewritten by bench/run.ts). */
-export async function currentScoringSection(): Promise<string> {
-  const doc = await readFile(join(root, "docs/benchmarks.md"), "utf8").catch(() => "");
-  const start = doc.indexOf(START);
-  const end = doc.indexOf(END);
-  return start >= 0 && end > start ? `${doc.slice(start, end + END.length)}\n` : "";
-}
-
-export async function writeScoringSection(section: string): Promise<void> {
-  const path = join(root, "docs/benchmarks.md");
-  const doc = await readFile(path, "utf8").catch(() => "# Benchmarks\n");
-  const start = doc.indexOf(START);
-  const end = doc.indexOf(END);
-  const next =
-    start >= 0 && end > start
-      ? `${doc.slice(0, start)}${section.trimEnd()}${doc.slice(end + END.length)}`
-      : `${doc.trimEnd()}\n\n${section}`;
-  await writeFile(path, next);
-}
+export const currentScoringSection = section.current;
+export const writeScoringSection = section.write;
 
 const childIndex = process.argv.indexOf("--child");
 if (childIndex >= 0) {

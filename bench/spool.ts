@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { cp, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, open, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -21,10 +21,11 @@ import { Database } from "../services/storage/database.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { freePort } from "../tests/helpers/ports.js";
 import { seedModels, testConfig } from "../tests/helpers/server.js";
+import { docSection } from "./doc-section.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
 
-const START = "<!-- spool:start -->";
-const END = "<!-- spool:end -->";
+const section = docSection("spool");
+const { start: START, end: END } = section;
 const root = projectRoot();
 const SECONDS = 15;
 const RUNS_200 = 5;
@@ -266,26 +267,8 @@ ${END}
   }
 }
 
-/** The section as the last run wrote it, or "" (docs/benchmarks.md is rewritten by bench/run.ts). */
-export async function currentSpoolSection(): Promise<string> {
-  const doc = await readFile(join(root, "docs/benchmarks.md"), "utf8").catch(() => "");
-  const start = doc.indexOf(START);
-  const end = doc.indexOf(END);
-  return start >= 0 && end > start ? `${doc.slice(start, end + END.length)}\n` : "";
-}
-
-/** Puts the section into docs/benchmarks.md, replacing an earlier one. */
-export async function writeSpoolSection(section: string): Promise<void> {
-  const path = join(root, "docs/benchmarks.md");
-  const doc = await readFile(path, "utf8").catch(() => "# Benchmarks\n");
-  const start = doc.indexOf(START);
-  const end = doc.indexOf(END);
-  const next =
-    start >= 0 && end > start
-      ? `${doc.slice(0, start)}${section.trimEnd()}${doc.slice(end + END.length)}`
-      : `${doc.trimEnd()}\n\n${section}`;
-  await writeFile(path, next);
-}
+export const currentSpoolSection = section.current;
+export const writeSpoolSection = section.write;
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   spoolBenchmark()
