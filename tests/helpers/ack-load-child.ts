@@ -9,6 +9,8 @@
  * `done <sent> <acknowledged> <failed>`.
  * Usage: tsx ack-load-child.ts <baseUrl> <requestsPerSecond> <seconds> <firstKey>
  */
+import { SUMMER_EVENING } from "./hour-csv.js";
+
 const [baseUrl, rateArg, secondsArg, firstArg] = process.argv.slice(2);
 const rate = Number(rateArg);
 const seconds = Number(secondsArg);
@@ -17,20 +19,7 @@ if (!baseUrl || !(rate > 0) || !(seconds > 0) || !Number.isInteger(firstKey)) {
   throw new Error("usage: ack-load-child.ts <baseUrl> <requestsPerSecond> <seconds> <firstKey>");
 }
 
-const conditions = (key: number) => ({
-  season: 3,
-  yr: 1,
-  mnth: 7,
-  hr: 17,
-  holiday: 0,
-  weekday: 3,
-  workingday: 1,
-  weathersit: 1,
-  temp: key / 1e7,
-  atemp: 0.66,
-  hum: 0.5,
-  windspeed: 0.2,
-});
+const conditions = (key: number) => ({ ...SUMMER_EVENING, temp: key / 1e7 });
 
 /** The request for the i-th send: its path, body and the keys of its rows. */
 function request(i: number): { path: string; body: unknown; keys: number[] } {

@@ -35,3 +35,19 @@ export const MODEL_FIELDS = [
 export function modelInput(row: Record<string, number | string>): Record<string, number> {
   return Object.fromEntries(MODEL_FIELDS.map((f) => [f, row[f] as number]));
 }
+
+/** One valid request of the 12 fields: a clear summer weekday at 17:00 (the README's example). */
+export const SUMMER_EVENING = {
+  season: 3,
+  yr: 1,
+  mnth: 7,
+  hr: 17,
+  holiday: 0,
+  weekday: 3,
+  workingday: 1,
+  weathersit: 1,
+  temp: 0.72,
+  atemp: 0.66,
+  hum: 0.5,
+  windspeed: 0.2,
+} as const;

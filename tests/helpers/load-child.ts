@@ -7,26 +7,15 @@
  * the test decides when it has seen enough.
  * Usage: tsx load-child.ts <baseUrl> <concurrency>
  */
+import { SUMMER_EVENING } from "./hour-csv.js";
+
 const [baseUrl, concurrencyArg] = process.argv.slice(2);
 const concurrency = Number(concurrencyArg);
 if (!baseUrl || !Number.isInteger(concurrency) || concurrency < 1) {
   process.stderr.write("usage: load-child.ts <baseUrl> <concurrency>\n");
   process.exit(2);
 }
-const body = JSON.stringify({
-  season: 3,
-  yr: 1,
-  mnth: 7,
-  hr: 17,
-  holiday: 0,
-  weekday: 3,
-  workingday: 1,
-  weathersit: 1,
-  temp: 0.72,
-  atemp: 0.66,
-  hum: 0.5,
-  windspeed: 0.2,
-});
+const body = JSON.stringify(SUMMER_EVENING);
 
 let stopping = false;
 process.stdin.on("data", () => {});

@@ -6,6 +6,7 @@
  */
 import { PredictionLog } from "../../services/monitor/prediction-log.js";
 import { Database } from "../../services/storage/database.js";
+import { SUMMER_EVENING } from "./hour-csv.js";
 
 const [dbPath, spoolDir, callsArg, sync] = process.argv.slice(2);
 const calls = Number(callsArg);
@@ -19,20 +20,7 @@ const log = await PredictionLog.open(db, {
   spoolSync: sync === "fdatasync",
   flushIntervalMs: 60_000,
 });
-const record = {
-  season: 3,
-  yr: 1,
-  mnth: 7,
-  hr: 17,
-  holiday: 0,
-  weekday: 3,
-  workingday: 1,
-  weathersit: 1,
-  temp: 0.72,
-  atemp: 0.66,
-  hum: 0.5,
-  windspeed: 0.2,
-};
+const record = SUMMER_EVENING;
 let acknowledged = 0;
 // Concurrent calls, as concurrent requests make them: they share group commits.
 await Promise.all(
