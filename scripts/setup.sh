@@ -26,6 +26,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 # A real Redis for the BullMQ queue tests, and Prometheus (promtool + server) for the ops/ tests.
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
+# A real PostgreSQL for the storage contract suite: the tests start throwaway clusters with its initdb and pg_ctl.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,4 +1,4 @@
-import type { Database, Queryable } from "../storage/database.js";
+import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { RegistryError } from "./errors.js";
 import { loadVersionOrThrow, requireModel } from "./models.js";
 import { gate, PRODUCTION_ALIAS } from "./promotion-gate.js";
@@ -14,7 +14,7 @@ import { checkAlias, checkVersion, invalid, requireText } from "./validation.js"
 export class Aliases {
   private readonly listeners = new Set<(change: AliasChange) => void>();
 
-  constructor(private readonly db: Database) {}
+  constructor(private readonly db: SqlDatabase) {}
 
   /**
    * Points `alias` at `version` in one transaction with its audit row. `production` goes through the
@@ -206,7 +206,7 @@ async function audit(
   const time = new Date();
   await tx.run(
     `INSERT INTO registry.alias_changes
-       SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8 FROM registry.alias_changes`,
+       SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3::INTEGER, $4::INTEGER, $5, $6, $7::TIMESTAMP, $8::BOOLEAN FROM registry.alias_changes`,
     [modelName, alias, from, to, actor, reason, time, forced],
   );
   return {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { open, readFile, stat } from "node:fs/promises";
 import { extname } from "node:path";
-import type { Database } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
 import { type BlobStore, isNotFound } from "./blob-store.js";
 import { RegistryError } from "./errors.js";
 import { requireRun, requireRunning } from "./runs.js";
@@ -29,7 +29,7 @@ const CONTENT_TYPES: Record<string, string> = {
 
 export class Artifacts {
   constructor(
-    private readonly db: Database,
+    private readonly db: SqlDatabase,
     private readonly blobs: BlobStore,
   ) {}
 

@@ -1,4 +1,4 @@
-import type { Database, Queryable } from "../storage/database.js";
+import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { RegistryError } from "./errors.js";
 import { type ExperimentRow, group, type KeyValueRow, newId } from "./schema.js";
 import type { Experiment } from "./types.js";
@@ -7,7 +7,7 @@ import { checkExperimentName, checkTags } from "./validation.js";
 /** Experiments: named groups of runs, with tags. */
 
 export class Experiments {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly db: SqlDatabase) {}
 
   async createExperiment(name: string, tags: Record<string, string> = {}): Promise<Experiment> {
     const checked = checkExperimentName(name, "name");

@@ -1,5 +1,5 @@
 import { stat } from "node:fs/promises";
-import type { Database, Queryable } from "../storage/database.js";
+import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { type BlobStore, isNotFound } from "./blob-store.js";
 import { RegistryError } from "./errors.js";
 import { latestMetrics, requireRun } from "./runs.js";
@@ -11,7 +11,7 @@ import { checkName, optionalText, requireText, VERSION } from "./validation.js";
 
 export class Models {
   constructor(
-    private readonly db: Database,
+    private readonly db: SqlDatabase,
     private readonly blobs: BlobStore,
   ) {}
 
@@ -123,7 +123,7 @@ export async function insertVersion(
   }
   const [row] = await tx.all<{ version: number }>(
     `INSERT INTO registry.model_versions
-         SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 FROM registry.model_versions WHERE model_name = $1
+         SELECT $1::VARCHAR, COALESCE(MAX(version), 0) + 1, $2, $3, $4::TIMESTAMP FROM registry.model_versions WHERE model_name = $1
          RETURNING version`,
     [modelName, runId, description, new Date()],
   );
@@ -153,12 +153,12 @@ export async function loadModels(tx: Queryable, name?: string): Promise<Register
   const rows = await tx.all<{ name: string; description: string; created_at: Date; latest: number | null }>(
     `SELECT m.name, m.description, m.created_at,
               (SELECT MAX(v.version) FROM registry.model_versions v WHERE v.model_name = m.name) AS latest
-       FROM registry.registered_models m WHERE $1 IS NULL OR m.name = $1 ORDER BY m.name`,
+       FROM registry.registered_models m WHERE CAST($1 AS VARCHAR) IS NULL OR m.name = $1 ORDER BY m.name`,
     args,
   );
   const aliases = await tx.all<AliasRow>(
     `SELECT model_name, alias, version FROM registry.aliases
-       WHERE $1 IS NULL OR model_name = $1 ORDER BY alias`,
+       WHERE CAST($1 AS VARCHAR) IS NULL OR model_name = $1 ORDER BY alias`,
     args,
   );
   return rows.map((r) => ({
@@ -218,14 +218,14 @@ export async function loadVersions(
   const rows = await tx.all<VersionRow>(
     versions === undefined
       ? "SELECT * FROM registry.model_versions WHERE model_name = $1 ORDER BY version"
-      : "SELECT * FROM registry.model_versions WHERE model_name = $1 AND version IN (SELECT unnest($2)) ORDER BY version",
+      : "SELECT * FROM registry.model_versions WHERE model_name = $1 AND version IN (SELECT unnest($2::INTEGER[])) ORDER BY version",
     versions === undefined ? [modelName] : [modelName, versions],
   );
   if (rows.length === 0) return [];
   const runIds = [...new Set(rows.map((r) => r.run_id))];
   const metrics = await latestMetrics(tx, runIds);
   const artifacts = await tx.all<ArtifactRow>(
-    `SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id IN (SELECT unnest($1)) ORDER BY path`,
+    `SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY path`,
     [runIds],
   );
   const aliases = await tx.all<AliasRow>(

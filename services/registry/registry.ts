@@ -1,5 +1,5 @@
 import { traceMethods } from "../observability/tracing.js";
-import type { Database } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
 import { Aliases, moveAlias } from "./aliases.js";
 import { Artifacts } from "./artifacts.js";
 import { BlobStore } from "./blob-store.js";
@@ -7,7 +7,7 @@ import { Experiments } from "./experiments.js";
 import { insertVersion, loadVersionOrThrow, Models } from "./models.js";
 import { gate, PRODUCTION_ALIAS } from "./promotion-gate.js";
 import { Runs } from "./runs.js";
-import { migrate } from "./schema.js";
+import { migrateRegistry } from "./schema.js";
 import type { AliasChange, ModelVersion, RegistryOptions } from "./types.js";
 import { checkName, optionalText, requireText } from "./validation.js";
 
@@ -61,7 +61,7 @@ export class Registry {
   private readonly aliases: Aliases;
 
   private constructor(
-    readonly db: Database,
+    readonly db: SqlDatabase,
     readonly artifactsDir: string,
     options: RegistryOptions,
   ) {
@@ -77,9 +77,9 @@ export class Registry {
    * Creates the tables when missing and removes temporary files left by an interrupted upload.
    * Throws when the database was written by a newer schema version.
    */
-  static async open(db: Database, artifactsDir: string, options: RegistryOptions = {}): Promise<Registry> {
+  static async open(db: SqlDatabase, artifactsDir: string, options: RegistryOptions = {}): Promise<Registry> {
     const registry = new Registry(db, artifactsDir, options);
-    await db.transaction((tx) => migrate(tx, db.path));
+    await migrateRegistry(db);
     await registry.blobs.prepare();
     return registry;
   }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Database, Queryable } from "../storage/database.js";
+import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { RegistryError } from "./errors.js";
 import { insertExperiment, loadExperiment, resolveExperiment } from "./experiments.js";
 import {
@@ -39,7 +39,7 @@ function shortId(id: string): string {
 }
 
 export class Runs {
-  constructor(private readonly db: Database) {}
+  constructor(private readonly db: SqlDatabase) {}
 
   async createRun(input: {
     experiment: string;
@@ -61,7 +61,7 @@ export class Runs {
       const id = newId();
       await tx.run(
         `INSERT INTO registry.runs
-         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, 'running', $4, NULL, $5, $6 FROM registry.runs`,
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, 'running', $4::TIMESTAMP, NULL, $5, $6 FROM registry.runs`,
         [id, exp.id, name || `run-${id.slice(0, 8)}`, new Date(), sourceCommit, dataFingerprint],
       );
       for (const [key, value] of Object.entries(tags)) {
@@ -132,7 +132,7 @@ export class Runs {
       }
       if (points.length > 0) {
         const [row] = await tx.all<{ seq: number }>(
-          "SELECT CAST(COALESCE(MAX(seq), 0) AS DOUBLE) AS seq FROM registry.run_metrics WHERE run_id = $1",
+          "SELECT CAST(COALESCE(MAX(seq), 0) AS DOUBLE PRECISION) AS seq FROM registry.run_metrics WHERE run_id = $1",
           [runId],
         );
         const base = row?.seq ?? 0;
@@ -181,7 +181,7 @@ export class Runs {
     return this.db.transaction(async (tx) => {
       await requireRun(tx, runId);
       return tx.all<MetricPoint>(
-        `SELECT value, CAST(step AS DOUBLE) AS step, time FROM registry.run_metrics
+        `SELECT value, CAST(step AS DOUBLE PRECISION) AS step, time FROM registry.run_metrics
          WHERE run_id = $1 AND key = $2 ORDER BY step, time, seq`,
         [runId, key],
       );
@@ -274,17 +274,20 @@ export async function loadRunOrThrow(tx: Queryable, runId: string): Promise<Run>
 export async function loadRuns(tx: Queryable, ids: readonly string[]): Promise<Run[]> {
   if (ids.length === 0) return [];
   const list = [ids as string[]];
-  const rows = await tx.all<RunRow>("SELECT * FROM registry.runs WHERE id IN (SELECT unnest($1))", list);
+  const rows = await tx.all<RunRow>(
+    "SELECT * FROM registry.runs WHERE id IN (SELECT unnest($1::VARCHAR[]))",
+    list,
+  );
   const params = group(
     await tx.all<KeyValueRow>(
-      "SELECT run_id AS owner, key, value FROM registry.run_params WHERE run_id IN (SELECT unnest($1)) ORDER BY key",
+      "SELECT run_id AS owner, key, value FROM registry.run_params WHERE run_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY key",
       list,
     ),
     (r) => [r.key, r.value],
   );
   const tags = group(
     await tx.all<KeyValueRow>(
-      "SELECT run_id AS owner, key, value FROM registry.run_tags WHERE run_id IN (SELECT unnest($1)) ORDER BY key",
+      "SELECT run_id AS owner, key, value FROM registry.run_tags WHERE run_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY key",
       list,
     ),
     (r) => [r.key, r.value],
@@ -292,7 +295,7 @@ export async function loadRuns(tx: Queryable, ids: readonly string[]): Promise<R
   const metrics = await latestMetrics(tx, ids);
   const artifacts = new Map<string, Artifact[]>();
   for (const a of await tx.all<ArtifactRow>(
-    `SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id IN (SELECT unnest($1)) ORDER BY path`,
+    `SELECT ${ARTIFACT_COLUMNS} FROM registry.artifacts WHERE run_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY path`,
     list,
   )) {
     const forRun = artifacts.get(a.run_id) ?? [];
@@ -329,7 +332,7 @@ export async function latestMetrics(
   if (runIds.length === 0) return new Map();
   return group(
     await tx.all<MetricRow>(
-      "SELECT run_id AS owner, key, value FROM registry.latest_metrics WHERE run_id IN (SELECT unnest($1)) ORDER BY key",
+      "SELECT run_id AS owner, key, value FROM registry.latest_metrics WHERE run_id IN (SELECT unnest($1::VARCHAR[])) ORDER BY key",
       [runIds as string[]],
     ),
     (r) => [r.key, r.value],

@@ -1,16 +1,14 @@
 import { randomUUID } from "node:crypto";
-import type { Queryable } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
+import { type Migration, migrate, tableExists } from "../storage/migrations.js";
 import { RegistryError } from "./errors.js";
 import type { AliasChange, Artifact, RunStatus } from "./types.js";
 
-/** The registry's tables in DuckDB, their row shapes and the mapping of rows to the public shapes. */
+/** The registry's tables, their row shapes and the mapping of rows to the public shapes. */
 
-const SCHEMA_VERSION = 1;
-
-const SCHEMA: readonly string[] = [
+/** Version 1: the tables as the first release created them (DuckDB files of that release upgrade in place). */
+const TABLES: readonly string[] = [
   "CREATE SCHEMA IF NOT EXISTS registry",
-  `CREATE TABLE IF NOT EXISTS registry.schema_version (
-     version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS registry.experiments (
      id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, created_at TIMESTAMP NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS registry.experiment_tags (
@@ -25,11 +23,14 @@ const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS registry.run_tags (
      run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value VARCHAR NOT NULL, PRIMARY KEY (run_id, key))`,
   `CREATE TABLE IF NOT EXISTS registry.run_metrics (
-     run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE NOT NULL, step BIGINT NOT NULL,
+     run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE PRECISION NOT NULL, step BIGINT NOT NULL,
      time TIMESTAMP NOT NULL, seq BIGINT NOT NULL)`,
-  `CREATE VIEW IF NOT EXISTS registry.latest_metrics AS
-     SELECT run_id, key, value, step, time FROM registry.run_metrics
-     QUALIFY row_number() OVER (PARTITION BY run_id, key ORDER BY step DESC, time DESC, seq DESC) = 1`,
+  `CREATE OR REPLACE VIEW registry.latest_metrics AS
+     SELECT run_id, key, value, step, time FROM (
+       SELECT run_id, key, value, step, time,
+              row_number() OVER (PARTITION BY run_id, key ORDER BY step DESC, time DESC, seq DESC) AS rn
+       FROM registry.run_metrics) ranked
+     WHERE rn = 1`,
   `CREATE TABLE IF NOT EXISTS registry.artifacts (
      run_id VARCHAR NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, size_bytes BIGINT NOT NULL,
      content_type VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, PRIMARY KEY (run_id, path))`,
@@ -47,24 +48,28 @@ const SCHEMA: readonly string[] = [
      forced BOOLEAN NOT NULL)`,
 ];
 
+/** The registry's migrations in order (services/storage/migrations.ts). */
+export const REGISTRY_MIGRATIONS: readonly Migration[] = [{ version: 1, statements: () => TABLES }];
+
 /**
- * Creates the tables when missing. Throws when the database was written by a newer schema version.
- * `dbPath` only names the database in that error.
+ * Brings the registry's tables to this build's version. Throws when the database was written by a
+ * newer one. Databases from before `schema_migrations` recorded their version in registry.schema_version.
  */
-export async function migrate(tx: Queryable, dbPath: string): Promise<void> {
-  for (const ddl of SCHEMA) await tx.run(ddl);
-  const [row] = await tx.all<{ version: number | null }>(
-    "SELECT MAX(version) AS version FROM registry.schema_version",
-  );
-  const version = row?.version ?? null;
-  if (version === null) {
-    await tx.run("INSERT INTO registry.schema_version VALUES ($1, $2)", [SCHEMA_VERSION, new Date()]);
-  } else if (version > SCHEMA_VERSION) {
-    throw new RegistryError(
-      "failed_precondition",
-      `the registry in ${dbPath} has schema version ${version}; this build knows version ${SCHEMA_VERSION} at most`,
-    );
-  }
+export async function migrateRegistry(db: SqlDatabase): Promise<void> {
+  await migrate(db, "registry", REGISTRY_MIGRATIONS, {
+    legacyVersion: async (tx) => {
+      if (!(await tableExists(tx, "registry.schema_version"))) return 0;
+      const [row] = await tx.all<{ version: number | null }>(
+        "SELECT CAST(MAX(version) AS INTEGER) AS version FROM registry.schema_version",
+      );
+      return row?.version ?? 0;
+    },
+    tooNew: (found, known) =>
+      new RegistryError(
+        "failed_precondition",
+        `the registry in ${db.path} has schema version ${found}; this build knows version ${known} at most`,
+      ),
+  });
 }
 
 export function newId(): string {
@@ -130,7 +135,7 @@ export interface ChangeRow {
 }
 
 export const ARTIFACT_COLUMNS =
-  "run_id, path, sha256, CAST(size_bytes AS DOUBLE) AS size_bytes, content_type";
+  "run_id, path, sha256, CAST(size_bytes AS DOUBLE PRECISION) AS size_bytes, content_type";
 
 export function toArtifact(row: ArtifactRow): Artifact {
   return { path: row.path, sha256: row.sha256, sizeBytes: row.size_bytes, contentType: row.content_type };

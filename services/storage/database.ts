@@ -37,6 +37,25 @@ export interface Queryable {
   run(sql: string, params?: SqlParams): Promise<void>;
 }
 
+export type Dialect = "duckdb" | "postgres";
+
+/**
+ * What every store needs of a backend: embedded DuckDB (`Database`) or PostgreSQL (`PgDatabase`).
+ * Both give callers the same JS types (BIGINT as bigint, TIMESTAMP as Date in UTC, BLOB/BYTEA as
+ * Uint8Array, DOUBLE PRECISION[] as number[]), so a statement both dialects read needs no branch.
+ */
+export interface SqlDatabase extends Queryable {
+  readonly dialect: Dialect;
+  /** Names the database in messages: a file path, or a URL without its password. */
+  readonly path: string;
+  /** False while writes fail for lack of space. */
+  readonly writable: boolean;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Why new work should not be accepted now, if it should not. */
+  unwritable(): Promise<Error | undefined>;
+  close(): Promise<void>;
+}
+
 interface ActiveTransaction {
   readonly owner: Database;
   readonly tx: Queryable;
@@ -107,6 +126,17 @@ export class StoreUnwritableError extends Error {
   }
 }
 
+/** The database server cannot be reached (or went away mid-statement): the request may be retried later. */
+export class StoreUnavailableError extends Error {
+  constructor(
+    readonly path: string,
+    cause: Error,
+  ) {
+    super(`the database ${path} is unavailable: ${cause.message}`, { cause });
+    this.name = "StoreUnavailableError";
+  }
+}
+
 const UNWRITABLE = /no space left on device|read-only file system|disk quota exceeded/i;
 const MIN_FREE_BYTES = 16 * 1024 * 1024;
 const WRITE_STATEMENT = /^\s*(insert|update|delete|create|alter|drop|commit|checkpoint)\b/i;
@@ -155,7 +185,8 @@ async function prepareFile(path: string, setting?: string): Promise<boolean> {
   }
 }
 
-export class Database {
+export class Database implements SqlDatabase {
+  readonly dialect = "duckdb";
   /** Tail of the queue; never rejects. */
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
