@@ -18,6 +18,7 @@ import { rateLimited } from "../pipelines/rate-limited.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
+import { errorInterceptor } from "./errors.js";
 import { createFrontServer } from "./http/front.js";
 import { JobEvents } from "./jobs/events.js";
 import { jobRunner, resumeUnfinished, SHUTDOWN } from "./jobs/lifecycle.js";
@@ -319,6 +320,7 @@ export async function startServer(
     interceptors: [
       tracingInterceptor(),
       metricsInterceptor(metrics),
+      errorInterceptor(log),
       authInterceptor(book, defaultPolicy({ openPredict: !config.predictNeedsToken })),
     ],
     ...rpcInputOptions(config.maxBatchSize),

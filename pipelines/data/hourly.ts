@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { DuckDBInstance } from "@duckdb/node-api";
+import { BikeshareError } from "../../core/errors.js";
 import {
   RAW_FIELD_NAMES,
   type RawColumns,
@@ -21,17 +22,23 @@ export interface HourlyDataset {
   readonly source: string;
 }
 
-export class DataValidationError extends Error {
+export class DataValidationError extends BikeshareError {
   constructor(
     readonly source: string,
-    readonly violations: readonly RowViolation[],
+    override readonly violations: readonly RowViolation[],
   ) {
     const shown = violations
       .slice(0, 20)
       .map((v) => `  line ${v.row + 2}: ${v.field} ${v.description}`)
       .join("\n");
     const more = violations.length > 20 ? `\n  … and ${violations.length - 20} more` : "";
-    super(`${source}: ${violations.length} invalid value(s); no row was loaded:\n${shown}${more}`);
+    super(
+      "invalid_argument",
+      `${source}: ${violations.length} invalid value(s); no row was loaded:\n${shown}${more}`,
+      {
+        violations,
+      },
+    );
     this.name = "DataValidationError";
   }
 }

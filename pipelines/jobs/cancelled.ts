@@ -1,7 +1,9 @@
+import { BikeshareError } from "../../core/errors.js";
+
 /** A task stopped because its job was cancelled (not because it failed). */
-export class TaskCancelled extends Error {
+export class TaskCancelled extends BikeshareError {
   constructor() {
-    super("cancelled");
+    super("cancelled", "cancelled");
     this.name = "TaskCancelled";
   }
 }

@@ -3,11 +3,16 @@
  */
 import { open } from "node:fs/promises";
 import { extname } from "node:path";
+import { BikeshareError } from "../../core/errors.js";
 
 export type InputFormat = "arrow-file" | "arrow-stream" | "parquet" | "csv";
 
-export class InputError extends Error {
-  override name = "InputError";
+/** A scoring input that cannot be read as scoring input: the caller's file, so invalid_argument. */
+export class InputError extends BikeshareError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("invalid_argument", message, options);
+    this.name = "InputError";
+  }
 }
 
 const FORMAT_NAMES: Record<InputFormat, string> = {

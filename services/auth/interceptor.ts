@@ -1,4 +1,5 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
+import { BikeshareError } from "../../core/errors.js";
 import { type Principal, principalKey, type Role } from "./principal.js";
 import type { TokenBook } from "./tokens.js";
 
@@ -66,25 +67,26 @@ export function principalFromHeader(
   return book.lookup(match[1] as string) ?? "malformed";
 }
 
+/** Throws BikeshareError: register it inside `errorInterceptor` (services/errors.ts). */
 export function authInterceptor(book: TokenBook, policy: Policy): Interceptor {
   return (next) => async (req) => {
     const method = `${req.service.typeName}/${req.method.name}`;
     const needed = policy[method] ?? "admin";
     const principal = principalFromHeader(req.header.get("authorization"), book);
     if (principal === "malformed") {
-      throw new ConnectError("the bearer token is not valid", Code.Unauthenticated);
+      throw new BikeshareError("unauthenticated", "the bearer token is not valid");
     }
     if (needed !== "open") {
       if (principal === undefined) {
-        throw new ConnectError(
+        throw new BikeshareError(
+          "unauthenticated",
           `${method} needs a bearer token with role ${needed} or higher`,
-          Code.Unauthenticated,
         );
       }
       if (RANK[principal.role] < RANK[needed]) {
-        throw new ConnectError(
+        throw new BikeshareError(
+          "permission_denied",
           `${principal.name} has role ${principal.role}; ${method} needs ${needed} or higher`,
-          Code.PermissionDenied,
         );
       }
     }

@@ -5,7 +5,7 @@ import type { StartScoringRequest, StartScoringResponse } from "../../gen/bikesh
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
 import { actorOf } from "../auth/principal.js";
-import { invalidArgument } from "../predict/predict-service.js";
+import { invalidArgument } from "../errors.js";
 import { ARTIFACT_ONNX } from "../registry/model-card.js";
 import type { Registry } from "../registry/registry.js";
 import { type JobContext, type JobHandler, type JobOf, type JobRun, jobRunner } from "./lifecycle.js";

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import { BikeshareError } from "../../core/errors.js";
 import {
   describeValue,
   type FieldViolation,
@@ -10,8 +11,9 @@ import {
   ViolationList,
   validateRecord,
 } from "../../core/features/index.js";
+import { httpStatus } from "../errors.js";
 import type { Metrics } from "../observability/metrics.js";
-import type { ModelSlot, OnServed } from "../predict/predict-service.js";
+import { type ModelSlot, type OnServed, requireModel } from "../predict/predict-service.js";
 import { formatPath, jsonTooDeep, MAX_JSON_DEPTH } from "../request-limits.js";
 import { legacyOpenApi, renderDocs } from "./openapi.js";
 
@@ -28,6 +30,10 @@ interface Detail {
   input: unknown;
 }
 
+/**
+ * An answer in FastAPI's own shape (413, and 422 with its `detail` list), which old clients parse. Every
+ * other failure is a BikeshareError, answered with `httpStatus` of its code and `{detail: message}`.
+ */
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -163,12 +169,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   const { slot, metrics, onServed, maxBatchSize } = options;
   const spec = legacyOpenApi(maxBatchSize);
   const docsPage = renderDocs(spec);
-  const model = () => {
-    const current = slot.current;
-    if (!current)
-      throw new HttpError(503, { detail: "no model is loaded yet; the server is still starting" });
-    return current;
-  };
+  const model = () => requireModel(slot);
 
   const routes: Record<string, (req: Request) => Promise<[number, unknown, string?]>> = {
     "POST /predict": async (req) => {
@@ -308,16 +309,18 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       id = decodeURIComponent(raw);
     } catch (error) {
       if (!(error instanceof URIError)) throw error;
-      throw new HttpError(400, {
-        detail: `the report id in the path is not valid percent-encoding: ${JSON.stringify(raw.slice(0, 80))}`,
-      });
+      throw new BikeshareError(
+        "invalid_argument",
+        `the report id in the path is not valid percent-encoding: ${JSON.stringify(raw.slice(0, 80))}`,
+      );
     }
     const html = await options.report?.(id);
     if (html === undefined) {
       // The id comes from the URL, up to Node's 16 KiB header limit: name it, but not all of it.
-      throw new HttpError(404, {
-        detail: `no drift report ${id.length > 100 ? `${id.slice(0, 100)}…` : id}`,
-      });
+      throw new BikeshareError(
+        "not_found",
+        `no drift report ${id.length > 100 ? `${id.slice(0, 100)}…` : id}`,
+      );
     }
     return [200, html, "text/html; charset=utf-8"];
   };
@@ -343,6 +346,9 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       if (error instanceof HttpError) {
         status = error.status;
         send(res, error.status, error.body);
+      } else if (error instanceof BikeshareError && error.code !== "internal") {
+        status = httpStatus(error.code);
+        send(res, status, { detail: error.message });
       } else if (clientAborted(req)) {
         // nginx's "client closed request": nobody is left to answer, and it is not the server's fault.
         status = 499;

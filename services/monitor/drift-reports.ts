@@ -8,6 +8,7 @@ import {
   featureDrift,
   histogram,
 } from "../../core/drift/index.js";
+import { BikeshareError } from "../../core/errors.js";
 import {
   FEATURE_NAMES,
   featureMatrix,
@@ -44,7 +45,13 @@ export interface DriftReport {
   histograms: Record<string, DriftHistogram>;
 }
 
-export class NotEnoughData extends Error {}
+/** Too few logged predictions for a drift report: failed_precondition (serve more, or widen the window). */
+export class NotEnoughData extends BikeshareError {
+  constructor(message: string) {
+    super("failed_precondition", message);
+    this.name = "NotEnoughData";
+  }
+}
 
 /** Logged predictions fall in a window by the hour they predict, or by when they were served when the caller sent no hour. */
 const WHEN = "coalesce(hour, served_at)";

@@ -1,19 +1,20 @@
 import { type Timestamp, timestampFromDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import type { FeatureDriftResult } from "../../core/drift/index.js";
+import { BikeshareError } from "../../core/errors.js";
 import {
   AlertRule,
   DriftTest,
   type MonitorService,
   type TimeWindow,
 } from "../../gen/bikeshare/v1/monitor_pb.js";
+import { invalidArgument } from "../errors.js";
 import { pageOf, pageResult } from "../paging.js";
-import { invalidArgument } from "../predict/predict-service.js";
 import type { ModelVersion } from "../registry/registry.js";
 import type { Actuals, Window } from "./actuals.js";
 import type { AlertRecord, AlertStore } from "./alerts.js";
 import type { CheckResult, MonitorPolicy } from "./checks.js";
-import { type DriftReport, type DriftReports, NotEnoughData } from "./drift-reports.js";
+import type { DriftReport, DriftReports } from "./drift-reports.js";
 
 const HOUR_MS = 3_600_000;
 const MAX_ACTUALS_PER_CALL = 100_000;
@@ -137,38 +138,34 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
     async getDriftReport(req) {
       if (req.reportId !== "") {
         const report = await deps.reports.get(req.reportId);
-        if (!report) throw new ConnectError(`no drift report ${req.reportId}`, Code.NotFound);
+        if (!report) throw new BikeshareError("not_found", `no drift report ${req.reportId}`);
         return { report: reportToProto(report) };
       }
       await deps.flushLog();
       const version = await deps.production();
-      if (!version) throw new ConnectError("no model has the production alias yet", Code.FailedPrecondition);
+      if (!version) throw new BikeshareError("failed_precondition", "no model has the production alias yet");
       const window = windowFromProto(req.window);
       const until = window.until ?? Date.now();
       const from = window.from ?? until - deps.policy.windowHours * 3_600_000;
-      try {
-        const report = await deps.reports.compute({
-          version,
-          window: { from, until },
-          minRows: deps.policy.minDriftRows,
-          thresholds: deps.policy.thresholds,
-        });
-        return { report: reportToProto(report) };
-      } catch (error) {
-        if (error instanceof NotEnoughData) throw new ConnectError(error.message, Code.FailedPrecondition);
-        throw error;
-      }
+      // Too few logged predictions in the window rejects with NotEnoughData: failed_precondition.
+      const report = await deps.reports.compute({
+        version,
+        window: { from, until },
+        minRows: deps.policy.minDriftRows,
+        thresholds: deps.policy.thresholds,
+      });
+      return { report: reportToProto(report) };
     },
 
     async listReports(req) {
-      const page = pageOf(req.pageSize, req.pageToken, 1000);
+      const page = pageOf(req.pageSize, req.pageToken, 1000, { list: "reports" });
       const { items, nextPageToken } = pageResult(await deps.reports.list(page.limit + 1, page.offset), page);
       return { reports: items.map(reportToProto), nextPageToken };
     },
 
     async listAlerts(req) {
-      const page = pageOf(req.pageSize, req.pageToken, 1000);
       const window = windowFromProto(req.window);
+      const page = pageOf(req.pageSize, req.pageToken, 1000, { list: "alerts", window });
       const alerts = await deps.alerts.list({
         ...(window.from !== undefined ? { from: new Date(window.from) } : {}),
         ...(window.until !== undefined ? { until: new Date(window.until) } : {}),

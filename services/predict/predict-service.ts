@@ -1,51 +1,25 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import {
-  type FieldViolation,
-  type RawRecord,
-  recordsToColumns,
-  ViolationList,
-} from "../../core/features/index.js";
-import { BadRequestSchema, type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { BikeshareError } from "../../core/errors.js";
+import { type RawRecord, recordsToColumns, ViolationList } from "../../core/features/index.js";
+import { type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { ModelInfoSchema, type PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { invalidArgument, invalidRequest } from "../errors.js";
 import { modelFamilyOf } from "../model-family.js";
 import { recordFromConditions } from "./conversions.js";
 import type { ServingModel } from "./serving-model.js";
-
-/** invalid_argument naming each bad field (the first MAX_LISTED_VIOLATIONS of them; the rest counted). */
-export function invalidArgument(violations: readonly FieldViolation[]): ConnectError {
-  const list = new ViolationList();
-  list.add(violations);
-  return invalidRequest(list, "request");
-}
-
-/**
- * invalid_argument listing the first violations of a request of many rows; a last entry on `countField`
- * counts the rest, so 10,000 bad rows get a reply of a few kilobytes, built in milliseconds.
- */
-export function invalidRequest(list: ViolationList, countField: string): ConnectError {
-  const rest = list.summary();
-  const shown = rest ? [...list.listed, { field: countField, description: rest }] : list.listed;
-  const summary = shown.map((v) => `${v.field} ${v.description}`).join("; ");
-  return new ConnectError(`invalid argument: ${summary}`, Code.InvalidArgument, undefined, [
-    {
-      desc: BadRequestSchema,
-      value: { fieldViolations: shown.map((v) => ({ field: v.field, description: v.description })) },
-    },
-  ]);
-}
 
 /** Holds the model being served; swapped as a whole, so a request sees one version from start to end. */
 export interface ModelSlot {
   readonly current: ServingModel | undefined;
 }
 
-function requireModel(slot: ModelSlot): ServingModel {
+/** The model being served; `unavailable` (HTTP 503) until the first one is loaded. */
+export function requireModel(slot: ModelSlot): ServingModel {
   const model = slot.current;
-  if (!model)
-    throw new ConnectError("no model is loaded yet; the server is still starting", Code.Unavailable);
+  if (!model) throw new BikeshareError("unavailable", "no model is loaded yet; the server is still starting");
   return model;
 }
 

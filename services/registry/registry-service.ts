@@ -1,7 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { BadRequestSchema } from "../../gen/bikeshare/v1/common_pb.js";
+import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type AliasChangeSchema,
   type ArtifactSchema,
@@ -25,49 +24,19 @@ import {
   type RegisteredModel,
   type Registry,
   RegistryError,
-  type RegistryErrorCode,
   type Run,
   type RunStatus,
 } from "./registry.js";
+import { invalid } from "./validation.js";
 
 /**
- * RegistryService over the Registry: validates requests, converts between the storage layer's plain
- * objects and the proto messages, and maps RegistryError codes to Connect codes. The actor recorded in
- * the alias audit log is the caller's principal (set by the auth interceptor).
+ * RegistryService over the Registry: validates requests and converts between the storage layer's plain
+ * objects and the proto messages. It throws RegistryError; services/errors.ts turns it into the Connect
+ * error. The actor recorded in the alias audit log is the caller's principal (set by the auth interceptor).
  */
 
-const CODES: Record<RegistryErrorCode, Code> = {
-  not_found: Code.NotFound,
-  already_exists: Code.AlreadyExists,
-  invalid_argument: Code.InvalidArgument,
-  failed_precondition: Code.FailedPrecondition,
-  permission_denied: Code.PermissionDenied,
-  data_loss: Code.DataLoss,
-};
-
-function badRequest(field: string, message: string): ConnectError {
-  return new ConnectError(message, Code.InvalidArgument, undefined, [
-    { desc: BadRequestSchema, value: { fieldViolations: [{ field, description: message }] } },
-  ]);
-}
-
-/** A RegistryError becomes the matching Connect error; anything else is left alone (→ internal). */
-export function toConnectError(error: unknown): unknown {
-  if (!(error instanceof RegistryError)) return error;
-  if (error.code === "invalid_argument" && error.field) return badRequest(error.field, error.message);
-  return new ConnectError(error.message, CODES[error.code]);
-}
-
-async function guard<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    throw toConnectError(error);
-  }
-}
-
 function required(value: string, field: string): string {
-  if (value.trim() === "") throw badRequest(field, `${field} is required`);
+  if (value.trim() === "") invalid(field, `${field} is required`);
   return value;
 }
 
@@ -148,253 +117,232 @@ function changeMessage(c: AliasChange): MessageInitShape<typeof AliasChangeSchem
 export function createRegistryService(registry: Registry): ServiceImpl<typeof RegistryService> {
   const requireModel = async (name: string): Promise<RegisteredModel> => {
     const model = await registry.getRegisteredModel(name);
-    if (!model) throw new ConnectError(`model "${name}" does not exist`, Code.NotFound);
+    if (!model) throw new RegistryError("not_found", `model "${name}" does not exist`);
     return model;
   };
 
   return {
     // -- experiments ----------------------------------------------------------------------------
 
-    createExperiment: (req) =>
-      guard(async () => {
-        required(req.name, "name");
-        return { experiment: experimentMessage(await registry.createExperiment(req.name, req.tags)) };
-      }),
+    async createExperiment(req) {
+      required(req.name, "name");
+      return { experiment: experimentMessage(await registry.createExperiment(req.name, req.tags)) };
+    },
 
-    getExperiment: (req) =>
-      guard(async () => {
-        required(req.experiment, "experiment");
-        const experiment = await registry.getExperiment(req.experiment);
-        if (!experiment)
-          throw new ConnectError(`experiment "${req.experiment}" does not exist`, Code.NotFound);
-        return { experiment: experimentMessage(experiment) };
-      }),
+    async getExperiment(req) {
+      required(req.experiment, "experiment");
+      const experiment = await registry.getExperiment(req.experiment);
+      if (!experiment) throw new RegistryError("not_found", `experiment "${req.experiment}" does not exist`);
+      return { experiment: experimentMessage(experiment) };
+    },
 
-    listExperiments: () =>
-      guard(async () => ({ experiments: (await registry.listExperiments()).map(experimentMessage) })),
+    async listExperiments() {
+      return { experiments: (await registry.listExperiments()).map(experimentMessage) };
+    },
 
     // -- runs -----------------------------------------------------------------------------------
 
-    createRun: (req) =>
-      guard(async () => {
-        required(req.experiment, "experiment");
-        const run = await registry.createRun({
-          experiment: req.experiment,
-          name: req.name,
-          tags: req.tags,
-          sourceCommit: req.sourceCommit,
-          dataFingerprint: req.dataFingerprint,
-        });
-        return { run: runMessage(run) };
-      }),
+    async createRun(req) {
+      required(req.experiment, "experiment");
+      const run = await registry.createRun({
+        experiment: req.experiment,
+        name: req.name,
+        tags: req.tags,
+        sourceCommit: req.sourceCommit,
+        dataFingerprint: req.dataFingerprint,
+      });
+      return { run: runMessage(run) };
+    },
 
-    getRun: (req) =>
-      guard(async () => {
-        required(req.runId, "run_id");
-        const run = await registry.getRun(req.runId);
-        if (!run) throw new ConnectError(`run ${req.runId} does not exist`, Code.NotFound);
-        return { run: runMessage(run) };
-      }),
+    async getRun(req) {
+      required(req.runId, "run_id");
+      const run = await registry.getRun(req.runId);
+      if (!run) throw new RegistryError("not_found", `run ${req.runId} does not exist`);
+      return { run: runMessage(run) };
+    },
 
-    logRunData: (req) =>
-      guard(async () => {
-        required(req.runId, "run_id");
-        const metrics: MetricInput[] = req.metrics.map((m, i) => {
-          const field = `metrics[${i}]`;
-          if (m.key === "") throw badRequest(`${field}.key`, `${field}.key is required`);
-          const step = Number(m.step);
-          if (!Number.isSafeInteger(step)) throw badRequest(`${field}.step`, `${field}.step is out of range`);
-          return { key: m.key, value: m.value, step, ...(m.time ? { time: timestampDate(m.time) } : {}) };
-        });
-        await registry.logRunData(req.runId, { params: req.params, metrics, tags: req.tags });
-        return {};
-      }),
+    async logRunData(req) {
+      required(req.runId, "run_id");
+      const metrics: MetricInput[] = req.metrics.map((m, i) => {
+        const field = `metrics[${i}]`;
+        if (m.key === "") invalid(`${field}.key`, `${field}.key is required`);
+        const step = Number(m.step);
+        if (!Number.isSafeInteger(step)) invalid(`${field}.step`, `${field}.step is out of range`);
+        return { key: m.key, value: m.value, step, ...(m.time ? { time: timestampDate(m.time) } : {}) };
+      });
+      await registry.logRunData(req.runId, { params: req.params, metrics, tags: req.tags });
+      return {};
+    },
 
-    endRun: (req) =>
-      guard(async () => {
-        required(req.runId, "run_id");
-        const status = END_STATUS[req.status];
-        if (!status) {
-          throw badRequest(
-            "status",
-            `status must be RUN_STATUS_FINISHED, RUN_STATUS_FAILED or RUN_STATUS_CANCELLED, got ${ProtoRunStatus[req.status] ?? req.status}`,
-          );
-        }
-        return { run: runMessage(await registry.endRun(req.runId, status)) };
-      }),
+    async endRun(req) {
+      required(req.runId, "run_id");
+      const status = END_STATUS[req.status];
+      if (!status) {
+        invalid(
+          "status",
+          `status must be RUN_STATUS_FINISHED, RUN_STATUS_FAILED or RUN_STATUS_CANCELLED, got ${ProtoRunStatus[req.status] ?? req.status}`,
+        );
+      }
+      return { run: runMessage(await registry.endRun(req.runId, status)) };
+    },
 
-    searchRuns: (req) =>
-      guard(async () => {
-        req.experiments.forEach((e, i) => {
-          required(e, `experiments[${i}]`);
-        });
-        const { runs, nextPageToken } = await registry.searchRuns({
-          experiments: req.experiments,
-          filter: req.filter,
-          orderBy: req.orderBy,
-          pageSize: req.pageSize,
-          pageToken: req.pageToken,
-        });
-        return { runs: runs.map(runMessage), nextPageToken };
-      }),
+    async searchRuns(req) {
+      req.experiments.forEach((e, i) => {
+        required(e, `experiments[${i}]`);
+      });
+      const { runs, nextPageToken } = await registry.searchRuns({
+        experiments: req.experiments,
+        filter: req.filter,
+        orderBy: req.orderBy,
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+      });
+      return { runs: runs.map(runMessage), nextPageToken };
+    },
 
     // -- artifacts ------------------------------------------------------------------------------
 
-    uploadArtifact: (requests) =>
-      guard(async () => {
-        const iterator = requests[Symbol.asyncIterator]();
-        const first = await iterator.next();
-        if (first.done) throw badRequest("run_id", "run_id is required (the stream had no message)");
-        const head: UploadArtifactRequest = first.value;
-        required(head.runId, "run_id");
-        required(head.path, "path");
-        async function* chunks(): AsyncIterable<Uint8Array> {
-          if (head.chunk.byteLength > 0) yield head.chunk;
-          for (;;) {
-            const next = await iterator.next();
-            if (next.done) return;
-            const m = next.value;
-            if ((m.runId !== "" && m.runId !== head.runId) || (m.path !== "" && m.path !== head.path)) {
-              throw badRequest("run_id", "run_id and path are set in the first message only");
-            }
-            if (m.chunk.byteLength > 0) yield m.chunk;
+    async uploadArtifact(requests) {
+      const iterator = requests[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      if (first.done) invalid("run_id", "run_id is required (the stream had no message)");
+      const head: UploadArtifactRequest = first.value;
+      required(head.runId, "run_id");
+      required(head.path, "path");
+      async function* chunks(): AsyncIterable<Uint8Array> {
+        if (head.chunk.byteLength > 0) yield head.chunk;
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) return;
+          const m = next.value;
+          if ((m.runId !== "" && m.runId !== head.runId) || (m.path !== "" && m.path !== head.path)) {
+            invalid("run_id", "run_id and path are set in the first message only");
           }
+          if (m.chunk.byteLength > 0) yield m.chunk;
         }
-        const artifact = await registry.putArtifact(
-          head.runId,
-          head.path,
-          chunks(),
-          head.contentType || undefined,
-        );
-        return { artifact: artifactMessage(artifact) };
-      }),
+      }
+      const artifact = await registry.putArtifact(
+        head.runId,
+        head.path,
+        chunks(),
+        head.contentType || undefined,
+      );
+      return { artifact: artifactMessage(artifact) };
+    },
 
-    listArtifacts: (req) =>
-      guard(async () => {
-        required(req.runId, "run_id");
-        return { artifacts: (await registry.listArtifacts(req.runId)).map(artifactMessage) };
-      }),
+    async listArtifacts(req) {
+      required(req.runId, "run_id");
+      return { artifacts: (await registry.listArtifacts(req.runId)).map(artifactMessage) };
+    },
 
     async *downloadArtifact(req) {
-      try {
-        required(req.runId, "run_id");
-        required(req.path, "path");
-        const { artifact, chunks } = await registry.openArtifact(req.runId, req.path, DEFAULT_CHUNK_SIZE);
-        let first = true;
-        for await (const chunk of chunks) {
-          yield first ? { artifact: artifactMessage(artifact), chunk } : { chunk };
-          first = false;
-        }
-        if (first) yield { artifact: artifactMessage(artifact), chunk: new Uint8Array(0) };
-      } catch (error) {
-        throw toConnectError(error);
+      required(req.runId, "run_id");
+      required(req.path, "path");
+      const { artifact, chunks } = await registry.openArtifact(req.runId, req.path, DEFAULT_CHUNK_SIZE);
+      let first = true;
+      for await (const chunk of chunks) {
+        yield first ? { artifact: artifactMessage(artifact), chunk } : { chunk };
+        first = false;
       }
+      if (first) yield { artifact: artifactMessage(artifact), chunk: new Uint8Array(0) };
     },
 
     // -- models, versions -----------------------------------------------------------------------
 
-    createRegisteredModel: (req) =>
-      guard(async () => {
-        required(req.name, "name");
-        return { model: modelMessage(await registry.createRegisteredModel(req.name, req.description)) };
-      }),
+    async createRegisteredModel(req) {
+      required(req.name, "name");
+      return { model: modelMessage(await registry.createRegisteredModel(req.name, req.description)) };
+    },
 
-    getRegisteredModel: (req) =>
-      guard(async () => {
-        required(req.name, "name");
-        return { model: modelMessage(await requireModel(req.name)) };
-      }),
+    async getRegisteredModel(req) {
+      required(req.name, "name");
+      return { model: modelMessage(await requireModel(req.name)) };
+    },
 
-    listRegisteredModels: () =>
-      guard(async () => ({ models: (await registry.listRegisteredModels()).map(modelMessage) })),
+    async listRegisteredModels() {
+      return { models: (await registry.listRegisteredModels()).map(modelMessage) };
+    },
 
-    createModelVersion: (req) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        required(req.runId, "run_id");
-        const version = await registry.createModelVersion({
-          modelName: req.modelName,
-          runId: req.runId,
-          description: req.description,
-        });
-        return { version: versionMessage(version) };
-      }),
+    async createModelVersion(req) {
+      required(req.modelName, "model_name");
+      required(req.runId, "run_id");
+      const version = await registry.createModelVersion({
+        modelName: req.modelName,
+        runId: req.runId,
+        description: req.description,
+      });
+      return { version: versionMessage(version) };
+    },
 
-    getModelVersion: (req) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        required(req.versionOrAlias, "version_or_alias");
-        await requireModel(req.modelName);
-        const version = await registry.getModelVersion(req.modelName, req.versionOrAlias);
-        if (!version) {
-          const what = /^\d+$/.test(req.versionOrAlias)
-            ? `version ${req.versionOrAlias}`
-            : `version with alias "${req.versionOrAlias}"`;
-          throw new ConnectError(`model "${req.modelName}" has no ${what}`, Code.NotFound);
-        }
-        return { version: versionMessage(version) };
-      }),
+    async getModelVersion(req) {
+      required(req.modelName, "model_name");
+      required(req.versionOrAlias, "version_or_alias");
+      await requireModel(req.modelName);
+      const version = await registry.getModelVersion(req.modelName, req.versionOrAlias);
+      if (!version) {
+        const what = /^\d+$/.test(req.versionOrAlias)
+          ? `version ${req.versionOrAlias}`
+          : `version with alias "${req.versionOrAlias}"`;
+        throw new RegistryError("not_found", `model "${req.modelName}" has no ${what}`);
+      }
+      return { version: versionMessage(version) };
+    },
 
-    listModelVersions: (req) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        return { versions: (await registry.listModelVersions(req.modelName)).map(versionMessage) };
-      }),
+    async listModelVersions(req) {
+      required(req.modelName, "model_name");
+      return { versions: (await registry.listModelVersions(req.modelName)).map(versionMessage) };
+    },
 
     // -- aliases --------------------------------------------------------------------------------
 
-    setAlias: (req, ctx) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        required(req.alias, "alias");
-        required(req.version, "version");
-        required(req.reason, "reason");
-        const change = await registry.setAlias({
-          modelName: req.modelName,
-          alias: req.alias,
-          version: req.version,
-          reason: req.reason,
-          force: req.force,
-          actor: actorOf(ctx.values),
-        });
-        return { change: changeMessage(change) };
-      }),
+    async setAlias(req, ctx) {
+      required(req.modelName, "model_name");
+      required(req.alias, "alias");
+      required(req.version, "version");
+      required(req.reason, "reason");
+      const change = await registry.setAlias({
+        modelName: req.modelName,
+        alias: req.alias,
+        version: req.version,
+        reason: req.reason,
+        force: req.force,
+        actor: actorOf(ctx.values),
+      });
+      return { change: changeMessage(change) };
+    },
 
-    deleteAlias: (req, ctx) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        required(req.alias, "alias");
-        required(req.reason, "reason");
-        const change = await registry.deleteAlias({
-          modelName: req.modelName,
-          alias: req.alias,
-          reason: req.reason,
-          actor: actorOf(ctx.values),
-        });
-        return { change: changeMessage(change) };
-      }),
+    async deleteAlias(req, ctx) {
+      required(req.modelName, "model_name");
+      required(req.alias, "alias");
+      required(req.reason, "reason");
+      const change = await registry.deleteAlias({
+        modelName: req.modelName,
+        alias: req.alias,
+        reason: req.reason,
+        actor: actorOf(ctx.values),
+      });
+      return { change: changeMessage(change) };
+    },
 
-    transitionStage: (req, ctx) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        required(req.version, "version");
-        required(req.stage, "stage");
-        required(req.reason, "reason");
-        const version = await registry.transitionStage({
-          modelName: req.modelName,
-          version: req.version,
-          stage: req.stage,
-          reason: req.reason,
-          actor: actorOf(ctx.values),
-        });
-        return { version: versionMessage(version) };
-      }),
+    async transitionStage(req, ctx) {
+      required(req.modelName, "model_name");
+      required(req.version, "version");
+      required(req.stage, "stage");
+      required(req.reason, "reason");
+      const version = await registry.transitionStage({
+        modelName: req.modelName,
+        version: req.version,
+        stage: req.stage,
+        reason: req.reason,
+        actor: actorOf(ctx.values),
+      });
+      return { version: versionMessage(version) };
+    },
 
-    listAliasHistory: (req) =>
-      guard(async () => {
-        required(req.modelName, "model_name");
-        const changes = await registry.aliasHistory(req.modelName, req.alias || undefined);
-        return { changes: changes.map(changeMessage) };
-      }),
+    async listAliasHistory(req) {
+      required(req.modelName, "model_name");
+      const changes = await registry.aliasHistory(req.modelName, req.alias || undefined);
+      return { changes: changes.map(changeMessage) };
+    },
   };
 }

@@ -1,16 +1,16 @@
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { BikeshareError } from "../../core/errors.js";
 import { JobState, Objective, type TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
+import { invalidArgument } from "../errors.js";
 import type { JobEvents } from "../jobs/events.js";
 import { cancelJob } from "../jobs/lifecycle.js";
 import { jobToProto, STATE, STATE_NAME } from "../jobs/proto.js";
 import { type JobStore, TERMINAL, type TrainingRequest } from "../jobs/store.js";
 import { modelFamilyName } from "../model-family.js";
 import { pageOf, pageResult } from "../paging.js";
-import { invalidArgument } from "../predict/predict-service.js";
-import { StoreUnwritableError } from "../storage/database.js";
 
 const OBJECTIVE_NAMES: Record<number, string> = {
   [Objective.SQUARED_ERROR]: "squared_error",
@@ -34,7 +34,7 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
     if (jobId === "")
       throw invalidArgument([{ field: "job_id", type: "missing", description: "is required" }]);
     const job = await jobs.get(jobId);
-    if (!job) throw new ConnectError(`no training job ${jobId}`, Code.NotFound);
+    if (!job) throw new BikeshareError("not_found", `no training job ${jobId}`);
     return job;
   };
 
@@ -98,18 +98,12 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
         ...(dataUntil ? { dataUntil } : {}),
         reason: req.reason || "manual",
       };
-      const { job, created } = await jobs
-        .create(request, actorOf(ctx.values), req.idempotencyKey || undefined)
-        .catch((error: unknown) => {
-          // A full disk is the operator's to fix, and the client may retry later: not `internal`.
-          if (error instanceof StoreUnwritableError) {
-            throw new ConnectError(
-              `cannot accept a training job now: ${error.message}`,
-              Code.ResourceExhausted,
-            );
-          }
-          throw error;
-        });
+      // A full disk rejects with StoreUnwritableError: resource_exhausted, which a client may retry later.
+      const { job, created } = await jobs.create(
+        request,
+        actorOf(ctx.values),
+        req.idempotencyKey || undefined,
+      );
       if (created) {
         events.publish({
           jobId: job.id,
@@ -156,8 +150,8 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
     },
 
     async listJobs(req) {
-      const page = pageOf(req.pageSize, req.pageToken, 500);
       const state = req.state === JobState.UNSPECIFIED ? undefined : STATE_NAME[req.state];
+      const page = pageOf(req.pageSize, req.pageToken, 500, { list: "jobs", state });
       const list = await jobs.list({
         ...(state ? { state } : {}),
         limit: page.limit + 1,
@@ -170,9 +164,9 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
     async cancelJob(req) {
       const job = await requireJob(req.jobId);
       if (TERMINAL.includes(job.state)) {
-        throw new ConnectError(
+        throw new BikeshareError(
+          "failed_precondition",
           `job ${job.id} has already ${job.state === "cancelled" ? "been cancelled" : job.state}`,
-          Code.FailedPrecondition,
         );
       }
       await cancelJob({ jobs, events, queue }, job, req.reason);

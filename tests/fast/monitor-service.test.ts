@@ -6,6 +6,7 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AlertRule, MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { errorInterceptor } from "../../services/errors.js";
 import { JobStore } from "../../services/jobs/store.js";
 import { Actuals } from "../../services/monitor/actuals.js";
 import { AlertStore } from "../../services/monitor/alerts.js";
@@ -66,42 +67,45 @@ beforeAll(async () => {
       now,
       allowRetrain,
     );
-  const transport = createRouterTransport((router) => {
-    router.service(
-      PredictService,
-      createPredictService(
-        { current: model },
-        ({ requestId, model: m, records, hourStarts, predictions }) =>
-          log.log(
-            records.map((record, row) => ({
-              requestId,
-              row,
-              modelVersion: m.version,
-              record,
-              prediction: predictions[row] as number,
-              servedAt: Date.now(),
-              ...(hourStarts[row] !== undefined ? { hourStart: hourStarts[row] } : {}),
-            })),
-          ),
-        { maxBatchSize: 100 },
-        async () => {
-          throw new ConnectError("not used here", Code.Unimplemented);
-        },
-      ),
-    );
-    router.service(
-      MonitorService,
-      createMonitorService({
-        actuals,
-        reports,
-        alerts,
-        check,
-        production: () => registry.getModelVersion(MODEL, "production"),
-        policy,
-        flushLog: () => log.flush(),
-      }),
-    );
-  });
+  const transport = createRouterTransport(
+    (router) => {
+      router.service(
+        PredictService,
+        createPredictService(
+          { current: model },
+          ({ requestId, model: m, records, hourStarts, predictions }) =>
+            log.log(
+              records.map((record, row) => ({
+                requestId,
+                row,
+                modelVersion: m.version,
+                record,
+                prediction: predictions[row] as number,
+                servedAt: Date.now(),
+                ...(hourStarts[row] !== undefined ? { hourStart: hourStarts[row] } : {}),
+              })),
+            ),
+          { maxBatchSize: 100 },
+          async () => {
+            throw new ConnectError("not used here", Code.Unimplemented);
+          },
+        ),
+      );
+      router.service(
+        MonitorService,
+        createMonitorService({
+          actuals,
+          reports,
+          alerts,
+          check,
+          production: () => registry.getModelVersion(MODEL, "production"),
+          policy,
+          flushLog: () => log.flush(),
+        }),
+      );
+    },
+    { router: { interceptors: [errorInterceptor()] } },
+  );
   monitor = createClient(MonitorService, transport);
   predict = createClient(PredictService, transport);
 });

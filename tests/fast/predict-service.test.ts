@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { PredictService, PredictStreamRequestSchema } from "../../gen/bikeshare/v1/predict_pb.js";
 import { InProcessQueue } from "../../pipelines/jobs/queue.js";
+import { errorInterceptor } from "../../services/errors.js";
 import { startScoringHandler } from "../../services/jobs/score-job.js";
 import { JobStore } from "../../services/jobs/store.js";
 import { createPredictService, type ModelSlot, type Served } from "../../services/predict/predict-service.js";
@@ -47,7 +48,9 @@ function clientOf(modelSlot: ModelSlot, maxBatchSize = 5) {
   );
   return createClient(
     PredictService,
-    createRouterTransport((router) => router.service(PredictService, service)),
+    createRouterTransport((router) => router.service(PredictService, service), {
+      router: { interceptors: [errorInterceptor()] },
+    }),
   );
 }
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RegistryService, RunStatus } from "../../gen/bikeshare/v1/registry_pb.js";
 import { authInterceptor, defaultPolicy } from "../../services/auth/interceptor.js";
 import { hashToken, TokenBook } from "../../services/auth/tokens.js";
+import { errorInterceptor } from "../../services/errors.js";
 import { Registry } from "../../services/registry/registry.js";
 import { createRegistryService } from "../../services/registry/registry-service.js";
 import { Database } from "../../services/storage/database.js";
@@ -47,7 +48,7 @@ beforeAll(async () => {
     createClient(
       RegistryService,
       createRouterTransport((router) => router.service(RegistryService, createRegistryService(registry)), {
-        router: { interceptors: [authInterceptor(book, policy)] },
+        router: { interceptors: [errorInterceptor(), authInterceptor(book, policy)] },
         transport: {
           interceptors: role
             ? [

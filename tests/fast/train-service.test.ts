@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { JobState, Objective, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { InProcessQueue } from "../../pipelines/jobs/queue.js";
+import { errorInterceptor } from "../../services/errors.js";
 import { JobEvents } from "../../services/jobs/events.js";
 import { JobStore } from "../../services/jobs/store.js";
 import { Database } from "../../services/storage/database.js";
@@ -34,7 +35,9 @@ beforeAll(async () => {
   });
   client = createClient(
     TrainService,
-    createRouterTransport((router) => router.service(TrainService, service)),
+    createRouterTransport((router) => router.service(TrainService, service), {
+      router: { interceptors: [errorInterceptor()] },
+    }),
   );
 });
 

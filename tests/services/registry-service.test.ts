@@ -16,6 +16,7 @@ import {
   type UploadArtifactRequestSchema,
 } from "../../gen/bikeshare/v1/registry_pb.js";
 import { principalKey } from "../../services/auth/principal.js";
+import { errorInterceptor } from "../../services/errors.js";
 import { Registry } from "../../services/registry/registry.js";
 import { createRegistryService } from "../../services/registry/registry-service.js";
 import { Database } from "../../services/storage/database.js";
@@ -32,6 +33,7 @@ beforeAll(async () => {
   server = http.createServer(
     connectNodeAdapter({
       routes: (r) => r.service(RegistryService, createRegistryService(registry)),
+      interceptors: [errorInterceptor()],
       // Stands in for the auth interceptor: the caller named in x-user becomes the principal.
       contextValues: (req) => {
         const user = req.headers["x-user"];
