@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { decodePageToken, encodePageToken, queryKey } from "../paging.js";
 import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { RegistryError } from "./errors.js";
 import { insertExperiment, loadExperiment, resolveExperiment } from "./experiments.js";
@@ -28,11 +28,6 @@ import {
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 const INSERT_BATCH = 400;
-
-interface PageToken {
-  o: number;
-  q: string;
-}
 
 function shortId(id: string): string {
   return id.length > 12 ? `${id.slice(0, 8)}…` : id;
@@ -190,7 +185,7 @@ export class Runs {
 
   /**
    * MLflow-style search (see search-filter.ts). Default order: newest first. The page token is an
-   * offset bound to the query it came from.
+   * offset bound to the query it came from (services/paging.ts); the page size is part of the query.
    */
   async searchRuns(q: SearchRunsQuery): Promise<{ runs: Run[]; nextPageToken: string }> {
     const clauses = parseFilter(q.filter ?? "");
@@ -200,23 +195,8 @@ export class Runs {
       invalid("page_size", `page_size must be between 1 and ${MAX_PAGE_SIZE}, got ${q.pageSize}`);
     }
     const experiments = q.experiments ?? [];
-    const fingerprint = createHash("sha256")
-      .update(JSON.stringify([experiments, q.filter ?? "", q.orderBy ?? [], pageSize]))
-      .digest("hex")
-      .slice(0, 16);
-    let offset = 0;
-    if (q.pageToken) {
-      let token: PageToken | undefined;
-      try {
-        token = JSON.parse(Buffer.from(q.pageToken, "base64url").toString("utf8")) as PageToken;
-      } catch {
-        token = undefined;
-      }
-      if (!token || token.q !== fingerprint || !Number.isSafeInteger(token.o) || token.o < 0) {
-        invalid("page_token", "page_token is not valid for this query");
-      }
-      offset = token.o;
-    }
+    const key = queryKey([experiments, q.filter ?? "", q.orderBy ?? [], pageSize]);
+    const offset = decodePageToken(q.pageToken ?? "", key, invalid);
 
     return this.db.transaction(async (tx) => {
       const params: unknown[] = [];
@@ -240,11 +220,7 @@ export class Runs {
       const more = ids.length > pageSize;
       const page = ids.slice(0, pageSize);
       const runs = await loadRuns(tx, page);
-      const nextPageToken = more
-        ? Buffer.from(JSON.stringify({ o: offset + pageSize, q: fingerprint } satisfies PageToken)).toString(
-            "base64url",
-          )
-        : "";
+      const nextPageToken = more ? encodePageToken(offset + pageSize, key) : "";
       return { runs, nextPageToken };
     });
   }

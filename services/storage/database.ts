@@ -13,6 +13,7 @@ import {
   listValue,
   timestampValue,
 } from "@duckdb/node-api";
+import { BikeshareError } from "../../core/errors.js";
 
 /**
  * One embedded DuckDB file shared by the whole server process (registry, job store, prediction log).
@@ -116,12 +117,13 @@ function paramTypes(
 }
 
 /** A write refused because the disk is full or read-only: an operator's problem, not a bug. */
-export class StoreUnwritableError extends Error {
+/** resource_exhausted, as gRPC defines it for a full file system: the client may retry once space is freed. */
+export class StoreUnwritableError extends BikeshareError {
   constructor(
     readonly path: string,
     cause: Error,
   ) {
-    super(`the database ${path} cannot be written: ${cause.message}`, { cause });
+    super("resource_exhausted", `the database ${path} cannot be written: ${cause.message}`, { cause });
     this.name = "StoreUnwritableError";
   }
 }
