@@ -21,6 +21,11 @@ export interface ServerConfig {
   /** The embedded DuckDB file: registry, jobs. */
   dbPath: string;
   /**
+   * BIKESHARE_DATABASE_URL: a postgres:// URL puts all shared state in PostgreSQL instead of `dbPath`
+   * (docs/deployment.md, "Storage backends").
+   */
+  databaseUrl?: string;
+  /**
    * Folder of the prediction log's spool (what makes an acknowledged prediction survive a crash); unset:
    * `<dbPath>.prediction-spool`. `false` (BIKESHARE_SPOOL_DIR=off) keeps entries in memory until written.
    */
@@ -120,6 +125,16 @@ export function redisUrlFromEnv(raw: string): string {
   return raw;
 }
 
+/** A PostgreSQL URL, or an error that names the setting and never shows the password. */
+export function databaseUrlFromEnv(raw: string): string {
+  if (!/^postgres(ql)?:\/\/[^\s]+$/.test(raw)) {
+    throw new Error(
+      "BIKESHARE_DATABASE_URL must be a URL like postgres://user:password@host:5432/bikeshare (unset: the embedded DuckDB file BIKESHARE_DB)",
+    );
+  }
+  return raw;
+}
+
 /** Settings from the environment, each with a default that works from a fresh clone. */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const root = projectRoot();
@@ -128,6 +143,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     host: env.HOST || "127.0.0.1",
     modelsDir: resolve(root, env.BIKESHARE_MODELS_DIR || "models"),
     dbPath: resolve(root, env.BIKESHARE_DB || "data/runtime/bikeshare.duckdb"),
+    ...(env.BIKESHARE_DATABASE_URL ? { databaseUrl: databaseUrlFromEnv(env.BIKESHARE_DATABASE_URL) } : {}),
     ...(env.BIKESHARE_SPOOL_DIR
       ? { spoolDir: env.BIKESHARE_SPOOL_DIR === "off" ? false : resolve(root, env.BIKESHARE_SPOOL_DIR) }
       : {}),
