@@ -128,13 +128,13 @@ export class StoreUnwritableError extends BikeshareError {
   }
 }
 
-/** The database server cannot be reached (or went away mid-statement): the request may be retried later. */
-export class StoreUnavailableError extends Error {
+/** The database server cannot be reached (or went away mid-statement): unavailable, retried later. */
+export class StoreUnavailableError extends BikeshareError {
   constructor(
     readonly path: string,
     cause: Error,
   ) {
-    super(`the database ${path} is unavailable: ${cause.message}`, { cause });
+    super("unavailable", `the database ${path} is unavailable: ${cause.message}`, { cause });
     this.name = "StoreUnavailableError";
   }
 }

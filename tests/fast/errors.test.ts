@@ -23,7 +23,7 @@ import {
 import { NotEnoughData } from "../../services/monitor/drift-reports.js";
 import { createLogger } from "../../services/observability/log.js";
 import { RegistryError } from "../../services/registry/errors.js";
-import { StoreUnwritableError } from "../../services/storage/database.js";
+import { StoreUnavailableError, StoreUnwritableError } from "../../services/storage/database.js";
 import { violationsOf } from "../helpers/rpc-errors.js";
 
 // The one mapping from domain errors to what a client sees (services/errors.ts), checked as a table and
@@ -97,6 +97,7 @@ describe("the error mapping", () => {
       [new InputError("data.csv is empty"), "invalid_argument"],
       [new NotEnoughData("the window holds 3 logged predictions"), "failed_precondition"],
       [new StoreUnwritableError("/data/bikeshare.duckdb", new Error("ENOSPC")), "resource_exhausted"],
+      [new StoreUnavailableError("postgres://db/bikeshare", new Error("ECONNREFUSED")), "unavailable"],
       [new RegistryError("not_found", "run r1 does not exist", "run_id"), "not_found"],
     ];
     for (const [error, code] of cases) {
