@@ -4,11 +4,13 @@ import { CANCEL_REQUESTED, TaskCancelled } from "../../pipelines/jobs/tasks.js";
 import type { Logger } from "../observability/log.js";
 import { withSpan } from "../observability/tracing.js";
 import type { JobEvent, JobEvents } from "./events.js";
-import { type FinishResult, type JobKind, type JobRecord, type JobStore, TERMINAL } from "./store.js";
+import type { JobFieldsInit } from "./job-message.js";
+import { type FinishResult, type JobRecord, type JobStore, type StoredJob, TERMINAL } from "./store.js";
 
 /**
  * One lifecycle for every kind of job: claim (queued or resumed -> running), progress, the outcome
- * (succeeded, failed, cancelled), and requeue on shutdown. What a job computes is its kind's handler.
+ * (succeeded, failed, cancelled), and requeue on shutdown. What a job computes is its kind's handler,
+ * listed in `kinds.ts`.
  */
 
 /** Abort reason used when the server shuts down: the job is queued again, not cancelled. */
@@ -21,8 +23,6 @@ export interface JobContext {
   /** Called when a job ends, e.g. to record its duration in metrics. */
   onFinished?: (job: JobRecord, seconds: number) => void;
 }
-
-export type JobOf<K extends JobKind> = Extract<JobRecord, { kind: K }>;
 
 /** What a handler gets while its job runs. */
 export interface JobRun {
@@ -44,18 +44,44 @@ export interface JobRun {
   written(): Promise<void>;
 }
 
-export interface JobHandler<K extends JobKind> {
-  kind: K;
+/**
+ * A kind of job, in its own file: what its jobs compute once running, given the server's `Deps`
+ * (registry, executor, …), and how the API shows their kind's own fields. Its requests are stored
+ * by `JobStore.add(kind, …)`; `kinds.ts` lists the handlers the server runs.
+ */
+export interface JobHandler<J extends StoredJob = StoredJob, Deps = never> {
+  kind: J["kind"];
   /** Names the job's span and its failure log line, e.g. "training job". */
   label: string;
   /** Does the job's work once it is running; resolves with what its success records. */
-  run(job: JobOf<K>, run: JobRun, signal: AbortSignal): Promise<FinishResult>;
+  run(job: J, run: JobRun, signal: AbortSignal, deps: Deps): Promise<FinishResult<J["result"]>>;
   /** The error text stored for a failed job. */
+  failureMessage?(error: unknown, deps: Deps): string;
+  /** The kind's own fields of the API's `Job` message (e.g. a scoring job's files and row counts). */
+  toProto?(job: J): JobFieldsInit;
+}
+
+/** A handler with its dependencies, ready for `jobRunner`. */
+export interface BoundJobHandler {
+  kind: string;
+  label: string;
+  run(job: StoredJob, run: JobRun, signal: AbortSignal): Promise<FinishResult>;
   failureMessage?(error: unknown): string;
 }
 
-/** A handler of any one kind. */
-export type AnyJobHandler = { [K in JobKind]: JobHandler<K> }[JobKind];
+export function withDeps<J extends StoredJob, Deps>(
+  handler: JobHandler<J, Deps>,
+  deps: Deps,
+): BoundJobHandler {
+  const { failureMessage } = handler;
+  return {
+    kind: handler.kind,
+    label: handler.label,
+    // The job's kind is this handler's, so its request and result are the handler's own types.
+    run: (job, run, signal) => handler.run(job as J, run, signal, deps),
+    ...(failureMessage ? { failureMessage: (error: unknown) => failureMessage(error, deps) } : {}),
+  };
+}
 
 /** The job stopped because it was cancelled by request (not by a shutdown, not by failing). */
 export function cancelledBy(error: unknown, signal: AbortSignal): boolean {
@@ -63,23 +89,21 @@ export function cancelledBy(error: unknown, signal: AbortSignal): boolean {
 }
 
 /** The queue's job function: reads the job and runs it with the handler of its kind. */
-export function jobRunner(ctx: JobContext, handlers: readonly AnyJobHandler[]) {
-  const byKind = new Map<JobKind, AnyJobHandler>(handlers.map((h) => [h.kind, h]));
+export function jobRunner(ctx: JobContext, handlers: readonly BoundJobHandler[]) {
+  const byKind = new Map(handlers.map((h) => [h.kind, h]));
   return async (jobId: string, signal: AbortSignal): Promise<void> => {
     const job = await ctx.jobs.get(jobId);
     if (!job || TERMINAL.includes(job.state)) return;
     const handler = byKind.get(job.kind);
     if (!handler) throw new Error(`job ${jobId} is of kind ${job.kind}, which has no handler here`);
-    await withSpan(handler.label, { "job.id": jobId }, () =>
-      runWith(ctx, handler as JobHandler<typeof job.kind>, job, signal),
-    );
+    await withSpan(handler.label, { "job.id": jobId }, () => runWith(ctx, handler, job, signal));
   };
 }
 
-async function runWith<K extends JobKind>(
+async function runWith(
   ctx: JobContext,
-  handler: JobHandler<K>,
-  job: JobOf<K>,
+  handler: BoundJobHandler,
+  job: StoredJob,
   signal: AbortSignal,
 ): Promise<void> {
   const jobId = job.id;
@@ -143,7 +167,7 @@ async function runWith<K extends JobKind>(
  */
 export async function cancelJob(
   deps: { jobs: JobStore; events: JobEvents; queue: JobQueue },
-  job: JobRecord,
+  job: StoredJob,
   reason: string,
 ): Promise<void> {
   const wasQueued = job.state === "queued";

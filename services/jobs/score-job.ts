@@ -8,10 +8,27 @@ import { actorOf } from "../auth/principal.js";
 import { invalidArgument } from "../errors.js";
 import { ARTIFACT_ONNX } from "../registry/model-card.js";
 import type { Registry } from "../registry/registry.js";
-import { type JobContext, type JobHandler, type JobOf, type JobRun, jobRunner } from "./lifecycle.js";
-import { jobToProto } from "./proto.js";
+import { jobMessage } from "./job-message.js";
+import { type JobContext, type JobHandler, type JobRun, jobRunner, withDeps } from "./lifecycle.js";
 import { checkScoringPath } from "./scoring-paths.js";
-import type { FinishResult, JobStore } from "./store.js";
+import type { FinishResult, JobStore, StoredJob } from "./store.js";
+
+/** A scoring job: files relative to the server's scoring directory. */
+export interface ScoringRequest {
+  input: string;
+  output: string;
+  invalidOutput: string;
+  reason: string;
+}
+
+export interface ScoringResult {
+  rowsRead: number;
+  rowsScored: number;
+  rowsInvalid: number;
+  modelVersion: string;
+}
+
+export type ScoringJob = StoredJob<"score", ScoringRequest, ScoringResult>;
 
 const INPUT_EXTENSIONS = [".arrow", ".arrows", ".feather", ".ipc", ".parquet", ".csv"];
 const OUTPUT_EXTENSIONS = [".arrow", ".arrows", ".parquet"];
@@ -32,18 +49,22 @@ export function startScoringHandler(deps: ScoringJobDeps) {
       : undefined;
     const violations = [input.error, output.error, invalidOutput?.error].flatMap((e) => (e ? [e] : []));
     if (violations.length > 0) throw invalidArgument(violations);
-    const { job, created } = await deps.jobs.createScoring(
-      {
-        input: req.input,
-        output: req.output,
-        invalidOutput: req.invalidOutput || `${req.output}.invalid.csv`,
-        reason: req.reason || "manual",
-      },
+    const request: ScoringRequest = {
+      input: req.input,
+      output: req.output,
+      invalidOutput: req.invalidOutput || `${req.output}.invalid.csv`,
+      reason: req.reason || "manual",
+    };
+    const { job, created } = await deps.jobs.add(
+      "score",
+      request,
       actorOf(ctx.values),
       req.idempotencyKey || undefined,
     );
     if (created) await deps.queue.enqueue(job.id);
-    return { job: jobToProto(job) } as StartScoringResponse;
+    // The idempotency key may name an earlier job of another kind: shown without scoring fields.
+    const fields = job.kind === "score" ? scoringJobs.toProto?.(job) : undefined;
+    return { job: jobMessage(job, fields) } as StartScoringResponse;
   };
 }
 
@@ -57,25 +78,34 @@ export interface ScoringDeps {
 export type ScoringRunContext = JobContext & ScoringDeps;
 
 /** Scoring jobs: a file scored with the production model of the moment the job starts. */
-export function scoringJobs(ctx: ScoringDeps): JobHandler<"score"> {
-  return {
-    kind: "score",
-    label: "scoring job",
-    run: (job, run, signal) => scoringJob(ctx, job, run, signal),
-  };
-}
+export const scoringJobs: JobHandler<ScoringJob, ScoringDeps> = {
+  kind: "score",
+  label: "scoring job",
+  run: (job, run, signal, deps) => scoringJob(deps, job, run, signal),
+  toProto: (job) => ({
+    scoring: {
+      input: job.request.input,
+      output: job.request.output,
+      invalidOutput: job.request.invalidOutput,
+      rowsRead: BigInt(job.result?.rowsRead ?? 0),
+      rowsScored: BigInt(job.result?.rowsScored ?? 0),
+      rowsInvalid: BigInt(job.result?.rowsInvalid ?? 0),
+      modelVersion: job.result?.modelVersion ?? "",
+    },
+  }),
+};
 
 /** Runs one scoring job (for tools and tests that have no queue). */
 export function runScoringJob(ctx: ScoringRunContext, jobId: string, signal: AbortSignal): Promise<void> {
-  return jobRunner(ctx, [scoringJobs(ctx)])(jobId, signal);
+  return jobRunner(ctx, [withDeps(scoringJobs, ctx)])(jobId, signal);
 }
 
 async function scoringJob(
   ctx: ScoringDeps,
-  job: JobOf<"score">,
+  job: ScoringJob,
   run: JobRun,
   signal: AbortSignal,
-): Promise<FinishResult> {
+): Promise<FinishResult<ScoringResult>> {
   // Checked again now: a link planted while the job waited in the queue must not lead outside.
   for (const [field, p, extensions, role] of [
     ["input", job.request.input, INPUT_EXTENSIONS, "input"],
@@ -111,12 +141,12 @@ async function scoringJob(
     signal,
   );
   await run.written();
-  const scoring = {
+  const scoring: ScoringResult = {
     rowsRead: summary.rowsRead,
     rowsScored: summary.rowsScored,
     rowsInvalid: summary.rowsInvalid,
     modelVersion: production.version,
   };
   run.log.info("scoring job finished", { ...scoring, seconds: summary.seconds });
-  return { modelVersion: production.version, scoring };
+  return { modelVersion: production.version, result: scoring };
 }

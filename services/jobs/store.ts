@@ -1,28 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { TrainingRequest } from "../../pipelines/training/job.js";
 import { type Database, StoreUnwritableError } from "../storage/database.js";
+import type { KnownJob } from "./kinds.js";
 
 export type { TrainingRequest };
 
 export type JobState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export const TERMINAL: readonly JobState[] = ["succeeded", "failed", "cancelled"];
-
-export type JobKind = "train" | "score";
-
-/** A scoring job: files relative to the server's scoring directory. */
-export interface ScoringRequest {
-  input: string;
-  output: string;
-  invalidOutput: string;
-  reason: string;
-}
-
-export interface ScoringResult {
-  rowsRead: number;
-  rowsScored: number;
-  rowsInvalid: number;
-  modelVersion: string;
-}
 
 interface JobFields {
   id: string;
@@ -42,23 +26,35 @@ interface JobFields {
   attempts: number;
 }
 
-export type JobRecord = JobFields &
-  (
-    | { kind: "train"; request: TrainingRequest }
-    | { kind: "score"; request: ScoringRequest; scoring?: ScoringResult }
-  );
+/**
+ * A stored job of one kind. The store keeps every kind alike: `request` and `result` are JSON it
+ * does not read, and their types are the kind's own (declared in its handler file).
+ */
+export interface StoredJob<K extends string = string, Request = unknown, Result = unknown> extends JobFields {
+  kind: K;
+  request: Request;
+  /** What the kind's handler returned as `result` when the job succeeded. */
+  result?: Result;
+}
+
+/** A job of any kind this build runs (`services/jobs/kinds.ts`), narrowed by its `kind`. */
+export type JobRecord = KnownJob;
+export type JobKind = JobRecord["kind"];
 
 type Row = Record<string, unknown>;
 
 function fromRow(r: Row): JobRecord {
   const opt = <T>(v: unknown) => (v === null || v === undefined ? undefined : (v as T));
   const date = (v: unknown) => (v === null || v === undefined ? undefined : new Date(String(v)));
-  const fields: JobFields = {
+  const result = opt<string>(r.result);
+  const job: StoredJob = {
     id: String(r.id),
+    kind: String(r.kind),
     state: r.state as JobState,
     stage: String(r.stage),
     progress: Number(r.progress),
     reason: String(r.reason),
+    request: JSON.parse(String(r.request)),
     createdAt: new Date(String(r.created_at)),
     startedAt: date(r.started_at),
     finishedAt: date(r.finished_at),
@@ -69,17 +65,10 @@ function fromRow(r: Row): JobRecord {
     requestedBy: String(r.requested_by),
     idempotencyKey: opt<string>(r.idempotency_key),
     attempts: Number(r.attempts),
+    ...(result ? { result: JSON.parse(result) } : {}),
   };
-  if (r.kind === "score") {
-    const scoring = opt<string>(r.result);
-    return {
-      ...fields,
-      kind: "score",
-      request: JSON.parse(String(r.request)) as ScoringRequest,
-      ...(scoring ? { scoring: JSON.parse(scoring) as ScoringResult } : {}),
-    };
-  }
-  return { ...fields, kind: "train", request: JSON.parse(String(r.request)) as TrainingRequest };
+  // The row's kind was written by that kind's handler, with its own request and result.
+  return job as JobRecord;
 }
 
 const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at,
@@ -112,7 +101,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       attempts INTEGER NOT NULL
     )`,
   ],
-  // Scoring jobs; the jobs before them are training jobs.
+  // Jobs of other kinds than training (the jobs before them are training jobs), with their result.
   [
     `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'train'`,
     `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`,
@@ -120,13 +109,13 @@ const MIGRATIONS: readonly (readonly string[])[] = [
 ];
 const SCHEMA_VERSION = MIGRATIONS.length;
 
-/** What a job's end records. */
-export type FinishResult = {
+/** What a job's end records; `result` is its kind's own (stored as JSON). */
+export type FinishResult<Result = unknown> = {
   error?: string;
   runId?: string;
   modelVersion?: string;
   promoted?: boolean;
-  scoring?: ScoringResult;
+  result?: Result;
 };
 
 /** How often an outcome the full disk refused is tried again. */
@@ -172,26 +161,22 @@ export class JobStore {
     return new JobStore(db);
   }
 
-  /** A new queued training job, or the existing one when the idempotency key was seen before. */
+  /** A new queued training job (StartTraining and the monitor's retraining), as `add` does. */
   create(
     request: TrainingRequest,
     requestedBy: string,
     idempotencyKey?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
-    return this.insert("train", request, requestedBy, idempotencyKey);
+    return this.add("train", request, requestedBy, idempotencyKey);
   }
 
-  createScoring(
-    request: ScoringRequest,
-    requestedBy: string,
-    idempotencyKey?: string,
-  ): Promise<{ job: JobRecord; created: boolean }> {
-    return this.insert("score", request, requestedBy, idempotencyKey);
-  }
-
-  private async insert(
-    kind: JobKind,
-    request: TrainingRequest | ScoringRequest,
+  /**
+   * A new queued job of `kind` (its handler validated the request), or the existing one when the
+   * idempotency key was seen before.
+   */
+  async add<Request extends { reason: string }>(
+    kind: string,
+    request: Request,
     requestedBy: string,
     idempotencyKey?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
@@ -223,7 +208,7 @@ export class JobStore {
     const pending = this.unsaved.get(job.id);
     if (!pending) return job;
     const { state, result, at } = pending;
-    return {
+    const ended: StoredJob = {
       ...job,
       state,
       stage: state,
@@ -232,7 +217,10 @@ export class JobStore {
       ...(result.error !== undefined ? { error: result.error } : {}),
       ...(result.runId !== undefined ? { runId: result.runId } : {}),
       ...(result.modelVersion !== undefined ? { modelVersion: result.modelVersion } : {}),
+      ...(result.result !== undefined ? { result: result.result } : {}),
     };
+    // The outcome is the one the job's own handler returned, so it fits the job's kind.
+    return ended as JobRecord;
   }
 
   private async writeUnsaved(): Promise<void> {
@@ -313,7 +301,7 @@ export class JobStore {
         result.runId ?? null,
         result.modelVersion ?? null,
         result.promoted ?? false,
-        result.scoring ? JSON.stringify(result.scoring) : null,
+        result.result !== undefined ? JSON.stringify(result.result) : null,
       ],
     );
   }

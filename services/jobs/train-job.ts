@@ -3,7 +3,7 @@ import { FEATURE_NAMES, FEATURE_SCHEMA_VERSION } from "../../core/features/index
 import { xgboostVersion } from "../../core/xgboost/index.js";
 import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
 import type { CandidateSpec } from "../../pipelines/training/candidates.js";
-import type { TrainingInput, TrainingProgress } from "../../pipelines/training/job.js";
+import type { TrainingInput, TrainingProgress, TrainingRequest } from "../../pipelines/training/job.js";
 import {
   ARTIFACT_CARD,
   ARTIFACT_NATIVE,
@@ -16,11 +16,14 @@ import {
   cancelledBy,
   type JobContext,
   type JobHandler,
-  type JobOf,
   type JobRun,
   jobRunner,
+  withDeps,
 } from "./lifecycle.js";
-import type { FinishResult } from "./store.js";
+import type { FinishResult, StoredJob } from "./store.js";
+
+/** What a training job stores: the request; its outcome is the run, version and promotion. */
+export type TrainingJob = StoredJob<"train", TrainingRequest, never>;
 
 export interface TrainingDeps {
   registry: Registry;
@@ -139,26 +142,24 @@ class CandidateRecorder {
  * winner with the artifacts the server and the monitor need, gives it `staging`, and `production`
  * only through the registry's champion/challenger gate.
  */
-export function trainingJobs(ctx: TrainingDeps): JobHandler<"train"> {
-  return {
-    kind: "train",
-    label: "training job",
-    run: (job, run, signal) => trainingJob(ctx, job, run, signal),
-    failureMessage: (error) => failureMessage(error, ctx),
-  };
-}
+export const trainingJobs: JobHandler<TrainingJob, TrainingDeps> = {
+  kind: "train",
+  label: "training job",
+  run: (job, run, signal, deps) => trainingJob(deps, job, run, signal),
+  failureMessage,
+};
 
 /** Runs one training job (for tools and tests that have no queue). */
 export function runTrainingJob(ctx: TrainingContext, jobId: string, signal: AbortSignal): Promise<void> {
-  return jobRunner(ctx, [trainingJobs(ctx)])(jobId, signal);
+  return jobRunner(ctx, [withDeps(trainingJobs, ctx)])(jobId, signal);
 }
 
 async function trainingJob(
   ctx: TrainingDeps,
-  job: JobOf<"train">,
+  job: TrainingJob,
   run: JobRun,
   signal: AbortSignal,
-): Promise<FinishResult> {
+): Promise<FinishResult<never>> {
   const { jobId, publish, stage } = run;
   const started = performance.now();
   const request = job.request;
@@ -356,7 +357,7 @@ async function registeredByJob(ctx: TrainingDeps, jobId: string): Promise<ModelV
  */
 async function register(
   ctx: TrainingDeps,
-  job: JobOf<"train">,
+  job: TrainingJob,
   runId: string,
   gate?: { production?: string; testRmse: number; championRmse?: number; window: string },
 ): Promise<{ version: ModelVersion; promoted: boolean; refusal?: string }> {

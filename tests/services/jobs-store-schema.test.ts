@@ -59,7 +59,8 @@ describe("the job store's schema version", () => {
         "old",
       ]);
       expect(await versionOf(db)).toBe(2);
-      const { job: scoring } = await jobs.createScoring(
+      const { job: scoring } = await jobs.add(
+        "score",
         { input: "a.csv", output: "b.parquet", invalidOutput: "c.csv", reason: "new" },
         "someone",
       );
@@ -86,7 +87,7 @@ describe("the job store's schema version", () => {
       await JobStore.open(db);
       const jobs = await JobStore.open(db);
       const job = await jobs.get("s1");
-      expect(job?.kind === "score" ? job.scoring : undefined).toEqual({
+      expect(job?.kind === "score" ? job.result : undefined).toEqual({
         rowsRead: 5,
         rowsScored: 4,
         rowsInvalid: 1,

@@ -161,7 +161,8 @@ describe("scoring jobs", () => {
       await writeInput(join(scoringDir, "hours.csv"));
       const jobs = await JobStore.open(db);
       // Accepted while out/ was a real folder; then out/ becomes a link to a folder outside.
-      const { job } = await jobs.createScoring(
+      const { job } = await jobs.add(
+        "score",
         { input: "hours.csv", output: "out/scored.parquet", invalidOutput: "out/bad.csv", reason: "test" },
         "test",
       );
