@@ -132,6 +132,7 @@ function remoteModel(): { model: RawRowsModel; versions: Set<string>; close: () 
         }
         return out;
       });
+      // The caller gets this call's failure from `result`; the chain only orders the next call after it.
       chain = result.catch(() => undefined);
       return result;
     },
@@ -230,6 +231,7 @@ export async function scoreCommand(values: Values, usageError: (message: string)
           onProgress,
         });
       } finally {
+        // Ending the stream changes nothing already scored, and must not replace scoreFile's own error.
         await r.close().catch(() => undefined);
       }
       modelVersion = [...r.versions].join(",");

@@ -183,10 +183,12 @@ export class BullExecutor implements JobExecutor {
       if (signal.aborted) onAbort();
       else signal.addEventListener("abort", onAbort, { once: true });
     });
+    // Only raced below: an abort after the outcome came back has nobody waiting for it.
     aborted.catch(() => {});
     let stopped = false;
     try {
       const finished = this.outputOf(kind, jobId, input, () => stopped);
+      // Raced with `aborted`: when the abort wins, a later failure of the task has nobody waiting for it.
       finished.catch(() => {});
       const output = await Promise.race([finished, aborted]);
       return decodePayload<TaskTypes[K]["output"]>(output);

@@ -2,22 +2,27 @@ import { type Context, context } from "@opentelemetry/api";
 import { CANCEL_REQUESTED } from "./cancelled.js";
 
 /**
- * Where accepted jobs wait in the server, and how many run at once. Where a job's computation runs
- * is not the queue's business but the JobExecutor's (a child process, or BullMQ workers when
- * REDIS_URL is set): the job is claimed, followed and recorded by this server either way.
+ * Where accepted jobs wait in the server, and how many run at once. The server always has this
+ * in-process queue, BullMQ or not: what it runs is the server's job function (claim, follow, record),
+ * and that function hands the computation to a JobExecutor, a child process or, when REDIS_URL is
+ * set, BullMQ workers (`bullmq.ts`'s `BullExecutor`). BullMQ is therefore an executor, not a queue
+ * behind this interface.
  */
 export type RunJob = (jobId: string, signal: AbortSignal) => Promise<void>;
 
 export interface JobQueue {
   /** Accepts a job; resolves once it is durably queued (not when it has run). */
   enqueue(jobId: string): Promise<void>;
-  /** Stops a waiting job from starting, or aborts a running one between boosting rounds. */
+  /** Stops a waiting job from starting, or aborts a running one (its task stops at its next check). */
   cancel(jobId: string): boolean;
   /** Aborts running jobs with `reason` and waits for them to settle; waiting jobs stay queued for the next start. */
   close(reason?: unknown): Promise<void>;
 }
 
-/** Runs jobs one at a time (training uses every core) in this process. */
+/**
+ * Runs up to `concurrency` jobs at once in this process: one by default (training in a child process
+ * uses every core); the server allows more when BullMQ workers compute.
+ */
 export class InProcessQueue implements JobQueue {
   private readonly waiting: string[] = [];
   /** The trace context of whoever queued each job (e.g. the StartTraining call), for the job's spans. */

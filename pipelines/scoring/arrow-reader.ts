@@ -148,6 +148,7 @@ export async function openArrowInput(path: string, format: InputFormat): Promise
     async close() {
       if (closed) return;
       closed = true;
+      // Closing after the read ended, failed or was abandoned: the caller already has the read's outcome.
       await Promise.resolve(reader.cancel()).catch(() => undefined);
       await file.close().catch(() => undefined);
     },

@@ -112,6 +112,7 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
         await rename(temp, path);
       },
       async discard() {
+        // Discarding after a failure, which is what the caller reports; the partial file goes next.
         await file.close().catch(() => undefined);
         await discard();
       },
@@ -127,6 +128,7 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
       if (!stream.write(bytes)) await once(stream, "drain");
     }
   })();
+  // Awaited by finish or discard; this only keeps a failure meanwhile from counting as unhandled.
   pump.catch(() => undefined);
   let wrote = false;
   const write = async (chunk: ScoredChunk) => {
@@ -153,6 +155,7 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
     },
     async discard() {
       writer.abort();
+      // The aborted writer may end the pump with an error: expected here, as the output is being dropped.
       await pump.catch(() => undefined);
       stream.destroy();
       await discard();
