@@ -69,6 +69,7 @@ export interface BoundJobHandler {
   failureMessage?(error: unknown): string;
 }
 
+/** Binds a handler to what it needs from the server. */
 export function withDeps<J extends StoredJob, Deps>(
   handler: JobHandler<J, Deps>,
   deps: Deps,
