@@ -1,5 +1,6 @@
 import { mae, rmse, within20Percent } from "../../core/metrics/index.js";
-import type { Database } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
+import { migrate } from "../storage/migrations.js";
 
 export interface ActualCount {
   /** Start of the hour, epoch ms. */
@@ -40,14 +41,21 @@ function windowSql(window: Window, column: string, params: unknown[]): string {
  * An hour's latest report wins (corrections happen); predictions join actuals by hour.
  */
 export class Actuals {
-  private constructor(private readonly db: Database) {}
+  private constructor(private readonly db: SqlDatabase) {}
 
-  static async open(db: Database): Promise<Actuals> {
-    await db.run(`CREATE TABLE IF NOT EXISTS actuals (
-      hour TIMESTAMP PRIMARY KEY,
-      cnt INTEGER NOT NULL,
-      reported_at TIMESTAMP NOT NULL
-    )`);
+  static async open(db: SqlDatabase): Promise<Actuals> {
+    await migrate(db, "actuals", [
+      {
+        version: 1,
+        statements: () => [
+          `CREATE TABLE IF NOT EXISTS actuals (
+            hour TIMESTAMP PRIMARY KEY,
+            cnt INTEGER NOT NULL,
+            reported_at TIMESTAMP NOT NULL
+          )`,
+        ],
+      },
+    ]);
     return new Actuals(db);
   }
 
@@ -58,15 +66,18 @@ export class Actuals {
     const counts = Float64Array.from(actuals, (a) => a.cnt);
     return this.db.transaction(async (tx) => {
       await tx.run(
-        `INSERT OR REPLACE INTO actuals
-         SELECT epoch_ms(h::BIGINT), c, now()::TIMESTAMP
-         FROM (SELECT unnest($1::DOUBLE[]) AS h, unnest($2::DOUBLE[])::INTEGER AS c)
-         QUALIFY row_number() OVER (PARTITION BY h) = 1`,
+        `INSERT INTO actuals
+         SELECT epoch_ms(h), c, now()::TIMESTAMP FROM (
+           SELECT h, c, row_number() OVER (PARTITION BY h) AS rn
+           FROM (SELECT unnest($1::DOUBLE PRECISION[])::BIGINT AS h,
+                        unnest($2::DOUBLE PRECISION[])::INTEGER AS c) pairs) ranked
+         WHERE rn = 1
+         ON CONFLICT (hour) DO UPDATE SET cnt = excluded.cnt, reported_at = excluded.reported_at`,
         [hours, counts],
       );
       const [row] = await tx.all<{ unmatched: number }>(
         `SELECT count(*)::INTEGER AS unmatched
-         FROM (SELECT DISTINCT unnest($1::DOUBLE[]) AS h) r
+         FROM (SELECT DISTINCT unnest($1::DOUBLE PRECISION[]) AS h) r
          WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.hour = epoch_ms(r.h::BIGINT))`,
         [hours],
       );
@@ -82,10 +93,12 @@ export class Actuals {
     const params: unknown[] = [];
     const where = windowSql(window, "p.hour", params);
     const rows = await this.db.all<{ version: string; prediction: number; cnt: number }>(
-      `SELECT p.model_version AS version, p.prediction, a.cnt
-       FROM predictions p JOIN actuals a ON a.hour = p.hour
-       WHERE p.hour IS NOT NULL ${where}
-       QUALIFY row_number() OVER (PARTITION BY p.model_version, p.hour ORDER BY p.served_at DESC) = 1`,
+      `SELECT version, prediction, cnt FROM (
+         SELECT p.model_version AS version, p.prediction, a.cnt,
+                row_number() OVER (PARTITION BY p.model_version, p.hour ORDER BY p.served_at DESC) AS rn
+         FROM predictions p JOIN actuals a ON a.hour = p.hour
+         WHERE p.hour IS NOT NULL ${where}) latest
+       WHERE rn = 1`,
       params,
     );
     const byVersion = new Map<string, { predicted: number[]; actual: number[] }>();

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ALERT_RULES } from "../observability/metrics.js";
-import type { Database } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
+import { migrate } from "../storage/migrations.js";
 
 /**
  * Alert records in DuckDB, with a cooldown per (rule, model version): a rule that keeps failing for
@@ -69,32 +70,37 @@ const SELECT_COLUMNS = "id, rule, message, value, threshold, time, model_version
 
 export class AlertStore {
   private constructor(
-    private readonly db: Database,
+    private readonly db: SqlDatabase,
     readonly policy: AlertPolicy,
   ) {}
 
-  static async open(db: Database, policy: Partial<AlertPolicy> = {}): Promise<AlertStore> {
+  static async open(db: SqlDatabase, policy: Partial<AlertPolicy> = {}): Promise<AlertStore> {
     const resolved: AlertPolicy = { ...DEFAULT_ALERT_POLICY, ...definedOnly(policy) };
     if (!Number.isFinite(resolved.cooldownMs) || resolved.cooldownMs < 0) {
       throw new RangeError(
         `alert cooldownMs must be a finite number of milliseconds >= 0, got ${resolved.cooldownMs}`,
       );
     }
-    await db.transaction(async (tx) => {
-      await tx.run("CREATE SEQUENCE IF NOT EXISTS alerts_seq");
-      await tx.run(`CREATE TABLE IF NOT EXISTS alerts (
+    await migrate(db, "alerts", [
+      {
+        version: 1,
+        statements: () => [
+          "CREATE SEQUENCE IF NOT EXISTS alerts_seq",
+          `CREATE TABLE IF NOT EXISTS alerts (
         id VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL DEFAULT nextval('alerts_seq'),
         rule VARCHAR NOT NULL,
         message VARCHAR NOT NULL,
-        value DOUBLE NOT NULL,
-        threshold DOUBLE NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        threshold DOUBLE PRECISION NOT NULL,
         time TIMESTAMP NOT NULL,
         model_version VARCHAR NOT NULL,
         job_id VARCHAR,
         notified BOOLEAN NOT NULL DEFAULT false
-      )`);
-    });
+      )`,
+        ],
+      },
+    ]);
     return new AlertStore(db, resolved);
   }
 

@@ -20,7 +20,8 @@ import {
 } from "../../core/features/index.js";
 import { ARTIFACT_REFERENCE } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
-import type { Database } from "../storage/database.js";
+import type { SqlDatabase } from "../storage/database.js";
+import { migrate } from "../storage/migrations.js";
 import type { Window } from "./actuals.js";
 
 /** The training sample stored with a model version (pipelines/training: ReferenceSample). */
@@ -64,17 +65,24 @@ export class DriftReports {
   private readonly references = new Map<string, Reference>();
 
   private constructor(
-    private readonly db: Database,
+    private readonly db: SqlDatabase,
     private readonly registry: Registry,
   ) {}
 
-  static async open(db: Database, registry: Registry): Promise<DriftReports> {
-    await db.run(`CREATE TABLE IF NOT EXISTS drift_reports (
-      id VARCHAR PRIMARY KEY,
-      created_at TIMESTAMP NOT NULL,
-      model_version VARCHAR NOT NULL,
-      body VARCHAR NOT NULL
-    )`);
+  static async open(db: SqlDatabase, registry: Registry): Promise<DriftReports> {
+    await migrate(db, "drift_reports", [
+      {
+        version: 1,
+        statements: () => [
+          `CREATE TABLE IF NOT EXISTS drift_reports (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            model_version VARCHAR NOT NULL,
+            body VARCHAR NOT NULL
+          )`,
+        ],
+      },
+    ]);
     return new DriftReports(db, registry);
   }
 
@@ -108,7 +116,7 @@ export class DriftReports {
       clauses.push(`${WHEN} < epoch_ms($${params.length}::BIGINT)`);
     }
     const rows = await this.db.all<Record<string, number | null>>(
-      `SELECT ${RAW_FIELD_NAMES.map((f) => `"${f}"`).join(", ")}, epoch_ms(hour)::DOUBLE AS hour_ms, prediction
+      `SELECT ${RAW_FIELD_NAMES.map((f) => `"${f}"`).join(", ")}, CAST(epoch_ms(hour) AS DOUBLE PRECISION) AS hour_ms, prediction
        FROM predictions ${clauses.length > 0 ? `WHERE ${clauses.join(" AND ")}` : ""}`,
       params,
     );

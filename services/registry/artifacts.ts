@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import { open, readFile, stat } from "node:fs/promises";
 import { extname } from "node:path";
 import type { SqlDatabase } from "../storage/database.js";
-import { type BlobStore, isNotFound } from "./blob-store.js";
+import { type ArtifactStore, isNotFound } from "./blob-store.js";
 import { RegistryError } from "./errors.js";
 import { requireRun, requireRunning } from "./runs.js";
 import { ARTIFACT_COLUMNS, type ArtifactRow, toArtifact } from "./schema.js";
@@ -11,7 +10,7 @@ import { checkArtifactPath, invalid, optionalText, requireText } from "./validat
 
 /**
  * A run's artifacts: the database records (run, path → sha256, size, content type) over the
- * content-addressed BlobStore, and reads that check the bytes against the recorded sha256.
+ * content-addressed ArtifactStore, and reads that check the bytes against the recorded sha256.
  */
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -30,7 +29,7 @@ const CONTENT_TYPES: Record<string, string> = {
 export class Artifacts {
   constructor(
     private readonly db: SqlDatabase,
-    private readonly blobs: BlobStore,
+    private readonly blobs: ArtifactStore,
   ) {}
 
   /**
@@ -53,10 +52,12 @@ export class Artifacts {
     await this.db.transaction((tx) =>
       requireRunning(tx, runId, "artifacts can only be added to a running run"),
     );
-    const { sha256, size } = await this.blobs.write(data, checkedPath);
+    const staged = await this.blobs.stage(data, checkedPath);
+    const { sha256, size } = staged;
     const artifact: Artifact = { path: checkedPath, sha256, sizeBytes: size, contentType: type };
     await this.db.transaction(async (tx) => {
       await requireRunning(tx, runId, "artifacts can only be added to a running run");
+      await this.blobs.commit(tx, staged);
       await tx.run("DELETE FROM registry.artifacts WHERE run_id = $1 AND path = $2", [runId, checkedPath]);
       await tx.run("INSERT INTO registry.artifacts VALUES ($1, $2, $3, $4, $5, $6)", [
         runId,
@@ -85,13 +86,8 @@ export class Artifacts {
   /** The whole artifact, checked against its sha256. */
   async readArtifact(runId: string, path: string): Promise<Buffer> {
     const artifact = await this.findArtifact(runId, path);
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(this.blobs.path(artifact.sha256));
-    } catch (error) {
-      if (isNotFound(error)) throw this.missingBlob(runId, artifact);
-      throw error;
-    }
+    const bytes = await this.blobs.read(artifact.sha256);
+    if (bytes === undefined) throw this.missingBlob(runId, artifact);
     const actual = createHash("sha256").update(bytes).digest("hex");
     if (actual !== artifact.sha256) throw this.corruptBlob(runId, artifact, actual);
     return bytes;
@@ -109,43 +105,28 @@ export class Artifacts {
     if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0)
       invalid("chunk_size", "chunk size must be positive");
     const artifact = await this.findArtifact(runId, path);
-    const file = this.blobs.path(artifact.sha256);
-    try {
-      const info = await stat(file);
-      if (info.size !== artifact.sizeBytes) {
-        throw new RegistryError(
-          "data_loss",
-          `artifact ${artifact.path} of run ${runId} has ${info.size} bytes on disk; ${artifact.sizeBytes} were recorded`,
-        );
-      }
-    } catch (error) {
-      if (isNotFound(error)) throw this.missingBlob(runId, artifact);
-      throw error;
+    const size = await this.blobs.size(this.db, artifact.sha256);
+    if (size === undefined) throw this.missingBlob(runId, artifact);
+    if (size !== artifact.sizeBytes) {
+      throw new RegistryError(
+        "data_loss",
+        `artifact ${artifact.path} of run ${runId} has ${size} bytes in the artifact store; ${artifact.sizeBytes} were recorded`,
+      );
     }
     const self = this;
     async function* chunks(): AsyncIterable<Uint8Array> {
-      let handle: Awaited<ReturnType<typeof open>>;
+      const hash = createHash("sha256");
       try {
-        handle = await open(file, "r");
+        for await (const chunk of self.blobs.chunks(artifact.sha256, chunkSize)) {
+          hash.update(chunk);
+          yield chunk;
+        }
       } catch (error) {
         if (isNotFound(error)) throw self.missingBlob(runId, artifact);
         throw error;
       }
-      try {
-        const hash = createHash("sha256");
-        for (;;) {
-          const buffer = Buffer.allocUnsafe(chunkSize);
-          const { bytesRead } = await handle.read(buffer, 0, chunkSize, null);
-          if (bytesRead === 0) break;
-          const chunk = buffer.subarray(0, bytesRead);
-          hash.update(chunk);
-          yield chunk;
-        }
-        const actual = hash.digest("hex");
-        if (actual !== artifact.sha256) throw self.corruptBlob(runId, artifact, actual);
-      } finally {
-        await handle.close();
-      }
+      const actual = hash.digest("hex");
+      if (actual !== artifact.sha256) throw self.corruptBlob(runId, artifact, actual);
     }
     return { artifact, chunks: chunks() };
   }

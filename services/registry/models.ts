@@ -1,6 +1,5 @@
-import { stat } from "node:fs/promises";
 import type { Queryable, SqlDatabase } from "../storage/database.js";
-import { type BlobStore, isNotFound } from "./blob-store.js";
+import type { ArtifactStore } from "./blob-store.js";
 import { RegistryError } from "./errors.js";
 import { latestMetrics, requireRun } from "./runs.js";
 import { type AliasRow, ARTIFACT_COLUMNS, type ArtifactRow, toArtifact, type VersionRow } from "./schema.js";
@@ -12,7 +11,7 @@ import { checkName, optionalText, requireText, VERSION } from "./validation.js";
 export class Models {
   constructor(
     private readonly db: SqlDatabase,
-    private readonly blobs: BlobStore,
+    private readonly blobs: ArtifactStore,
   ) {}
 
   async createRegisteredModel(name: string, description = ""): Promise<RegisteredModel> {
@@ -73,7 +72,7 @@ export class Models {
 
 export async function insertVersion(
   tx: Queryable,
-  blobs: BlobStore,
+  blobs: ArtifactStore,
   modelName: string,
   runId: string,
   description: string,
@@ -97,18 +96,13 @@ export async function insertVersion(
     );
   }
   for (const a of artifacts) {
-    let size: number;
-    try {
-      size = (await stat(blobs.path(a.sha256))).size;
-    } catch (error) {
-      if (isNotFound(error)) {
-        throw new RegistryError(
-          "failed_precondition",
-          `artifact ${a.path} of run ${runId} is missing from the artifact store; no version was created`,
-          "run_id",
-        );
-      }
-      throw error;
+    const size = await blobs.size(tx, a.sha256);
+    if (size === undefined) {
+      throw new RegistryError(
+        "failed_precondition",
+        `artifact ${a.path} of run ${runId} is missing from the artifact store; no version was created`,
+        "run_id",
+      );
     }
     if (size !== a.sizeBytes) {
       throw new RegistryError(

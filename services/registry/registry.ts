@@ -2,7 +2,7 @@ import { traceMethods } from "../observability/tracing.js";
 import type { SqlDatabase } from "../storage/database.js";
 import { Aliases, moveAlias } from "./aliases.js";
 import { Artifacts } from "./artifacts.js";
-import { BlobStore } from "./blob-store.js";
+import { type ArtifactStore, BlobStore, DatabaseBlobStore } from "./blob-store.js";
 import { Experiments } from "./experiments.js";
 import { insertVersion, loadVersionOrThrow, Models } from "./models.js";
 import { gate, PRODUCTION_ALIAS } from "./promotion-gate.js";
@@ -53,7 +53,7 @@ export type {
  * models, aliases and the gate.
  */
 export class Registry {
-  private readonly blobs: BlobStore;
+  private readonly blobs: ArtifactStore;
   private readonly experiments: Experiments;
   private readonly runs: Runs;
   private readonly artifacts: Artifacts;
@@ -65,7 +65,12 @@ export class Registry {
     readonly artifactsDir: string,
     options: RegistryOptions,
   ) {
-    this.blobs = new BlobStore(artifactsDir, options.maxArtifactBytes ?? 2 * 1024 ** 3);
+    const maxArtifactBytes = options.maxArtifactBytes ?? 2 * 1024 ** 3;
+    // On a shared database every replica must read every artifact: the bytes live in it too.
+    this.blobs =
+      db.dialect === "postgres"
+        ? new DatabaseBlobStore(db, maxArtifactBytes)
+        : new BlobStore(artifactsDir, maxArtifactBytes);
     this.experiments = new Experiments(db);
     this.runs = new Runs(db);
     this.artifacts = new Artifacts(db, this.blobs);
@@ -86,6 +91,8 @@ export class Registry {
 
   /** Where the bytes of `sha256` live. */
   blobPath(sha256: string): string {
+    if (!(this.blobs instanceof BlobStore))
+      throw new Error("artifacts are stored in the database, not in files");
     return this.blobs.path(sha256);
   }
 

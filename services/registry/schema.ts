@@ -49,7 +49,17 @@ const TABLES: readonly string[] = [
 ];
 
 /** The registry's migrations in order (services/storage/migrations.ts). */
-export const REGISTRY_MIGRATIONS: readonly Migration[] = [{ version: 1, statements: () => TABLES }];
+export const REGISTRY_MIGRATIONS: readonly Migration[] = [
+  { version: 1, statements: () => TABLES },
+  // Artifact bytes in a shared database (blob-store.ts); beside an embedded one they stay in files.
+  {
+    version: 2,
+    statements: (dialect) =>
+      dialect === "postgres"
+        ? ["CREATE TABLE IF NOT EXISTS registry.blobs (sha256 VARCHAR PRIMARY KEY, bytes BYTEA NOT NULL)"]
+        : [],
+  },
+];
 
 /**
  * Brings the registry's tables to this build's version. Throws when the database was written by a

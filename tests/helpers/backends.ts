@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { afterAll } from "vitest";
 import { Database, type SqlDatabase } from "../../services/storage/database.js";
@@ -35,7 +36,7 @@ export function testPostgres(): Promise<TestPostgres> {
 
 export const DUCKDB: Backend = {
   name: "duckdb",
-  create: async (dir) => join(dir, "state", "bikeshare.duckdb"),
+  create: async (dir) => join(dir, "state", `${randomUUID()}.duckdb`),
   open: (path) => Database.open(path),
 };
 

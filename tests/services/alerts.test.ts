@@ -13,7 +13,8 @@ import {
   smtpFromEnv,
 } from "../../services/monitor/notifier.js";
 import { createLogger, type Logger } from "../../services/observability/log.js";
-import { Database } from "../../services/storage/database.js";
+import type { SqlDatabase } from "../../services/storage/database.js";
+import { BACKENDS } from "../helpers/backends.js";
 import { startSmtpServer, type TestSmtpServer } from "../helpers/smtp.js";
 
 const HOUR = 3_600_000;
@@ -333,9 +334,10 @@ describe("smtpFromEnv", () => {
   });
 });
 
-describe("AlertStore", () => {
+describe.each(BACKENDS)("AlertStore on $name", (backend) => {
   let dir: string;
-  let db: Database;
+  let location: string;
+  let db: SqlDatabase;
   const t0 = new Date("2012-07-01T12:00:00Z");
   const at = (ms: number) => new Date(t0.getTime() + ms);
   const drift = (modelVersion = "1", now = t0, value = 0.5) =>
@@ -343,7 +345,8 @@ describe("AlertStore", () => {
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), "bikeshare-alerts-"));
-    db = await Database.open(join(dir, "state", "bikeshare.duckdb"));
+    location = await backend.create(dir);
+    db = await backend.open(location);
   });
 
   afterEach(async () => {
@@ -464,7 +467,6 @@ describe("AlertStore", () => {
   });
 
   it("attaches a job, marks notified, and both survive a reopen", async () => {
-    const path = db.path;
     const store = await AlertStore.open(db);
     const record = await store.raise(drift());
     if (!record) throw new Error("expected an alert");
@@ -475,7 +477,7 @@ describe("AlertStore", () => {
     await expect(store.markNotified("missing")).rejects.toThrow(/no alert/);
 
     await db.close();
-    db = await Database.open(path);
+    db = await backend.open(location);
     const reopened = await AlertStore.open(db);
     expect(await reopened.list({ limit: 10, offset: 0 })).toEqual([
       { ...record, jobId: "job-42", notified: true },

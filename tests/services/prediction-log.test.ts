@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PredictionLog } from "../../services/monitor/prediction-log.js";
-import { Database } from "../../services/storage/database.js";
+import { BACKENDS } from "../helpers/backends.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const RECORD = {
@@ -32,7 +32,7 @@ const entry = (i: number) => ({
   servedAt: Date.now(),
 });
 
-describe("prediction log buffer", () => {
+describe.each(BACKENDS)("prediction log buffer on $name", (backend) => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "bikeshare-plog-"));
@@ -42,7 +42,7 @@ describe("prediction log buffer", () => {
   });
 
   it("counts what overflows the bounded buffer, and flushes the rest on close", async () => {
-    const db = await Database.open(join(dir, "a.duckdb"));
+    const db = await backend.open(await backend.create(dir));
     let droppedSeen = 0;
     const log = await PredictionLog.open(db, {
       capacity: 100,
@@ -66,7 +66,7 @@ describe("prediction log buffer", () => {
   });
 
   it("stores every value exactly as logged, with NULL for an unknown hour", async () => {
-    const db = await Database.open(join(dir, "b.duckdb"));
+    const db = await backend.open(await backend.create(dir));
     const log = await PredictionLog.open(db, { flushIntervalMs: 60_000 });
     const record = { ...RECORD, temp: 0.1 + 0.2, hum: 1 / 3, windspeed: 5e-324 };
     const hourStart = Date.UTC(2012, 6, 4, 21);
@@ -120,7 +120,7 @@ describe("prediction log buffer", () => {
   });
 
   it("writes a steady trickle in one insert per interval, not one insert per arrival", async () => {
-    const db = await Database.open(join(dir, "c.duckdb"));
+    const db = await backend.open(await backend.create(dir));
     const batches: number[] = [];
     const log = await PredictionLog.open(db, { flushIntervalMs: 100, onWritten: (n) => batches.push(n) });
     for (let i = 0; i < 200; i++) {

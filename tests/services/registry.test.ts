@@ -68,13 +68,29 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
     for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
   }
 
+  /** The stored blobs as `<2 hex>/<sha256>`: files beside DuckDB, rows of registry.blobs on PostgreSQL. */
   async function blobFiles(): Promise<string[]> {
+    if (backend.name === "postgres") {
+      const rows = await db.all<{ sha256: string }>("SELECT sha256 FROM registry.blobs ORDER BY sha256");
+      return rows.map((r) => `${r.sha256.slice(0, 2)}/${r.sha256}`);
+    }
     const out: string[] = [];
     const root = join(artifactsDir, "sha256");
     for (const prefix of await readdir(root)) {
       for (const file of await readdir(join(root, prefix))) out.push(`${prefix}/${file}`);
     }
     return out.sort();
+  }
+
+  /** Replaces a blob's bytes behind the registry's back (undefined: removes it), as a failing disk would. */
+  async function tamper(sha256: string, bytes: Uint8Array | undefined): Promise<void> {
+    if (backend.name === "postgres") {
+      if (bytes) await db.run("UPDATE registry.blobs SET bytes = $2 WHERE sha256 = $1", [sha256, bytes]);
+      else await db.run("DELETE FROM registry.blobs WHERE sha256 = $1", [sha256]);
+      return;
+    }
+    if (bytes) await writeFile(registry.blobPath(sha256), bytes);
+    else await rm(registry.blobPath(sha256));
   }
 
   /** A finished run with one artifact and the given metrics/tags, ready to become a version. */
@@ -322,8 +338,10 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
         contentType: "application/x-test",
       });
       expect(await blobFiles()).toEqual([`${hash.slice(0, 2)}/${hash}`]);
-      expect(await readFile(join(artifactsDir, "sha256", hash.slice(0, 2), hash))).toEqual(bytes);
-      expect(await readdir(join(artifactsDir, "tmp"))).toEqual([]);
+      if (backend.name === "duckdb") {
+        expect(await readFile(join(artifactsDir, "sha256", hash.slice(0, 2), hash))).toEqual(bytes);
+        expect(await readdir(join(artifactsDir, "tmp"))).toEqual([]);
+      }
 
       await registry.putArtifact(a.id, "card.json", new TextEncoder().encode("{}"));
       expect((await registry.listArtifacts(a.id)).map((x) => [x.path, x.contentType])).toEqual([
@@ -341,7 +359,13 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
       expect(Buffer.concat(parts)).toEqual(bytes);
     });
 
-    it("removes temporary files left by an interrupted upload when it opens", async () => {
+    it("removes temporary files left by an interrupted upload when it opens (PostgreSQL: writes no files)", async () => {
+      if (backend.name === "postgres") {
+        const run = await registry.createRun({ experiment: "demand" });
+        await registry.putArtifact(run.id, "model.onnx", randomBytes(100));
+        await expect(readdir(artifactsDir)).rejects.toThrow(/ENOENT/);
+        return;
+      }
       await writeFile(join(artifactsDir, "tmp", "dead.part"), "half an upload");
       await reopen();
       expect(await readdir(join(artifactsDir, "tmp"))).toEqual([]);
@@ -363,10 +387,9 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
       await expectError(registry.putArtifact(run.id, "late.txt", new Uint8Array(1)), "failed_precondition");
       await expectError(registry.readArtifact(run.id, "other"), "not_found", /has no artifact "other"/);
 
-      const blob = registry.blobPath(art.sha256);
       const damaged = Buffer.from(bytes);
       damaged[10] = (damaged[10] ?? 0) ^ 0xff;
-      await writeFile(blob, damaged);
+      await tamper(art.sha256, damaged);
       await expectError(registry.readArtifact(run.id, "model.onnx"), "data_loss", /damaged/);
       const opened = await registry.openArtifact(run.id, "model.onnx");
       await expectError(
@@ -375,7 +398,7 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
         })(),
         "data_loss",
       );
-      await rm(blob);
+      await tamper(art.sha256, undefined);
       await expectError(
         registry.readArtifact(run.id, "model.onnx"),
         "not_found",
@@ -771,8 +794,13 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
 
   describe("on-disk layout", () => {
     it("creates the database file's folder and the artifact folders", async () => {
-      if (backend.name === "duckdb") expect((await stat(dbPath)).isFile()).toBe(true);
-      expect((await stat(join(artifactsDir, "sha256"))).isDirectory()).toBe(true);
+      if (backend.name === "duckdb") {
+        expect((await stat(dbPath)).isFile()).toBe(true);
+        expect((await stat(join(artifactsDir, "sha256"))).isDirectory()).toBe(true);
+      } else {
+        // Beside a shared database nothing is kept on the replica's disk.
+        await expect(stat(artifactsDir)).rejects.toThrow(/ENOENT/);
+      }
     });
   });
 });
