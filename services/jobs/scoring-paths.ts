@@ -65,6 +65,23 @@ export async function checkScoringPath(
   extensions: readonly string[],
   role: ScoringPathRole,
 ): Promise<ScoringPath> {
+  try {
+    return await checkPath(dir, field, path, extensions, role);
+  } catch (error) {
+    // The client's name, not the server's fault: invalid_argument, not internal.
+    if (errnoOf(error) === "ENAMETOOLONG")
+      return { error: { field, type: "range", description: "is longer than the file system allows" } };
+    throw error;
+  }
+}
+
+async function checkPath(
+  dir: string,
+  field: string,
+  path: string,
+  extensions: readonly string[],
+  role: ScoringPathRole,
+): Promise<ScoringPath> {
   if (path === "") return { error: { field, type: "missing", description: "is required" } };
   const full = resolve(dir, path);
   const rel = relative(dir, full);

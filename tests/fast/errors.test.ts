@@ -1,3 +1,4 @@
+import { tmpdir } from "node:os";
 import {
   Code,
   ConnectError,
@@ -20,6 +21,7 @@ import {
   invalidArgument,
   toConnectError,
 } from "../../services/errors.js";
+import { checkScoringPath } from "../../services/jobs/scoring-paths.js";
 import { NotEnoughData } from "../../services/monitor/drift-reports.js";
 import { createLogger } from "../../services/observability/log.js";
 import { RegistryError } from "../../services/registry/errors.js";
@@ -174,5 +176,18 @@ describe("the error mapping", () => {
     expect(JSON.stringify((error as ConnectError).details)).not.toContain("secret");
     expect(lines.join("\n")).toContain(SECRET);
     expect(lines.join("\n")).toContain("bikeshare.v1.PredictService/PredictBatch");
+  });
+});
+
+describe("client input that once became internal", () => {
+  it("a scoring file name longer than the file system allows is a bad field, not a server fault", async () => {
+    const long = `${"a".repeat(300)}.csv`;
+    for (const role of ["input", "output"] as const) {
+      const checked = await checkScoringPath(tmpdir(), role, long, [".csv"], role);
+      expect(checked.error).toMatchObject({
+        field: role,
+        description: "is longer than the file system allows",
+      });
+    }
   });
 });
