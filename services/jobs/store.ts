@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { TrainingRequest } from "../../pipelines/training/job.js";
-import { type Database, StoreUnwritableError } from "../storage/database.js";
+import { type SqlDatabase, StoreUnwritableError } from "../storage/database.js";
+import { type Migration, migrate, tableExists } from "../storage/migrations.js";
 import type { KnownJob } from "./kinds.js";
 
 export type { TrainingRequest };
@@ -45,7 +46,8 @@ type Row = Record<string, unknown>;
 
 function fromRow(r: Row): JobRecord {
   const opt = <T>(v: unknown) => (v === null || v === undefined ? undefined : (v as T));
-  const date = (v: unknown) => (v === null || v === undefined ? undefined : new Date(String(v)));
+  const date = (v: unknown) =>
+    v === null || v === undefined ? undefined : v instanceof Date ? v : new Date(String(v));
   const result = opt<string>(r.result);
   const job: StoredJob = {
     id: String(r.id),
@@ -55,7 +57,7 @@ function fromRow(r: Row): JobRecord {
     progress: Number(r.progress),
     reason: String(r.reason),
     request: JSON.parse(String(r.request)),
-    createdAt: new Date(String(r.created_at)),
+    createdAt: date(r.created_at) as Date,
     startedAt: date(r.started_at),
     finishedAt: date(r.finished_at),
     error: opt<string>(r.error),
@@ -71,13 +73,12 @@ function fromRow(r: Row): JobRecord {
   return job as JobRecord;
 }
 
-const COLUMNS = `id, state, stage, progress, reason, request, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at,
-  strftime(started_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS started_at, strftime(finished_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS finished_at,
+const COLUMNS = `id, state, stage, progress, reason, request, created_at, started_at, finished_at,
   error, run_id, model_version, promoted, requested_by, idempotency_key, CAST(attempts AS INTEGER) AS attempts, kind, result`;
 
 /**
- * The jobs table's migrations in order; migration i brings the schema to version i + 1, and
- * `job_schema_version` records the version reached. Databases from before that table hold version 1
+ * The jobs table's migrations in order (services/storage/migrations.ts). Before `schema_migrations`,
+ * `job_schema_version` recorded the version reached; databases from before that table hold version 1
  * or 2 unrecorded (counted as 0): both statements of each are no-ops there.
  */
 const MIGRATIONS: readonly (readonly string[])[] = [
@@ -86,7 +87,7 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       id VARCHAR PRIMARY KEY,
       state VARCHAR NOT NULL,
       stage VARCHAR NOT NULL,
-      progress DOUBLE NOT NULL,
+      progress DOUBLE PRECISION NOT NULL,
       reason VARCHAR NOT NULL,
       request VARCHAR NOT NULL,
       created_at TIMESTAMP NOT NULL,
@@ -107,7 +108,10 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`,
   ],
 ];
-const SCHEMA_VERSION = MIGRATIONS.length;
+export const JOB_MIGRATIONS: readonly Migration[] = MIGRATIONS.map((statements, i) => ({
+  version: i + 1,
+  statements: () => statements,
+}));
 
 /** What a job's end records; `result` is its kind's own (stored as JSON). */
 export type FinishResult<Result = unknown> = {
@@ -133,30 +137,25 @@ export class JobStore {
   >();
   private retry: NodeJS.Timeout | undefined;
 
-  private constructor(private readonly db: Database) {}
+  private constructor(private readonly db: SqlDatabase) {}
 
   /**
    * Creates or migrates the jobs table to this build's schema version. Throws when the database was
    * written by a newer one.
    */
-  static async open(db: Database): Promise<JobStore> {
-    await db.transaction(async (tx) => {
-      await tx.run(`CREATE TABLE IF NOT EXISTS job_schema_version (
-        version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)`);
-      const [row] = await tx.all<{ version: number | null }>(
-        "SELECT CAST(MAX(version) AS INTEGER) AS version FROM job_schema_version",
-      );
-      const version = row?.version ?? 0;
-      if (version > SCHEMA_VERSION) {
-        throw new Error(
-          `the job store in ${db.path} has schema version ${version}; this build knows version ${SCHEMA_VERSION} at most`,
+  static async open(db: SqlDatabase): Promise<JobStore> {
+    await migrate(db, "jobs", JOB_MIGRATIONS, {
+      legacyVersion: async (tx) => {
+        if (!(await tableExists(tx, "job_schema_version"))) return 0;
+        const [row] = await tx.all<{ version: number | null }>(
+          "SELECT CAST(MAX(version) AS INTEGER) AS version FROM job_schema_version",
         );
-      }
-      if (version === SCHEMA_VERSION) return;
-      for (const migration of MIGRATIONS.slice(version)) {
-        for (const statement of migration) await tx.run(statement);
-      }
-      await tx.run("INSERT INTO job_schema_version VALUES ($1, now()::TIMESTAMP)", [SCHEMA_VERSION]);
+        return row?.version ?? 0;
+      },
+      tooNew: (found, known) =>
+        new Error(
+          `the job store in ${db.path} has schema version ${found}; this build knows version ${known} at most`,
+        ),
     });
     return new JobStore(db);
   }
@@ -290,7 +289,7 @@ export class JobStore {
 
   private async writeFinish(id: string, state: "succeeded" | "failed" | "cancelled", result: FinishResult) {
     await this.db.run(
-      `UPDATE jobs SET state = $2, stage = $2, progress = CASE WHEN $2 = 'succeeded' THEN 1 ELSE progress END,
+      `UPDATE jobs SET state = $2, stage = $2, progress = CASE WHEN CAST($2 AS VARCHAR) = 'succeeded' THEN 1 ELSE progress END,
          finished_at = now()::TIMESTAMP, error = $3, run_id = coalesce($4, run_id), model_version = $5, promoted = $6,
          result = $7
        WHERE id = $1`,

@@ -36,7 +36,7 @@ const TRAINING = JSON.stringify({
 
 async function versionOf(db: Database): Promise<number> {
   const [row] = await db.all<{ version: number }>(
-    "SELECT CAST(MAX(version) AS INTEGER) AS version FROM job_schema_version",
+    "SELECT CAST(MAX(version) AS INTEGER) AS version FROM schema_migrations WHERE component = 'jobs'",
   );
   return Number(row?.version);
 }
@@ -95,9 +95,9 @@ describe("the job store's schema version", () => {
       });
       expect(await versionOf(db)).toBe(2);
       const [count] = await db.all<{ n: number }>(
-        "SELECT CAST(count(*) AS INTEGER) AS n FROM job_schema_version",
+        "SELECT CAST(count(*) AS INTEGER) AS n FROM schema_migrations WHERE component = 'jobs'",
       );
-      expect(Number(count?.n)).toBe(1);
+      expect(Number(count?.n)).toBe(2);
     } finally {
       await db.close();
     }
@@ -107,9 +107,25 @@ describe("the job store's schema version", () => {
     const db = await Database.open(join(dir, "newer.duckdb"));
     try {
       await JobStore.open(db);
-      await db.run("INSERT INTO job_schema_version VALUES (99, now()::TIMESTAMP)");
+      await db.run("INSERT INTO schema_migrations VALUES ('jobs', 99, now()::TIMESTAMP)");
       await expect(JobStore.open(db)).rejects.toThrow(
         /job store in .*newer\.duckdb has schema version 99; this build knows version 2 at most/,
+      );
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("reads the version a database recorded in job_schema_version before schema_migrations existed", async () => {
+    const db = await Database.open(join(dir, "recorded.duckdb"));
+    try {
+      await db.run(FIRST_TABLE);
+      await db.run(
+        "CREATE TABLE job_schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)",
+      );
+      await db.run("INSERT INTO job_schema_version VALUES (99, now()::TIMESTAMP)");
+      await expect(JobStore.open(db)).rejects.toThrow(
+        /schema version 99; this build knows version 2 at most/,
       );
     } finally {
       await db.close();

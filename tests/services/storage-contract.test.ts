@@ -9,6 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JOB_MIGRATIONS, JobStore } from "../../services/jobs/store.js";
 import { Actuals } from "../../services/monitor/actuals.js";
 import { PredictionLog } from "../../services/monitor/prediction-log.js";
 import { Registry } from "../../services/registry/registry.js";
@@ -17,7 +18,7 @@ import { type SqlDatabase, StoreUnavailableError } from "../../services/storage/
 import { type Migration, migrate } from "../../services/storage/migrations.js";
 import { openDatabase } from "../../services/storage/open.js";
 import { PgDatabase } from "../../services/storage/postgres.js";
-import { BACKENDS, testPostgres } from "../helpers/backends.js";
+import { BACKENDS, DUCKDB, testPostgres } from "../helpers/backends.js";
 import { SUMMER_EVENING } from "../helpers/hour-csv.js";
 import { freePort } from "../helpers/ports.js";
 
@@ -147,6 +148,100 @@ describe.each(BACKENDS)("SqlDatabase on $name", (backend) => {
       await db.close();
     }
   });
+  it("jobs: idempotent creation, the lifecycle's writes, newest first, unfinished after a restart", async () => {
+    const location = await backend.create(dir);
+    let db = await backend.open(location);
+    try {
+      const jobs = await JobStore.open(db);
+      const request = {
+        experiment: "e",
+        families: [],
+        objectives: [],
+        paramOverrides: {},
+        reason: "nightly",
+      };
+      const first = await jobs.create(request, "alice", "key-1");
+      expect(first.created).toBe(true);
+      expect(first.job).toMatchObject({ kind: "train", state: "queued", requestedBy: "alice", attempts: 0 });
+      expect(first.job.createdAt).toBeInstanceOf(Date);
+      expect(Math.abs(first.job.createdAt.getTime() - Date.now())).toBeLessThan(60_000);
+      const again = await jobs.create(request, "bob", "key-1");
+      expect([again.created, again.job.id]).toEqual([false, first.job.id]);
+      const scoring = { input: "a.csv", output: "b.parquet", invalidOutput: "c.csv", reason: "adhoc" };
+      const second = await jobs.add("score", scoring, "alice");
+      expect(await jobs.markRunning(first.job.id)).toBe(true);
+      await jobs.progress(first.job.id, "fitting", 0.5);
+      expect(await jobs.get(first.job.id)).toMatchObject({
+        state: "running",
+        stage: "fitting",
+        progress: 0.5,
+      });
+      await jobs.finish(first.job.id, "succeeded", { runId: "r1", modelVersion: "4", promoted: true });
+      expect(await jobs.markRunning(first.job.id)).toBe(false);
+      const done = await jobs.get(first.job.id);
+      expect(done).toMatchObject({
+        state: "succeeded",
+        runId: "r1",
+        modelVersion: "4",
+        promoted: true,
+        attempts: 1,
+      });
+      expect(done?.finishedAt).toBeInstanceOf(Date);
+      expect((await jobs.list({ limit: 10, offset: 0 })).map((j) => j.id)).toEqual([
+        second.job.id,
+        first.job.id,
+      ]);
+      expect((await jobs.list({ state: "succeeded", limit: 10, offset: 0 })).map((j) => j.id)).toEqual([
+        first.job.id,
+      ]);
+      await db.close();
+      db = await backend.open(location);
+      const reopened = await JobStore.open(db);
+      expect((await reopened.unfinished()).map((j) => [j.id, j.kind, j.request.reason])).toEqual([
+        [second.job.id, "score", "adhoc"],
+      ]);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe("DuckDB files made before schema_migrations", () => {
+  it("a registry recorded in registry.schema_version upgrades in place; a newer one is refused", async () => {
+    const path = join(dir, "legacy-registry.duckdb");
+    const old = await DUCKDB.open(path);
+    try {
+      // What the previous build left: its tables, its own version table, a run.
+      for (const ddl of REGISTRY_MIGRATIONS[0]?.statements("duckdb") ?? []) await old.run(ddl);
+      await old.run(
+        "CREATE TABLE registry.schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)",
+      );
+      await old.run("INSERT INTO registry.schema_version VALUES (1, now()::TIMESTAMP)");
+      await old.run("INSERT INTO registry.experiments VALUES ('e1', 'old', now()::TIMESTAMP)");
+      await old.run(
+        "INSERT INTO registry.runs VALUES ('r1', 1, 'e1', 'kept', 'finished', now()::TIMESTAMP, NULL, 'abc', 'fp')",
+      );
+    } finally {
+      await old.close();
+    }
+    const db = await DUCKDB.open(path);
+    try {
+      const registry = await Registry.open(db, join(dir, "legacy-artifacts"));
+      expect((await registry.getRun("r1")).name).toBe("kept");
+      const versions = await db.all<{ version: number }>(
+        "SELECT version FROM schema_migrations WHERE component = 'registry' ORDER BY version",
+      );
+      expect(versions.map((r) => r.version)).toEqual([1, 2]);
+      await db.run("DELETE FROM schema_migrations WHERE component = 'registry'");
+      await db.run("INSERT INTO registry.schema_version VALUES (7, now()::TIMESTAMP)");
+      await expect(Registry.open(db, join(dir, "legacy-artifacts"))).rejects.toMatchObject({
+        code: "failed_precondition",
+        message: expect.stringMatching(/schema version 7; this build knows version 2 at most/),
+      });
+    } finally {
+      await db.close();
+    }
+  });
 });
 
 describe("PostgreSQL only", () => {
@@ -198,6 +293,41 @@ describe("PostgreSQL only", () => {
       const run = await registry.createRun({ experiment: "old" });
       await registry.putArtifact(run.id, "model.json", new TextEncoder().encode("{}"));
       expect((await registry.readArtifact(run.id, "model.json")).toString()).toBe("{}");
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("upgrades a job store made by the previous jobs schema: its jobs read as training jobs", async () => {
+    const url = await (await testPostgres()).createDatabase();
+    const old = await PgDatabase.open(url);
+    try {
+      await migrate(old, "jobs", JOB_MIGRATIONS.slice(0, -1));
+      await old.run(
+        `INSERT INTO jobs VALUES ('j1', 'succeeded', 'succeeded', 1, 'old', $1, now()::TIMESTAMP, NULL, NULL, NULL, NULL, '3', true, 'someone', NULL, 1)`,
+        [
+          JSON.stringify({
+            experiment: "e",
+            families: [],
+            objectives: [],
+            paramOverrides: {},
+            reason: "old",
+          }),
+        ],
+      );
+    } finally {
+      await old.close();
+    }
+    const db = await PgDatabase.open(url);
+    try {
+      const jobs = await JobStore.open(db);
+      expect(await jobs.get("j1")).toMatchObject({ kind: "train", state: "succeeded", modelVersion: "3" });
+      const { job } = await jobs.add(
+        "score",
+        { input: "a", output: "b", invalidOutput: "c", reason: "new" },
+        "x",
+      );
+      expect((await jobs.get(job.id))?.kind).toBe("score");
     } finally {
       await db.close();
     }
