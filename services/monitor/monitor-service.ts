@@ -2,6 +2,7 @@ import { type Timestamp, timestampFromDate, timestampFromMs, timestampMs } from 
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { FeatureDriftResult } from "../../core/drift/index.js";
 import { BikeshareError } from "../../core/errors.js";
+import type { FieldViolation } from "../../core/features/index.js";
 import {
   AlertRule,
   DriftTest,
@@ -10,6 +11,7 @@ import {
 } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { invalidArgument } from "../errors.js";
 import { pageOf, pageResult } from "../paging.js";
+import { timestampProblem } from "../predict/conversions.js";
 import type { ModelVersion } from "../registry/registry.js";
 import type { Actuals, Window } from "./actuals.js";
 import type { AlertRecord, AlertStore } from "./alerts.js";
@@ -20,13 +22,19 @@ const HOUR_MS = 3_600_000;
 const MAX_ACTUALS_PER_CALL = 100_000;
 
 export function windowFromProto(window: TimeWindow | undefined, field = "window"): Window {
-  const from = window?.from ? timestampMs(window.from) : undefined;
-  const until = window?.to ? timestampMs(window.to) : undefined;
+  const violations: FieldViolation[] = [];
+  // Beyond Timestamp's range a Date is invalid, and every use of it downstream would be a server fault.
+  const ms = (t: Timestamp | undefined, name: string) => {
+    const problem = t && timestampProblem(t.seconds, t.nanos);
+    if (problem) violations.push({ field: `${field}.${name}`, type: "range", description: problem });
+    return t && !problem ? timestampMs(t) : undefined;
+  };
+  const from = ms(window?.from, "from");
+  const until = ms(window?.to, "to");
   if (from !== undefined && until !== undefined && from >= until) {
-    throw invalidArgument([
-      { field: `${field}.to`, type: "range", description: "must be after window.from" },
-    ]);
+    violations.push({ field: `${field}.to`, type: "range", description: "must be after window.from" });
   }
+  if (violations.length > 0) throw invalidArgument(violations);
   return { ...(from !== undefined ? { from } : {}), ...(until !== undefined ? { until } : {}) };
 }
 
@@ -109,7 +117,7 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
           },
         ]);
       }
-      const violations: Parameters<typeof invalidArgument>[0][number][] = [];
+      const violations: FieldViolation[] = [];
       const parsed = req.actuals.map((a, i) => {
         const hour: Timestamp | undefined = a.hour;
         if (!hour) {
@@ -118,6 +126,11 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
             type: "missing",
             description: "is required: the start of the hour",
           });
+          return { hourStart: 0, cnt: a.cnt };
+        }
+        const problem = timestampProblem(hour.seconds, hour.nanos);
+        if (problem) {
+          violations.push({ field: `actuals[${i}].hour`, type: "range", description: problem });
           return { hourStart: 0, cnt: a.cnt };
         }
         const ms = timestampMs(hour);

@@ -53,7 +53,7 @@ export function recordFromConditions(conditions: HourConditions | undefined, pat
 const MIN_SECONDS = -62_135_596_800n;
 const MAX_SECONDS = 253_402_300_799n;
 
-function timestampProblem(seconds: bigint, nanos: number): string | undefined {
+export function timestampProblem(seconds: bigint, nanos: number): string | undefined {
   if (seconds < MIN_SECONDS || seconds > MAX_SECONDS) {
     return `must be a timestamp from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, got seconds = ${seconds}`;
   }

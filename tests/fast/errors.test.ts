@@ -8,6 +8,7 @@ import {
 } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { BikeshareError, type ErrorCode } from "../../core/errors.js";
+import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { TaskCancelled } from "../../pipelines/jobs/cancelled.js";
@@ -23,6 +24,7 @@ import {
 } from "../../services/errors.js";
 import { checkScoringPath } from "../../services/jobs/scoring-paths.js";
 import { NotEnoughData } from "../../services/monitor/drift-reports.js";
+import { createMonitorService, type MonitorDeps } from "../../services/monitor/monitor-service.js";
 import { createLogger } from "../../services/observability/log.js";
 import { RegistryError } from "../../services/registry/errors.js";
 import { StoreUnavailableError, StoreUnwritableError } from "../../services/storage/database.js";
@@ -189,5 +191,26 @@ describe("client input that once became internal", () => {
         description: "is longer than the file system allows",
       });
     }
+  });
+
+  it("a timestamp beyond google.protobuf.Timestamp's range in ReportActuals or a window is a bad field", async () => {
+    const far = { seconds: 10n ** 15n, nanos: 0 };
+    // Validation comes before any store is touched: deps that throw on use prove it.
+    const untouched = new Proxy({} as MonitorDeps, {
+      get: (_target, name) => {
+        throw new Error(`MonitorDeps.${String(name)} used before the request was validated`);
+      },
+    });
+    const transport = createRouterTransport(
+      (router) => router.service(MonitorService, createMonitorService(untouched)),
+      { router: { interceptors: [errorInterceptor()] } },
+    );
+    const monitor = createClient(MonitorService, transport);
+    const actuals = await monitor
+      .reportActuals({ actuals: [{ hour: far, cnt: 3 }] })
+      .catch((e: unknown) => e);
+    expect(violationsOf(actuals)).toMatchObject({ code: Code.InvalidArgument, fields: ["actuals[0].hour"] });
+    const alerts = await monitor.listAlerts({ window: { from: far } }).catch((e: unknown) => e);
+    expect(violationsOf(alerts)).toMatchObject({ code: Code.InvalidArgument, fields: ["window.from"] });
   });
 });
