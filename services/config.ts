@@ -13,7 +13,20 @@ export function projectRoot(): string {
   return dir;
 }
 
+/** What one process serves (docs/deployment.md, "Roles"). */
+export const SERVER_ROLES = ["all", "control", "predict"] as const;
+export type ServerRole = (typeof SERVER_ROLES)[number];
+
 export interface ServerConfig {
+  /**
+   * `all`: everything in one process (the default). `control`: Registry, Train, Monitor, Predict, jobs and
+   * the schedulers. `predict`: Predict and the REST routes only, over a shared PostgreSQL database.
+   */
+  role: ServerRole;
+  /** Serving processes `bikeshare serve` forks on one port; 0 = one per core. */
+  workers: number;
+  /** BIKESHARE_CONTROL_URL: where a predict replica tells callers of Train, Registry and Monitor to go. */
+  controlUrl?: string;
   port: number;
   host: string;
   /** Artifact store of the registry (content-addressed files). */
@@ -118,6 +131,15 @@ function spoolSyncFromEnv(raw: string | undefined): boolean {
   throw new Error(`BIKESHARE_SPOOL_SYNC must be fdatasync or none, got ${JSON.stringify(raw)}`);
 }
 
+/** A role name, or an error naming `setting` (BIKESHARE_ROLE or --role) and the allowed values. */
+export function roleFrom(raw: string, setting: string): ServerRole {
+  const role = SERVER_ROLES.find((r) => r === raw);
+  if (role === undefined) {
+    throw new Error(`${setting} must be one of ${SERVER_ROLES.join(", ")}, got ${JSON.stringify(raw)}`);
+  }
+  return role;
+}
+
 export function redisUrlFromEnv(raw: string): string {
   if (!/^rediss?:\/\/[^\s]+$/.test(raw)) {
     throw new Error("REDIS_URL must be a URL like redis://host:6379 (or rediss:// for TLS)");
@@ -139,6 +161,9 @@ export function databaseUrlFromEnv(raw: string): string {
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const root = projectRoot();
   return {
+    role: env.BIKESHARE_ROLE ? roleFrom(env.BIKESHARE_ROLE, "BIKESHARE_ROLE") : "all",
+    workers: intFromEnv(env, "BIKESHARE_WORKERS", 1, 0, 256),
+    ...(env.BIKESHARE_CONTROL_URL ? { controlUrl: env.BIKESHARE_CONTROL_URL } : {}),
     port: intFromEnv(env, "PORT", 8080, 0, 65535),
     host: env.HOST || "127.0.0.1",
     modelsDir: resolve(root, env.BIKESHARE_MODELS_DIR || "models"),

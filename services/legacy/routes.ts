@@ -292,7 +292,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         },
       ];
     },
-    "GET /metrics": async () => [200, await metrics.registry.metrics(), metrics.registry.contentType],
+    "GET /metrics": async () => [200, await metrics.render(), metrics.registry.contentType],
     "GET /docs": async () => [200, docsPage, "text/html; charset=utf-8"],
     "GET /openapi.json": async () => [200, spec],
     "GET /healthz": async () => [200, { status: "ok" }],

@@ -8,9 +8,47 @@ export const JOB_OUTCOMES = ["succeeded", "failed", "cancelled"] as const;
  */
 export const ALERT_RULES = ["dataset_drift", "live_rmse", "prediction_drift"] as const;
 
-/** Every metric a bikeshare process (server or worker) exports, on one registry served at /metrics. */
+/**
+ * Every metric a bikeshare process (server or worker) exports, on one registry served at /metrics.
+ *
+ * Under `serve --workers N` the primary adds up the workers' registries (prom-client's
+ * AggregatorRegistry): counters and histograms are summed; a gauge that states something rather than
+ * counting it (which model is served, drift figures) takes `aggregator: "max"`, and writability "min".
+ */
 export class Metrics {
   readonly registry = new Registry();
+
+  private renderText: () => Promise<string> = () => this.registry.metrics();
+
+  /** The text GET /metrics answers: this process's registry, unless `setRender` replaced it. */
+  render(): Promise<string> {
+    return this.renderText();
+  }
+
+  /** A worker of `serve --workers N` answers /metrics with the sum over every worker, which its primary holds. */
+  setRender(render: () => Promise<string>): void {
+    this.renderText = render;
+  }
+
+  readonly servingProcesses = new Gauge({
+    name: "bikeshare_serving_processes",
+    help: "Serving processes behind this port: 1 in each, summed over the workers of serve --workers N.",
+    registers: [this.registry],
+  });
+
+  readonly stateStale = new Gauge({
+    name: "bikeshare_state_stale",
+    aggregator: "max",
+    help: "1 while the registry cannot be read (or the version an alias names cannot be loaded): the process keeps serving the model it has, which may no longer be the one the alias names.",
+    registers: [this.registry],
+  });
+
+  readonly controlLeader = new Gauge({
+    name: "bikeshare_control_leader",
+    aggregator: "max",
+    help: "1 in the control process that runs scheduled checks, retraining decisions, job resumption and the bootstrap (one per deployment, elected through the database).",
+    registers: [this.registry],
+  });
 
   /** Latency of every call, whatever the protocol: connect, grpc, grpc-web or rest (legacy routes). */
   readonly requestDuration = new Histogram({
@@ -36,6 +74,7 @@ export class Metrics {
   });
 
   readonly modelInfo = new Gauge({
+    aggregator: "max",
     name: "bikeshare_model_info",
     help: "1 for the model version being served.",
     labelNames: ["model", "version", "alias"] as const,
@@ -43,6 +82,7 @@ export class Metrics {
   });
 
   readonly modelTestRmse = new Gauge({
+    aggregator: "max",
     name: "bikeshare_model_test_rmse",
     help: "Test RMSE recorded in the model card of the version being served.",
     labelNames: ["model", "version", "alias"] as const,
@@ -84,6 +124,7 @@ export class Metrics {
   });
 
   readonly storeWritable = new Gauge({
+    aggregator: "min",
     name: "bikeshare_store_writable",
     help: "1 while the database file takes writes; 0 after a write failed because its disk is full or read-only, until writes succeed with space free again.",
     registers: [this.registry],
@@ -96,24 +137,28 @@ export class Metrics {
   });
 
   readonly driftShare = new Gauge({
+    aggregator: "max",
     name: "bikeshare_drift_share",
     help: "Share of features drifted in the last drift check (0 to 1).",
     registers: [this.registry],
   });
 
   readonly datasetDrift = new Gauge({
+    aggregator: "max",
     name: "bikeshare_dataset_drift",
     help: "1 when the last drift check found dataset drift.",
     registers: [this.registry],
   });
 
   readonly predictionDrift = new Gauge({
+    aggregator: "max",
     name: "bikeshare_prediction_drift",
     help: "1 when the last drift check found drift in the predictions.",
     registers: [this.registry],
   });
 
   readonly featureDrift = new Gauge({
+    aggregator: "max",
     name: "bikeshare_feature_drift_statistic",
     help: "Drift statistic of each feature in the last check: p-value (ks, chisquare, z) or distance (wasserstein, jensenshannon).",
     labelNames: ["feature", "test"] as const,
@@ -121,6 +166,7 @@ export class Metrics {
   });
 
   readonly featureDrifted = new Gauge({
+    aggregator: "max",
     name: "bikeshare_feature_drifted",
     help: "1 when the feature drifted in the last check (its test's threshold was crossed).",
     labelNames: ["feature"] as const,
@@ -128,12 +174,14 @@ export class Metrics {
   });
 
   readonly driftCheckTime = new Gauge({
+    aggregator: "max",
     name: "bikeshare_drift_check_timestamp_seconds",
     help: "Unix time at which the last drift report was computed.",
     registers: [this.registry],
   });
 
   readonly liveRmse = new Gauge({
+    aggregator: "max",
     name: "bikeshare_live_rmse",
     help: "RMSE of the production version over the labelled hours of the last check's window.",
     labelNames: ["model_version"] as const,
@@ -141,6 +189,7 @@ export class Metrics {
   });
 
   readonly liveRmseThreshold = new Gauge({
+    aggregator: "max",
     name: "bikeshare_live_rmse_threshold",
     help: "Live RMSE above which the server raises a live_rmse alert: BIKESHARE_RMSE_FACTOR x the version's test RMSE.",
     labelNames: ["model_version"] as const,
@@ -148,6 +197,7 @@ export class Metrics {
   });
 
   readonly liveLabelledHours = new Gauge({
+    aggregator: "max",
     name: "bikeshare_live_labelled_hours",
     help: "Hours of the last check's window that have both a prediction and an actual count.",
     labelNames: ["model_version"] as const,
@@ -190,6 +240,7 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "bikeshare_" });
+    this.servingProcesses.set(1);
     // A series that first appears at 1 hides that first event from rate() and increase(), so the
     // job-failure alert would miss the first failure: every known label set starts at zero.
     for (const kind of JOB_KINDS) for (const outcome of JOB_OUTCOMES) this.jobs.zero({ kind, outcome });

@@ -8,11 +8,18 @@ import { ServingModel } from "./serving-model.js";
  * The model behind an alias (normally `production`), swapped in place when the alias moves:
  * the new version is loaded completely before it replaces the old one, so no request fails
  * or waits during the swap.
+ *
+ * Moves made in this process arrive through Registry.onAliasChange. Moves made by another process on a
+ * shared database are found by `follow` (a poll, and `reload` called on a notification). While the
+ * registry cannot be read or the new version not loaded, the current model keeps serving and the state
+ * is stale: bikeshare_state_stale is 1 and one line is logged, and another when it has caught up.
  */
 export class LiveModel implements ModelSlot {
   current: ServingModel | undefined;
   private loading: Promise<void> = Promise.resolve();
   private unsubscribe: (() => void) | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private stale = false;
 
   constructor(
     private readonly registry: Registry,
@@ -31,17 +38,39 @@ export class LiveModel implements ModelSlot {
     await this.reload();
   }
 
+  /** Reads the alias every `pollMs` as well, for moves made by other processes on a shared database. */
+  follow(pollMs: number): void {
+    clearInterval(this.poll);
+    this.poll = setInterval(() => void this.reload(), pollMs).unref();
+  }
+
   /** Serialised, so that quick successive moves end on the last one. */
   reload(): Promise<void> {
     this.loading = this.loading
       .then(() => this.swap())
-      .catch((error: unknown) => {
-        this.log.error("could not load the model behind the alias; still serving the previous one", {
-          alias: this.alias,
-          error,
-        });
-      });
+      .then(
+        () => this.setStale(false),
+        (error: unknown) => this.setStale(true, error),
+      );
     return this.loading;
+  }
+
+  private setStale(stale: boolean, error?: unknown): void {
+    if (stale === this.stale) return;
+    this.stale = stale;
+    this.metrics.stateStale.set(stale ? 1 : 0);
+    if (stale) {
+      this.log.error("could not load the model behind the alias; still serving the previous one", {
+        alias: this.alias,
+        version: this.current?.version,
+        error,
+      });
+    } else {
+      this.log.info("the model behind the alias is read again: caught up", {
+        alias: this.alias,
+        version: this.current?.version,
+      });
+    }
   }
 
   private async swap(): Promise<void> {
@@ -69,6 +98,7 @@ export class LiveModel implements ModelSlot {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.poll);
     this.unsubscribe?.();
     await this.loading;
     await this.current?.retire();

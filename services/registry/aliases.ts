@@ -1,3 +1,4 @@
+import { ALIAS_MOVES_CHANNEL } from "../control/alias-notifications.js";
 import type { Queryable, SqlDatabase } from "../storage/database.js";
 import { RegistryError } from "./errors.js";
 import { loadVersionOrThrow, requireModel } from "./models.js";
@@ -136,6 +137,7 @@ export class Aliases {
    * Registry.registerVersion commits alias moves in a transaction that also spans models.
    */
   emit(changes: readonly AliasChange[]): void {
+    if (changes.length > 0 && this.db.dialect === "postgres") this.notifyOtherProcesses(changes);
     for (const change of changes) {
       for (const listener of [...this.listeners]) {
         try {
@@ -147,6 +149,19 @@ export class Aliases {
         }
       }
     }
+  }
+
+  /**
+   * Tells the other processes on the shared database (predict replicas, other control processes) to
+   * read the alias again. Sent after the commit rather than inside the transaction because
+   * registerVersion's transaction lives in registry.ts; a NOTIFY is only a hint either way: one lost
+   * to a crash right after the commit is caught by their poll (LiveModel.follow) within a second.
+   */
+  private notifyOtherProcesses(changes: readonly AliasChange[]): void {
+    const payload = JSON.stringify(changes.map(({ modelName, alias }) => ({ modelName, alias })));
+    this.db.run("SELECT pg_notify($1, $2)", [ALIAS_MOVES_CHANNEL, payload]).catch(() => {
+      // The database just committed the move; if it is gone now, the replicas' poll finds the move later.
+    });
   }
 }
 
