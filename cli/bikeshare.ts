@@ -14,18 +14,21 @@ import { JobSchema, JobState, TrainService } from "../gen/bikeshare/v1/train_pb.
 import { readActualsFile } from "../pipelines/data/actuals-file.js";
 import { configFromEnv } from "../services/config.js";
 import { MODEL_FAMILY_NAMES, modelFamilyOf } from "../services/model-family.js";
-import { createLogger } from "../services/observability/log.js";
-import { startServer } from "../services/server.js";
 import { clientFor, connection, table } from "./client.js";
 import { notifyCommand } from "./commands/notify.js";
 import { replayCommand } from "./commands/replay.js";
 import { scoreCommand } from "./commands/score.js";
+import { serveCommand } from "./commands/serve.js";
 import { workerCommand } from "./commands/worker.js";
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
 
 Usage:
-  bikeshare serve                       Serve every protocol on PORT (default 8080); trains first if no model is registered
+  bikeshare serve [--role all|control|predict] [--workers N]
+                                        Serve every protocol on PORT (default 8080); trains first if no model is registered.
+                                        --role (BIKESHARE_ROLE): all (default), control, or predict (a stateless replica;
+                                        needs BIKESHARE_DATABASE_URL). --workers N (BIKESHARE_WORKERS): N processes on one
+                                        port, 0 = one per core; above 1 needs BIKESHARE_DATABASE_URL (docs/deployment.md)
   bikeshare train [--families gbtree,random_forest,linear] [--trials N] [--from DATE] [--until DATE] [--reason TEXT]
                                         Start a training job on the server and follow its progress
   bikeshare models list                 Versions of the model with their aliases and test RMSE
@@ -62,27 +65,6 @@ function dateArg(name: string, value: string | undefined) {
 }
 
 const twoDecimals = (x: number | undefined) => (x === undefined ? "" : x.toFixed(2));
-
-async function serve(): Promise<number> {
-  const config = configFromEnv();
-  const log = createLogger({ service: "bikeshare" });
-  const server = await startServer(config, log);
-  console.error(
-    `bikeshare: serving on http://${config.host}:${server.port} — the local admin token is in ${config.adminTokenPath}` +
-      ` (export BIKESHARE_TOKEN=$(cat ${config.adminTokenPath}))`,
-  );
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info("shutting down", { signal });
-    await server.close();
-    process.exit(0);
-  };
-  process.on("SIGINT", () => void stop("SIGINT"));
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  return -1;
-}
 
 async function train(values: Record<string, string | boolean | undefined>): Promise<number> {
   const client = clientFor(TrainService);
@@ -294,6 +276,8 @@ async function main(argv: string[]): Promise<number> {
       threads: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean" },
+      role: { type: "string" },
+      workers: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -304,7 +288,7 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case "serve":
-      return serve();
+      return serveCommand(values, (message) => new UsageError(message));
     case "train":
       return train(values);
     case "models":

@@ -1,5 +1,12 @@
 import { performance } from "node:perf_hooks";
-import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type Interceptor,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
@@ -16,15 +23,17 @@ import { InProcessQueue } from "../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../pipelines/jobs/tasks.js";
 import { rateLimited } from "../pipelines/rate-limited.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
-import { loadOrCreateTokens } from "./auth/tokens.js";
+import { loadOrCreateTokens, type TokenBook } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
+import { listenForAliasMoves } from "./control/alias-notifications.js";
+import { AdvisoryLockLeadership, type Leadership, notLeader, soleLeader } from "./control/leadership.js";
 import { errorInterceptor } from "./errors.js";
 import { createFrontServer } from "./http/front.js";
 import { JobEvents } from "./jobs/events.js";
+import { jobHandlers } from "./jobs/kinds.js";
 import { jobRunner, resumeUnfinished, SHUTDOWN } from "./jobs/lifecycle.js";
-import { scoringJobs, startScoringHandler } from "./jobs/score-job.js";
+import { startScoringHandler } from "./jobs/score-job.js";
 import { type JobRecord, JobStore } from "./jobs/store.js";
-import { trainingJobs } from "./jobs/train-job.js";
 import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";
@@ -39,11 +48,12 @@ import { Metrics } from "./observability/metrics.js";
 import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tracing.js";
 import { initTracing, withSpan } from "./observability/tracing.js";
 import { LiveModel } from "./predict/live-model.js";
-import { createPredictService, type OnServed } from "./predict/predict-service.js";
+import { createPredictService, type OnServed, type StartScoring } from "./predict/predict-service.js";
 import { Registry } from "./registry/registry.js";
 import { createRegistryService } from "./registry/registry-service.js";
 import { guardRpcInput, rpcInputOptions } from "./rpc-input.js";
-import { Database } from "./storage/database.js";
+import type { SqlDatabase } from "./storage/database.js";
+import { openDatabase } from "./storage/open.js";
 import { createTrainService } from "./train/train-service.js";
 
 function metricsInterceptor(metrics: Metrics): Interceptor {
@@ -77,37 +87,186 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** How often a process on a shared database reads the `production` alias, in case a NOTIFY was missed. */
+const ALIAS_POLL_MS = 1000;
+
 /**
  * Serves every protocol on one port. Node's plaintext HTTP/2 server cannot also answer
  * HTTP/1.1, so each connection's first bytes decide: the HTTP/2 preface goes to the h2c
  * server (gRPC, Connect over h2c), anything else to the HTTP/1.1 server (Connect, gRPC-Web, REST).
  *
- * On a first start (no production model) it queues a training job on the shipped data and
- * answers /readyz with 503 until that model is served.
+ * A process is made of up to three parts, by `config.role` (docs/deployment.md, "Roles"): the state
+ * every role opens (`openState`), serving (`startServing`: the live model, the prediction log, Predict
+ * and the REST routes) and the control plane (`startControlPlane`: jobs, schedulers, the bootstrap, the
+ * Train, Registry and Monitor services), which a `predict` replica leaves out.
+ *
+ * On a first start (no production model) the leader queues a training job on the shipped data and
+ * /readyz answers 503 until that model is served.
  */
 export async function startServer(
   config: ServerConfig,
   log: Logger,
-  options: { bootstrap?: boolean } = {},
+  options: {
+    bootstrap?: boolean;
+    /** The worker slot under `serve --workers N`, sent as x-bikeshare-worker so that load spreading shows. */
+    worker?: number;
+  } = {},
 ): Promise<RunningServer> {
+  if (config.role === "predict" && config.databaseUrl === undefined) {
+    throw new Error(
+      "--role predict needs BIKESHARE_DATABASE_URL: a predict replica reads the registry that the control plane writes, and an embedded DuckDB file (BIKESHARE_DB) can be opened by one process only; run --role all for a single process",
+    );
+  }
   const stopTracing = initTracing(log);
   const metrics = new Metrics();
-  const db = await Database.open(config.dbPath, {
-    setting: "BIKESHARE_DB",
+  const state = await openState(config, log, metrics);
+  const serving = await startServing(config, log, metrics, state);
+  const control =
+    config.role === "predict"
+      ? undefined
+      : await startControlPlane(config, log, metrics, state, serving, options);
+
+  // A client that goes away mid-upload is its own business, and hundreds of them must not flood the log.
+  const logAborted = rateLimited(10_000, (count) =>
+    log.info("clients aborted their uploads: connection closed before the request body arrived", {
+      requests: count,
+    }),
+  );
+  const legacy = createLegacyHandler({
+    slot: serving.live,
+    metrics,
+    onServed: serving.onServed,
+    maxBatchSize: config.maxBatchSize,
+    report: async (id) => {
+      const report = await control?.reports.get(id);
+      return report ? renderDriftReport(report) : undefined;
+    },
+  });
+  const handler = connectNodeAdapter({
+    routes: (router) => {
+      router.service(
+        PredictService,
+        createPredictService(
+          serving.live,
+          serving.onServed,
+          config,
+          control?.startScoring ?? refuse(PredictService.method.startScoring, config),
+        ),
+      );
+      if (control) control.routes(router);
+      else for (const service of CONTROL_SERVICES) router.service(service, refuseAll(service, config));
+      guardRpcInput(router, (...labels) => metrics.observe(...labels));
+    },
+    interceptors: [
+      tracingInterceptor(),
+      metricsInterceptor(metrics),
+      errorInterceptor(log),
+      authInterceptor(state.tokens, defaultPolicy({ openPredict: !config.predictNeedsToken })),
+    ],
+    ...rpcInputOptions(config.maxBatchSize),
+    fallback: (req, res) => {
+      legacy(req, res).catch((error: unknown) => {
+        if (clientAborted(req)) logAborted();
+        else log.error("request failed", { path: req.url, error });
+      });
+    },
+  });
+
+  const worker = options.worker === undefined ? undefined : String(options.worker);
+  const front = createFrontServer(
+    worker === undefined
+      ? handler
+      : (req, res) => {
+          res.setHeader("x-bikeshare-worker", worker);
+          handler(req, res);
+        },
+    config,
+    log,
+    () => metrics.connectionsRejected.inc(),
+  );
+  const port = await front.listen(config.port, config.host);
+  log.info("serving", {
+    host: config.host,
+    port,
+    role: config.role,
+    protocols: ["connect", "grpc", "grpc-web", "rest"],
+  });
+
+  return {
+    port,
+    metrics,
+    registry: state.registry,
+    live: serving.live,
+    async close() {
+      await front.close();
+      await control?.close();
+      await serving.close();
+      await state.close();
+      await stopTracing();
+    },
+  };
+}
+
+interface State {
+  db: SqlDatabase;
+  registry: Registry;
+  tokens: TokenBook;
+  /** Who runs the once-per-deployment work; always this process on the embedded database. */
+  leadership: Leadership;
+  close(): Promise<void>;
+}
+
+/** The database, the registry on it, the tokens and the leader election: what every role opens first. */
+async function openState(config: ServerConfig, log: Logger, metrics: Metrics): Promise<State> {
+  const where = config.databaseUrl === undefined ? { path: config.dbPath } : {};
+  const db = await openDatabase(config, {
     // Serving goes on without writes; training and the prediction log wait for space.
     onWritable: (writable, error) => {
       metrics.storeWritable.set(writable ? 1 : 0);
-      if (writable) log.info("the database takes writes again", { path: config.dbPath });
-      else
-        log.error("the database cannot be written: free space on its disk", { path: config.dbPath, error });
+      if (writable) log.info("the database takes writes again", where);
+      else log.error("the database cannot be written: free space on its disk", { ...where, error });
     },
   });
   metrics.storeWritable.set(1);
   const registry = await Registry.open(db, config.modelsDir);
-  const jobs = await JobStore.open(db);
-  const events = new JobEvents();
-  const actuals = await Actuals.open(db);
-  const predictionLog = await PredictionLog.open(db, {
+  const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
+  if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
+  // A predict replica never leads; control processes on a shared database elect one of them.
+  const leadership =
+    config.databaseUrl === undefined
+      ? soleLeader()
+      : config.role === "predict"
+        ? notLeader()
+        : await AdvisoryLockLeadership.start(config.databaseUrl, log);
+  metrics.controlLeader.set(leadership.isLeader ? 1 : 0);
+  leadership.onChange((leader) => metrics.controlLeader.set(leader ? 1 : 0));
+  return {
+    db,
+    registry,
+    tokens: book,
+    leadership,
+    async close() {
+      await leadership.close();
+      await db.close();
+    },
+  };
+}
+
+interface Serving {
+  live: LiveModel;
+  predictionLog: PredictionLog;
+  onServed: OnServed;
+  close(): Promise<void>;
+}
+
+/** The model behind `production` and the prediction log: what Predict and the REST routes serve from. */
+async function startServing(
+  config: ServerConfig,
+  log: Logger,
+  metrics: Metrics,
+  state: State,
+): Promise<Serving> {
+  const predictionLog = await PredictionLog.open(state.db, {
     ...(config.spoolDir !== false
       ? {
           spoolDir: config.spoolDir ?? `${config.dbPath}.prediction-spool`,
@@ -122,12 +281,6 @@ export async function startServer(
     onReplayed: (replay) => log.info("replayed the prediction spool of the last run", { ...replay }),
   });
   metrics.trackQueueDepth("prediction_log", () => predictionLog.depth);
-  const reports = await DriftReports.open(db, registry);
-  // Drift and accuracy problems persist for days: one alert per rule and version a day is enough.
-  const alerts = await AlertStore.open(db, { cooldownMs: 24 * 3_600_000 });
-  const smtp = smtpFromEnv();
-  const notifier = smtp ? new Notifier(smtp, log) : undefined;
-  if (!notifier) log.info("e-mail notifications are off: SMTP_HOST is not set");
   const onServed: OnServed = ({ requestId, model, records, hourStarts, predictions }) => {
     metrics.predictions.inc({ model_version: model.version }, records.length);
     const servedAt = Date.now();
@@ -147,8 +300,58 @@ export async function startServer(
       }),
     );
   };
-  const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
-  if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
+
+  const live = new LiveModel(state.registry, config.modelName, "production", config.ortThreads, log, metrics);
+  await live.start();
+  // Other processes move the alias on a shared database: a NOTIFY makes the swap quick, the poll sure.
+  const moves =
+    config.databaseUrl === undefined
+      ? undefined
+      : listenForAliasMoves(config.databaseUrl, () => void live.reload());
+  if (moves) live.follow(ALIAS_POLL_MS);
+  return {
+    live,
+    predictionLog,
+    onServed,
+    async close() {
+      await moves?.close();
+      await live.stop();
+      await predictionLog.close();
+    },
+  };
+}
+
+interface ControlPlane {
+  reports: DriftReports;
+  startScoring: StartScoring;
+  routes(router: ConnectRouter): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Jobs and their queue, the monitoring schedule, the bootstrap and the Train, Registry and Monitor
+ * services. Every control process serves the RPCs and runs the jobs it accepts; only the leader
+ * resumes unfinished jobs, bootstraps and runs the scheduled checks (and the retraining they decide).
+ */
+async function startControlPlane(
+  config: ServerConfig,
+  log: Logger,
+  metrics: Metrics,
+  state: State,
+  serving: Serving,
+  options: { bootstrap?: boolean },
+): Promise<ControlPlane> {
+  const { db, registry, leadership } = state;
+  const { live, predictionLog } = serving;
+  const jobs = await JobStore.open(db);
+  const events = new JobEvents();
+  const actuals = await Actuals.open(db);
+  const reports = await DriftReports.open(db, registry);
+  // Drift and accuracy problems persist for days: one alert per rule and version a day is enough.
+  const alerts = await AlertStore.open(db, { cooldownMs: 24 * 3_600_000 });
+  const smtp = smtpFromEnv();
+  const notifier = smtp ? new Notifier(smtp, log) : undefined;
+  if (!notifier) log.info("e-mail notifications are off: SMTP_HOST is not set");
 
   const onQueueError = rateLimitedQueueErrors(
     (component) => metrics.queueErrors.inc({ component }),
@@ -163,16 +366,17 @@ export async function startServer(
     if (job.kind === "train") void notifyJob(job, seconds);
   };
   const queue = new InProcessQueue(
-    jobRunner({ jobs, events, log, onFinished }, [
-      trainingJobs({
+    jobRunner(
+      { jobs, events, log, onFinished },
+      jobHandlers({
         registry,
         executor,
         modelName: config.modelName,
         dataPath: config.dataPath,
         nthread: config.trainThreads,
+        scoringDir: config.scoringDir,
       }),
-      scoringJobs({ registry, executor, modelName: config.modelName, scoringDir: config.scoringDir }),
-    ]),
+    ),
     // In a child process, one job at a time (training uses every core); with workers, as many as they take.
     config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
@@ -207,28 +411,33 @@ export async function startServer(
     }
   }
 
-  const live = new LiveModel(registry, config.modelName, "production", config.ortThreads, log, metrics);
-  await live.start();
-
-  // Jobs accepted before a crash or restart run again; a retried job never registers twice.
-  const unfinished = await resumeUnfinished(jobs, queue, log);
-  if (!live.current && unfinished.length === 0 && options.bootstrap !== false) {
-    log.info("no production model registered: training one on the shipped data first", {
-      data: config.dataPath,
-    });
-    const { job } = await jobs.create(
-      {
-        experiment: config.experiment,
-        families: [],
-        objectives: [],
-        paramOverrides: {},
-        reason: "bootstrap: no production model",
-      },
-      "system",
-      "bootstrap",
-    );
-    await queue.enqueue(job.id);
-  }
+  // Jobs accepted before a crash or restart run again; a retried job never registers twice. The
+  // queue ignores a job it already holds, so gaining the leadership again resumes nothing twice here.
+  const takeOver = async () => {
+    const unfinished = await resumeUnfinished(jobs, queue, log);
+    if (!live.current && unfinished.length === 0 && options.bootstrap !== false) {
+      log.info("no production model registered: training one on the shipped data first", {
+        data: config.dataPath,
+      });
+      const { job } = await jobs.create(
+        {
+          experiment: config.experiment,
+          families: [],
+          objectives: [],
+          paramOverrides: {},
+          reason: "bootstrap: no production model",
+        },
+        "system",
+        "bootstrap",
+      );
+      await queue.enqueue(job.id);
+    }
+  };
+  if (leadership.isLeader) await takeOver();
+  const stopFollowing = leadership.onChange((leader) => {
+    if (leader)
+      takeOver().catch((error: unknown) => log.error("taking over the control plane failed", { error }));
+  });
 
   const policy: MonitorPolicy = {
     ...DEFAULT_MONITOR_POLICY,
@@ -258,11 +467,15 @@ export async function startServer(
         allowRetrain,
       );
     });
-  const scheduledCheck = () =>
-    check(Date.now(), config.autoRetrain).then(
+  // Every control process keeps the schedule; the leader alone acts on it, so a new leader needs no setup.
+  const scheduledCheck = async () => {
+    if (!leadership.isLeader) return;
+    log.info("scheduled monitoring check", { leader_pid: process.pid });
+    await check(Date.now(), config.autoRetrain).then(
       () => {},
       (error: unknown) => log.error("scheduled check failed", { error }),
     );
+  };
   const interval = config.checkIntervalSeconds * 1000;
   const schedule =
     interval > 0 && !config.redisUrl ? setInterval(() => void scheduledCheck(), interval).unref() : undefined;
@@ -271,33 +484,10 @@ export async function startServer(
       ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck, onQueueError)
       : undefined;
 
-  // A client that goes away mid-upload is its own business, and hundreds of them must not flood the log.
-  const logAborted = rateLimited(10_000, (count) =>
-    log.info("clients aborted their uploads: connection closed before the request body arrived", {
-      requests: count,
-    }),
-  );
-  const legacy = createLegacyHandler({
-    slot: live,
-    metrics,
-    onServed,
-    maxBatchSize: config.maxBatchSize,
-    report: async (id) => {
-      const report = await reports.get(id);
-      return report ? renderDriftReport(report) : undefined;
-    },
-  });
-  const handler = connectNodeAdapter({
-    routes: (router) => {
-      router.service(
-        PredictService,
-        createPredictService(
-          live,
-          onServed,
-          config,
-          startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
-        ),
-      );
+  return {
+    reports,
+    startScoring: startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
+    routes(router) {
       router.service(
         TrainService,
         createTrainService({ jobs, queue, events, defaultExperiment: config.experiment }),
@@ -315,44 +505,56 @@ export async function startServer(
           flushLog: () => predictionLog.flush(),
         }),
       );
-      guardRpcInput(router, (...labels) => metrics.observe(...labels));
     },
-    interceptors: [
-      tracingInterceptor(),
-      metricsInterceptor(metrics),
-      errorInterceptor(log),
-      authInterceptor(book, defaultPolicy({ openPredict: !config.predictNeedsToken })),
-    ],
-    ...rpcInputOptions(config.maxBatchSize),
-    fallback: (req, res) => {
-      legacy(req, res).catch((error: unknown) => {
-        if (clientAborted(req)) logAborted();
-        else log.error("request failed", { path: req.url, error });
-      });
-    },
-  });
-
-  const front = createFrontServer(handler, config, log, () => metrics.connectionsRejected.inc());
-  const port = await front.listen(config.port, config.host);
-  log.info("serving", { host: config.host, port, protocols: ["connect", "grpc", "grpc-web", "rest"] });
-
-  return {
-    port,
-    metrics,
-    registry,
-    live,
     async close() {
+      stopFollowing();
       if (schedule) clearInterval(schedule);
       await bullSchedule?.close();
-      await front.close();
       // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
       await queue.close(SHUTDOWN);
       await executor.close();
-      await live.stop();
-      await predictionLog.close();
       notifier?.close();
-      await db.close();
-      await stopTracing();
     },
   };
+}
+
+/** The services a predict replica leaves to the control plane. */
+const CONTROL_SERVICES = [TrainService, RegistryService, MonitorService] as const;
+
+/**
+ * A predict replica answers the control plane's RPCs itself, with `unimplemented` and where to go,
+ * instead of forwarding them: no hidden hop that fails in ways the caller cannot see, and a load
+ * balancer already routes by path (docs/deployment.md, "Roles").
+ */
+function notHere(name: string, config: ServerConfig): ConnectError {
+  const where = config.controlUrl
+    ? ` at ${config.controlUrl}`
+    : " (a process started with --role control or all)";
+  return new ConnectError(
+    `${name} is not served by this predict replica (bikeshare serve --role predict): the control plane serves it${where}`,
+    Code.Unimplemented,
+  );
+}
+
+function refuse(method: DescMethod, config: ServerConfig): StartScoring {
+  return async () => {
+    throw notHere(`${method.parent.typeName}/${method.name}`, config);
+  };
+}
+
+function refuseAll(service: DescService, config: ServerConfig): ServiceImpl<DescService> {
+  const impl: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const error = () => notHere(`${service.typeName}/${method.name}`, config);
+    impl[method.localName] =
+      method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming"
+        ? // biome-ignore lint/correctness/useYield: it refuses before its first message
+          async function* () {
+            throw error();
+          }
+        : async () => {
+            throw error();
+          };
+  }
+  return impl as ServiceImpl<DescService>;
 }
