@@ -14,7 +14,7 @@ import { runTrainingJob } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { type RunningServer, startServer } from "../../services/server.js";
-import { Database } from "../../services/storage/database.js";
+import { openDatabase } from "../../services/storage/open.js";
 import { HOUR_CSV } from "./hour-csv.js";
 
 export interface Tokens {
@@ -81,7 +81,7 @@ export async function seedModels(
   count: number,
   request = QUICK_REQUEST,
 ): Promise<void> {
-  const db = await Database.open(config.dbPath);
+  const db = await openDatabase(config);
   try {
     const registry = await Registry.open(db, config.modelsDir);
     const jobs = await JobStore.open(db);
