@@ -467,18 +467,23 @@ async function startControlPlane(
         allowRetrain,
       );
     });
-  // Every control process keeps the schedule; the leader alone acts on it, so a new leader needs no setup.
   const scheduledCheck = async () => {
-    if (!leadership.isLeader) return;
-    log.info("scheduled monitoring check", { leader_pid: process.pid });
+    log.info("scheduled monitoring check", { pid: process.pid });
     await check(Date.now(), config.autoRetrain).then(
       () => {},
       (error: unknown) => log.error("scheduled check failed", { error }),
     );
   };
   const interval = config.checkIntervalSeconds * 1000;
+  // Every control process keeps the timer and only the leader acts on a tick, so a new leader needs
+  // no setup. A BullMQ job scheduler already runs each period once among all the processes sharing
+  // its Redis, in whichever one takes the job: there the leader must not be required.
   const schedule =
-    interval > 0 && !config.redisUrl ? setInterval(() => void scheduledCheck(), interval).unref() : undefined;
+    interval > 0 && !config.redisUrl
+      ? setInterval(() => {
+          if (leadership.isLeader) void scheduledCheck();
+        }, interval).unref()
+      : undefined;
   const bullSchedule =
     interval > 0 && config.redisUrl
       ? await scheduleRepeating(config.redisUrl, "monitoring-check", interval, scheduledCheck, onQueueError)
