@@ -1,4 +1,4 @@
-import { type Timestamp, timestampFromDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { FeatureDriftResult } from "../../core/drift/index.js";
 import { BikeshareError } from "../../core/errors.js";
@@ -11,8 +11,8 @@ import {
 } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { invalidArgument } from "../errors.js";
 import { pageOf, pageResult } from "../paging.js";
-import { timestampProblem } from "../predict/conversions.js";
 import type { ModelVersion } from "../registry/registry.js";
+import { timestampField } from "../timestamp.js";
 import type { Actuals, Window } from "./actuals.js";
 import type { AlertRecord, AlertStore } from "./alerts.js";
 import type { CheckResult, MonitorPolicy } from "./checks.js";
@@ -23,14 +23,8 @@ const MAX_ACTUALS_PER_CALL = 100_000;
 
 export function windowFromProto(window: TimeWindow | undefined, field = "window"): Window {
   const violations: FieldViolation[] = [];
-  // Beyond Timestamp's range a Date is invalid, and every use of it downstream would be a server fault.
-  const ms = (t: Timestamp | undefined, name: string) => {
-    const problem = t && timestampProblem(t.seconds, t.nanos);
-    if (problem) violations.push({ field: `${field}.${name}`, type: "range", description: problem });
-    return t && !problem ? timestampMs(t) : undefined;
-  };
-  const from = ms(window?.from, "from");
-  const until = ms(window?.to, "to");
+  const from = timestampField(window?.from, `${field}.from`, violations);
+  const until = timestampField(window?.to, `${field}.to`, violations);
   if (from !== undefined && until !== undefined && from >= until) {
     violations.push({ field: `${field}.to`, type: "range", description: "must be after window.from" });
   }
@@ -128,12 +122,8 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
           });
           return { hourStart: 0, cnt: a.cnt };
         }
-        const problem = timestampProblem(hour.seconds, hour.nanos);
-        if (problem) {
-          violations.push({ field: `actuals[${i}].hour`, type: "range", description: problem });
-          return { hourStart: 0, cnt: a.cnt };
-        }
-        const ms = timestampMs(hour);
+        const ms = timestampField(hour, `actuals[${i}].hour`, violations);
+        if (ms === undefined) return { hourStart: 0, cnt: a.cnt };
         if (ms % HOUR_MS !== 0) {
           violations.push({
             field: `actuals[${i}].hour`,

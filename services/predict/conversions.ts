@@ -7,6 +7,7 @@ import {
   validateRecord,
 } from "../../core/features/index.js";
 import type { HourConditions } from "../../gen/bikeshare/v1/common_pb.js";
+import { timestampProblem } from "../timestamp.js";
 
 const HOUR_MS = 3_600_000;
 
@@ -46,19 +47,4 @@ export function recordFromConditions(conditions: HourConditions | undefined, pat
     ok: false,
     violations: result.violations.map((v) => (v.field === stamp ? { ...v, field: `${path}.hour` } : v)),
   };
-}
-
-// google.protobuf.Timestamp's own range (0001-01-01 to 9999-12-31): beyond it a Date cannot represent the
-// instant, and binary protobuf can carry any int64.
-const MIN_SECONDS = -62_135_596_800n;
-const MAX_SECONDS = 253_402_300_799n;
-
-export function timestampProblem(seconds: bigint, nanos: number): string | undefined {
-  if (seconds < MIN_SECONDS || seconds > MAX_SECONDS) {
-    return `must be a timestamp from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, got seconds = ${seconds}`;
-  }
-  if (!Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) {
-    return `must have nanos in 0..999999999, got ${nanos}`;
-  }
-  return undefined;
 }

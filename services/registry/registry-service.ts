@@ -13,6 +13,7 @@ import {
   type UploadArtifactRequest,
 } from "../../gen/bikeshare/v1/registry_pb.js";
 import { actorOf } from "../auth/principal.js";
+import { timestampProblem } from "../timestamp.js";
 import {
   type AliasChange,
   type Artifact,
@@ -168,6 +169,8 @@ export function createRegistryService(registry: Registry): ServiceImpl<typeof Re
         if (m.key === "") invalid(`${field}.key`, `${field}.key is required`);
         const step = Number(m.step);
         if (!Number.isSafeInteger(step)) invalid(`${field}.step`, `${field}.step is out of range`);
+        const badTime = m.time && timestampProblem(m.time.seconds, m.time.nanos);
+        if (badTime) invalid(`${field}.time`, `${field}.time ${badTime}`);
         return { key: m.key, value: m.value, step, ...(m.time ? { time: timestampDate(m.time) } : {}) };
       });
       await registry.logRunData(req.runId, { params: req.params, metrics, tags: req.tags });

@@ -1,6 +1,7 @@
-import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { BikeshareError } from "../../core/errors.js";
+import type { FieldViolation } from "../../core/features/index.js";
 import { JobState, Objective, type TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
@@ -11,6 +12,7 @@ import { jobToProto, STATE, STATE_NAME } from "../jobs/proto.js";
 import { type JobStore, TERMINAL, type TrainingRequest } from "../jobs/store.js";
 import { modelFamilyName } from "../model-family.js";
 import { pageOf, pageResult } from "../paging.js";
+import { timestampField } from "../timestamp.js";
 
 const OBJECTIVE_NAMES: Record<number, string> = {
   [Objective.SQUARED_ERROR]: "squared_error",
@@ -19,7 +21,7 @@ const OBJECTIVE_NAMES: Record<number, string> = {
 };
 const MAX_TRIALS = 200;
 
-const isoDay = (t: Timestamp) => timestampDate(t).toISOString().slice(0, 10);
+const isoDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 export interface TrainServiceDeps {
   jobs: JobStore;
@@ -40,7 +42,7 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
 
   return {
     async startTraining(req, ctx) {
-      const violations: { field: string; type: "range"; description: string }[] = [];
+      const violations: FieldViolation[] = [];
       const families = req.families.map((f, i) => {
         const name = modelFamilyName(f);
         if (!name)
@@ -77,8 +79,9 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
           });
         }
       }
-      const dataFrom = req.dataFrom ? isoDay(req.dataFrom) : undefined;
-      const dataUntil = req.dataUntil ? isoDay(req.dataUntil) : undefined;
+      const day = (ms: number | undefined) => (ms === undefined ? undefined : isoDay(ms));
+      const dataFrom = day(timestampField(req.dataFrom, "data_from", violations));
+      const dataUntil = day(timestampField(req.dataUntil, "data_until", violations));
       if (dataFrom && dataUntil && dataFrom >= dataUntil) {
         violations.push({
           field: "data_until",

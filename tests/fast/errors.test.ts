@@ -10,8 +10,10 @@ import { describe, expect, it } from "vitest";
 import { BikeshareError, type ErrorCode } from "../../core/errors.js";
 import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
+import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { TaskCancelled } from "../../pipelines/jobs/cancelled.js";
+import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { InputError } from "../../pipelines/scoring/format.js";
 import {
   connectCode,
@@ -22,12 +24,17 @@ import {
   invalidArgument,
   toConnectError,
 } from "../../services/errors.js";
+import type { JobEvents } from "../../services/jobs/events.js";
 import { checkScoringPath } from "../../services/jobs/scoring-paths.js";
+import type { JobStore } from "../../services/jobs/store.js";
 import { NotEnoughData } from "../../services/monitor/drift-reports.js";
 import { createMonitorService, type MonitorDeps } from "../../services/monitor/monitor-service.js";
 import { createLogger } from "../../services/observability/log.js";
 import { RegistryError } from "../../services/registry/errors.js";
+import type { Registry } from "../../services/registry/registry.js";
+import { createRegistryService } from "../../services/registry/registry-service.js";
 import { StoreUnavailableError, StoreUnwritableError } from "../../services/storage/database.js";
+import { createTrainService } from "../../services/train/train-service.js";
 import { violationsOf } from "../helpers/rpc-errors.js";
 
 // The one mapping from domain errors to what a client sees (services/errors.ts), checked as a table and
@@ -181,6 +188,15 @@ describe("the error mapping", () => {
   });
 });
 
+/** Stands in for a store that validation must not reach: any use of it fails the test. */
+function untouched<T extends object>(what: string): T {
+  return new Proxy({} as T, {
+    get: (_target, name) => {
+      throw new Error(`${what}.${String(name)} used before the request was validated`);
+    },
+  });
+}
+
 describe("client input that once became internal", () => {
   it("a scoring file name longer than the file system allows is a bad field, not a server fault", async () => {
     const long = `${"a".repeat(300)}.csv`;
@@ -195,14 +211,8 @@ describe("client input that once became internal", () => {
 
   it("a timestamp beyond google.protobuf.Timestamp's range in ReportActuals or a window is a bad field", async () => {
     const far = { seconds: 10n ** 15n, nanos: 0 };
-    // Validation comes before any store is touched: deps that throw on use prove it.
-    const untouched = new Proxy({} as MonitorDeps, {
-      get: (_target, name) => {
-        throw new Error(`MonitorDeps.${String(name)} used before the request was validated`);
-      },
-    });
     const transport = createRouterTransport(
-      (router) => router.service(MonitorService, createMonitorService(untouched)),
+      (router) => router.service(MonitorService, createMonitorService(untouched<MonitorDeps>("MonitorDeps"))),
       { router: { interceptors: [errorInterceptor()] } },
     );
     const monitor = createClient(MonitorService, transport);
@@ -212,5 +222,35 @@ describe("client input that once became internal", () => {
     expect(violationsOf(actuals)).toMatchObject({ code: Code.InvalidArgument, fields: ["actuals[0].hour"] });
     const alerts = await monitor.listAlerts({ window: { from: far } }).catch((e: unknown) => e);
     expect(violationsOf(alerts)).toMatchObject({ code: Code.InvalidArgument, fields: ["window.from"] });
+  });
+
+  it("a Timestamp out of range in StartTraining or LogRunData is a bad field", async () => {
+    const far = { seconds: -(10n ** 15n), nanos: 0 };
+    const transport = createRouterTransport(
+      (router) => {
+        router.service(
+          TrainService,
+          createTrainService({
+            jobs: untouched<JobStore>("JobStore"),
+            queue: untouched<JobQueue>("JobQueue"),
+            events: untouched<JobEvents>("JobEvents"),
+            defaultExperiment: "x",
+          }),
+        );
+        router.service(RegistryService, createRegistryService(untouched<Registry>("Registry")));
+      },
+      { router: { interceptors: [errorInterceptor()] } },
+    );
+    const train = createClient(TrainService, transport);
+    const training = await train.startTraining({ dataFrom: far, dataUntil: far }).catch((e: unknown) => e);
+    expect(violationsOf(training)).toMatchObject({
+      code: Code.InvalidArgument,
+      fields: ["data_from", "data_until"],
+    });
+    const registry = createClient(RegistryService, transport);
+    const logged = await registry
+      .logRunData({ runId: "r1", metrics: [{ key: "rmse", value: 1, time: far }] })
+      .catch((e: unknown) => e);
+    expect(violationsOf(logged)).toMatchObject({ code: Code.InvalidArgument, fields: ["metrics[0].time"] });
   });
 });
