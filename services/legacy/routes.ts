@@ -45,6 +45,17 @@ class HttpError extends Error {
 
 const unprocessable = (detail: Detail[]) => new HttpError(422, { detail });
 
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * A caller's (or its load balancer's) `X-Request-Id` when it is a plain token, so a prediction can be
+ * found in the prediction log by the id the caller logged; otherwise a new one. Echoed in the answer.
+ */
+function requestIdOf(req: Request): string {
+  const given = req.headers["x-request-id"];
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
 // The pages are self-contained (inline styles and SVG, no script, no external resource): nothing else is
 // allowed, so an injected tag could neither run nor load anything.
 const HTML_POLICY =
@@ -171,8 +182,8 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   const docsPage = renderDocs(spec);
   const model = () => requireModel(slot);
 
-  const routes: Record<string, (req: Request) => Promise<[number, unknown, string?]>> = {
-    "POST /predict": async (req) => {
+  const routes: Record<string, (req: Request, requestId: string) => Promise<[number, unknown, string?]>> = {
+    "POST /predict": async (req, requestId) => {
       const body = await readJson(req, 64 * 1024);
       const result = validateRecord(body, "");
       if (!result.ok) {
@@ -188,7 +199,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       const serving = model();
       const predictions = await serving.predict(recordsToColumns([record]));
       await onServed({
-        requestId: randomUUID(),
+        requestId,
         model: serving,
         records: [record],
         hourStarts: [hourStartOf(body)],
@@ -199,7 +210,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         { prediction: predictions[0], timestamp: new Date().toISOString(), model_version: serving.version },
       ];
     },
-    "POST /predict/batch": async (req) => {
+    "POST /predict/batch": async (req, requestId) => {
       const body = await readJson(req, 1024 + maxBatchSize * 1024);
       const inputs = (body as { inputs?: unknown } | null)?.inputs;
       if (typeof body !== "object" || body === null || Array.isArray(body) || !Array.isArray(inputs)) {
@@ -255,7 +266,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       const serving = model();
       const predictions = await serving.predict(recordsToColumns(records));
       await onServed({
-        requestId: randomUUID(),
+        requestId,
         model: serving,
         records,
         hourStarts: inputs.map(hourStartOf),
@@ -326,6 +337,8 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   };
 
   return async (req, res) => {
+    const requestId = requestIdOf(req);
+    res.setHeader("x-request-id", requestId);
     const path = (req.url ?? "/").split("?")[0] as string;
     const isReport = req.method === "GET" && path.startsWith("/reports/") && options.report !== undefined;
     const key = isReport ? "GET /reports/:id" : `${req.method} ${path}`;
@@ -339,7 +352,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         send(res, status, { detail: status === 405 ? "Method Not Allowed" : "Not Found" });
         return;
       }
-      const [code, body, contentType] = await route(req);
+      const [code, body, contentType] = await route(req, requestId);
       status = code;
       send(res, code, body, contentType);
     } catch (error) {

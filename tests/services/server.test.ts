@@ -53,6 +53,25 @@ describe("legacy REST routes (the old FastAPI shapes)", () => {
     expect(new Date(json.timestamp).toISOString()).toBe(json.timestamp);
   });
 
+  it("keeps a caller's plain X-Request-Id (echoed back) and replaces anything else with a new id", async () => {
+    const post = (id: string) =>
+      fetch(`${t.baseUrl}/predict`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": id },
+        body: JSON.stringify(first),
+      });
+    const kept = await post("lb-7f3a.2:checkout_9");
+    expect(kept.status).toBe(200);
+    expect(kept.headers.get("x-request-id")).toBe("lb-7f3a.2:checkout_9");
+    for (const hostile of ["has space", "x".repeat(129), "<script>", "a/b"]) {
+      const replaced = await post(hostile);
+      expect(replaced.status).toBe(200);
+      expect(replaced.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const fresh = await postJson("/predict", JSON.stringify(first));
+    expect(fresh.status).toBe(200);
+  });
+
   it("POST /predict/batch answers one prediction per input, equal to the single-row answers", async () => {
     const inputs = rows.slice(0, 50).map((r) => modelInput(r as Record<string, number>));
     const { status, json } = await postJson("/predict/batch", JSON.stringify({ inputs }));
