@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BikeshareError } from "../core/errors.js";
 import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import {
   AliasChangeSchema,
@@ -55,7 +56,13 @@ Usage:
 Options: --json prints machine-readable output. Client commands talk to BIKESHARE_URL (default
 http://127.0.0.1:$PORT) with BIKESHARE_TOKEN, or the local admin token the server wrote on first start.`;
 
-class UsageError extends Error {}
+/** A command line that cannot run as given: printed with the usage, exit status 2. */
+class UsageError extends BikeshareError {
+  constructor(message: string) {
+    super("invalid_argument", message);
+    this.name = "UsageError";
+  }
+}
 
 function dateArg(name: string, value: string | undefined) {
   if (value === undefined) return undefined;
