@@ -54,7 +54,8 @@ export async function startPostgres(): Promise<TestPostgres> {
     execFileSync("chown", ["postgres:postgres", dir]);
   }
   try {
-    run("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+    // C collation: strings sort by code point, as in DuckDB (docs/deployment.md says to create it so).
+    run("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
     run("pg_ctl", [
       "-D",
       data,

@@ -9,7 +9,8 @@ import {
   type SpoolReplay,
 } from "../../services/monitor/prediction-log.js";
 import { decodeRecords, encodeRecord } from "../../services/monitor/prediction-spool.js";
-import { Database } from "../../services/storage/database.js";
+import { Database, type SqlDatabase } from "../../services/storage/database.js";
+import { BACKENDS } from "../helpers/backends.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const RECORD = {
@@ -43,7 +44,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function keys(db: Database): Promise<string[]> {
+async function keys(db: SqlDatabase): Promise<string[]> {
   const rows = await db.all<{ k: string }>(
     `SELECT request_id || '/' || row_index AS k FROM predictions ORDER BY request_id, row_index`,
   );
@@ -126,76 +127,78 @@ describe("prediction log spool", () => {
     120_000,
   );
 
-  it("replays every value exactly, skips rows the table already holds, and skips a torn last record", async () => {
-    const dbPath = join(dir, "replay.duckdb");
-    const spoolDir = join(dir, "replay.spool");
-    const exact: LoggedPrediction = {
-      requestId: 'r"q"',
-      row: 2,
-      modelVersion: "7",
-      record: { ...RECORD, temp: 0.1 + 0.2, hum: 1 / 3, windspeed: 5e-324 },
-      prediction: 123.456789012345,
-      servedAt: 1_700_000_000_123,
-      hourStart: Date.UTC(2012, 6, 4, 21),
-    };
-    const db = await Database.open(dbPath);
-    try {
-      // r0..r4 were written to the table before the "crash"; the spool still holds r0..r9 and `exact`.
-      const earlier = await PredictionLog.open(db);
-      await earlier.log([0, 1, 2, 3, 4].map((i) => entry(i)));
-      await earlier.close();
-      await mkdir(spoolDir);
-      const segment = join(spoolDir, "000000000007.spool");
-      await writeFile(
-        segment,
-        Buffer.concat([
-          encodeRecord(JSON.stringify([0, 1, 2, 3, 4].map((i) => entry(i)))),
-          encodeRecord(JSON.stringify([entry(5), entry(6, 0), entry(6, 1)])),
-          encodeRecord(JSON.stringify([7, 8, 9].map((i) => entry(i)).concat(exact))),
-        ]),
-      );
-      // A write the kill cut short: its caller was never answered.
-      const torn = encodeRecord(JSON.stringify([entry(99)]));
-      await appendFile(segment, torn.subarray(0, torn.length - 3));
-
-      const replays: SpoolReplay[] = [];
-      const log = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
-      expect(replays).toEqual([{ path: segment, entries: 12, inserted: 7, tornBytes: torn.length - 3 }]);
-      expect(await keys(db)).toEqual([
-        'r"q"/2',
-        ...[0, 1, 2, 3, 4, 5].map((i) => `r${i}/0`),
-        "r6/0",
-        "r6/1",
-        ...[7, 8, 9].map((i) => `r${i}/0`),
-      ]);
-      const [stored] = await db.all<Record<string, unknown>>(
-        `SELECT model_version, epoch_ms(served_at) AS served, epoch_ms(hour) AS hour, temp, hum, windspeed, prediction
-         FROM predictions WHERE request_id = 'r"q"'`,
-      );
-      expect(stored).toEqual({
-        model_version: "7",
-        served: 1_700_000_000_123n,
-        hour: BigInt(exact.hourStart as number),
-        temp: 0.1 + 0.2,
-        hum: 1 / 3,
-        windspeed: 5e-324,
+  describe.each(BACKENDS)("on $name", (backend) => {
+    it("replays every value exactly, skips rows the table already holds, and skips a torn last record", async () => {
+      const location = await backend.create(dir);
+      const spoolDir = join(dir, `replay-${backend.name}.spool`);
+      const exact: LoggedPrediction = {
+        requestId: 'r"q"',
+        row: 2,
+        modelVersion: "7",
+        record: { ...RECORD, temp: 0.1 + 0.2, hum: 1 / 3, windspeed: 5e-324 },
         prediction: 123.456789012345,
-      });
-      // New entries go to a new segment, never after the torn tail (which is gone with its segment).
-      await log.log([entry(10)]);
-      expect(await readdir(spoolDir)).toEqual(["000000000008.spool"]);
-      await log.close();
-      expect(await readdir(spoolDir)).toEqual([]);
-      expect((await keys(db)).length).toBe(13);
+        servedAt: 1_700_000_000_123,
+        hourStart: Date.UTC(2012, 6, 4, 21),
+      };
+      const db = await backend.open(location);
+      try {
+        // r0..r4 were written to the table before the "crash"; the spool still holds r0..r9 and `exact`.
+        const earlier = await PredictionLog.open(db);
+        await earlier.log([0, 1, 2, 3, 4].map((i) => entry(i)));
+        await earlier.close();
+        await mkdir(spoolDir);
+        const segment = join(spoolDir, "000000000007.spool");
+        await writeFile(
+          segment,
+          Buffer.concat([
+            encodeRecord(JSON.stringify([0, 1, 2, 3, 4].map((i) => entry(i)))),
+            encodeRecord(JSON.stringify([entry(5), entry(6, 0), entry(6, 1)])),
+            encodeRecord(JSON.stringify([7, 8, 9].map((i) => entry(i)).concat(exact))),
+          ]),
+        );
+        // A write the kill cut short: its caller was never answered.
+        const torn = encodeRecord(JSON.stringify([entry(99)]));
+        await appendFile(segment, torn.subarray(0, torn.length - 3));
 
-      // Opening again replays nothing and adds nothing.
-      const again = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
-      await again.close();
-      expect(replays).toHaveLength(1);
-      expect((await keys(db)).length).toBe(13);
-    } finally {
-      await db.close();
-    }
+        const replays: SpoolReplay[] = [];
+        const log = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
+        expect(replays).toEqual([{ path: segment, entries: 12, inserted: 7, tornBytes: torn.length - 3 }]);
+        expect(await keys(db)).toEqual([
+          'r"q"/2',
+          ...[0, 1, 2, 3, 4, 5].map((i) => `r${i}/0`),
+          "r6/0",
+          "r6/1",
+          ...[7, 8, 9].map((i) => `r${i}/0`),
+        ]);
+        const [stored] = await db.all<Record<string, unknown>>(
+          `SELECT model_version, epoch_ms(served_at) AS served, epoch_ms(hour) AS hour, temp, hum, windspeed, prediction
+           FROM predictions WHERE request_id = 'r"q"'`,
+        );
+        expect(stored).toEqual({
+          model_version: "7",
+          served: 1_700_000_000_123n,
+          hour: BigInt(exact.hourStart as number),
+          temp: 0.1 + 0.2,
+          hum: 1 / 3,
+          windspeed: 5e-324,
+          prediction: 123.456789012345,
+        });
+        // New entries go to a new segment, never after the torn tail (which is gone with its segment).
+        await log.log([entry(10)]);
+        expect(await readdir(spoolDir)).toEqual(["000000000008.spool"]);
+        await log.close();
+        expect(await readdir(spoolDir)).toEqual([]);
+        expect((await keys(db)).length).toBe(13);
+
+        // Opening again replays nothing and adds nothing.
+        const again = await PredictionLog.open(db, { spoolDir, onReplayed: (r) => replays.push(r) });
+        await again.close();
+        expect(replays).toHaveLength(1);
+        expect((await keys(db)).length).toBe(13);
+      } finally {
+        await db.close();
+      }
+    });
   });
 
   it("removes a segment only once its entries are committed, and keeps it when the database refuses them", async () => {
