@@ -120,11 +120,13 @@ export async function startServer(
   const stopTracing = initTracing(log);
   const metrics = new Metrics();
   const state = await openState(config, log, metrics);
-  const serving = await startServing(config, log, metrics, state);
-  const control =
-    config.role === "predict"
-      ? undefined
-      : await startControlPlane(config, log, metrics, state, serving, options);
+  // A start that fails closes what it opened: an open connection would keep the process from exiting.
+  const { serving, control } = await startParts(config, log, metrics, state, options).catch(
+    async (error: unknown) => {
+      await state.close().catch(() => undefined);
+      throw error;
+    },
+  );
 
   // A client that goes away mid-upload is its own business, and hundreds of them must not flood the log.
   const logAborted = rateLimited(10_000, (count) =>
@@ -220,6 +222,8 @@ interface State {
 async function openState(config: ServerConfig, log: Logger, metrics: Metrics): Promise<State> {
   const where = config.databaseUrl === undefined ? { path: config.dbPath } : {};
   const db = await openDatabase(config, {
+    // A replica of an older or newer build must not change the schema under the control plane.
+    schemaChanges: config.role !== "predict",
     // Serving goes on without writes; training and the prediction log wait for space.
     onWritable: (writable, error) => {
       metrics.storeWritable.set(writable ? 1 : 0);
@@ -228,16 +232,25 @@ async function openState(config: ServerConfig, log: Logger, metrics: Metrics): P
     },
   });
   metrics.storeWritable.set(1);
-  const registry = await Registry.open(db, config.modelsDir);
-  const { book, createdAdminToken } = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
-  if (createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
-  // A predict replica never leads; control processes on a shared database elect one of them.
-  const leadership =
-    config.databaseUrl === undefined
-      ? soleLeader()
-      : config.role === "predict"
-        ? notLeader()
-        : await AdvisoryLockLeadership.start(config.databaseUrl, log);
+  let registry: Registry;
+  let book: TokenBook;
+  let leadership: Leadership;
+  try {
+    registry = await Registry.open(db, config.modelsDir);
+    const tokens = await loadOrCreateTokens(config.tokensPath, config.adminTokenPath);
+    book = tokens.book;
+    if (tokens.createdAdminToken) log.info("created a local admin token", { file: config.adminTokenPath });
+    // A predict replica never leads; control processes on a shared database elect one of them.
+    leadership =
+      config.databaseUrl === undefined
+        ? soleLeader()
+        : config.role === "predict"
+          ? notLeader()
+          : await AdvisoryLockLeadership.start(config.databaseUrl, log);
+  } catch (error) {
+    await db.close().catch(() => undefined);
+    throw error;
+  }
   metrics.controlLeader.set(leadership.isLeader ? 1 : 0);
   leadership.onChange((leader) => metrics.controlLeader.set(leader ? 1 : 0));
   return {
@@ -250,6 +263,26 @@ async function openState(config: ServerConfig, log: Logger, metrics: Metrics): P
       await db.close();
     },
   };
+}
+
+async function startParts(
+  config: ServerConfig,
+  log: Logger,
+  metrics: Metrics,
+  state: State,
+  options: { bootstrap?: boolean },
+): Promise<{ serving: Serving; control: ControlPlane | undefined }> {
+  const serving = await startServing(config, log, metrics, state);
+  try {
+    const control =
+      config.role === "predict"
+        ? undefined
+        : await startControlPlane(config, log, metrics, state, serving, options);
+    return { serving, control };
+  } catch (error) {
+    await serving.close().catch(() => undefined);
+    throw error;
+  }
 }
 
 interface Serving {

@@ -54,6 +54,11 @@ export interface SqlDatabase extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Why new work should not be accepted now, if it should not. */
   unwritable(): Promise<Error | undefined>;
+  /**
+   * False in a predict replica: `migrate` only checks that the schema is current and never changes it
+   * (the control plane applies migrations). Unset: migrations are applied.
+   */
+  readonly schemaChanges?: boolean;
   close(): Promise<void>;
 }
 

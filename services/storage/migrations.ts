@@ -68,35 +68,72 @@ export async function migrate(
     if (m.version !== i + 1) throw new Error(`${component} migration ${i + 1} is numbered ${m.version}`);
   });
   const latest = migrations.length;
+  if (db.schemaChanges === false) return requireCurrent(db, component, latest, options);
   return db.transaction(async (tx) => {
     if (db.dialect === "postgres") {
       await tx.run("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
       for (const fn of POSTGRES_FUNCTIONS) await tx.run(fn);
     }
     await tx.run(TABLE);
-    const [row] = await tx.all<{ version: number | null }>(
-      "SELECT CAST(MAX(version) AS INTEGER) AS version FROM schema_migrations WHERE component = $1",
-      [component],
-    );
-    let current = row?.version ?? null;
-    if (current === null) current = options.legacyVersion ? await options.legacyVersion(tx) : 0;
-    if (current > latest) {
-      throw (
-        options.tooNew?.(current, latest) ??
-        new Error(
-          `the ${component} schema in ${db.path} has version ${current}; this build knows version ${latest} at most`,
-        )
-      );
-    }
+    const recorded = await appliedVersion(tx, component);
+    const current = recorded ?? (options.legacyVersion ? await options.legacyVersion(tx) : 0);
+    if (current > latest) throw tooNewError(db, component, current, latest, options);
     const applied: number[] = [];
     for (const m of migrations.slice(current)) {
       for (const statement of m.statements(db.dialect)) await tx.run(statement);
       applied.push(m.version);
     }
     // Versions a legacy table vouched for are recorded too, so the table alone tells the history.
-    for (let v = (row?.version ?? 0) + 1; v <= latest; v += 1) {
+    for (let v = (recorded ?? 0) + 1; v <= latest; v += 1) {
       await tx.run("INSERT INTO schema_migrations VALUES ($1, $2, $3)", [component, v, new Date()]);
     }
     return applied;
   });
+}
+
+/**
+ * A process that must not change the schema (a predict replica) checks that `component` is at the
+ * version this build knows. Older: the control plane of this build has not started yet (it applies
+ * migrations); starting anyway would run this build's statements on tables they were not written for.
+ */
+async function requireCurrent(
+  db: SqlDatabase,
+  component: string,
+  latest: number,
+  options: MigrateOptions,
+): Promise<number[]> {
+  const current = (await tableExists(db, "schema_migrations"))
+    ? ((await appliedVersion(db, component)) ?? 0)
+    : 0;
+  if (current > latest) throw tooNewError(db, component, current, latest, options);
+  if (current < latest) {
+    throw new Error(
+      `the ${component} schema in ${db.path} is at version ${current} and this build needs ${latest}: a predict replica never changes the schema, so start a control process of this build first (it applies the migrations)`,
+    );
+  }
+  return [];
+}
+
+function tooNewError(
+  db: SqlDatabase,
+  component: string,
+  found: number,
+  known: number,
+  options: MigrateOptions,
+) {
+  return (
+    options.tooNew?.(found, known) ??
+    new Error(
+      `the ${component} schema in ${db.path} has version ${found}; this build knows version ${known} at most`,
+    )
+  );
+}
+
+/** The last version of `component` recorded in schema_migrations; null when none is. */
+async function appliedVersion(q: Queryable, component: string): Promise<number | null> {
+  const [row] = await q.all<{ version: number | null }>(
+    "SELECT CAST(MAX(version) AS INTEGER) AS version FROM schema_migrations WHERE component = $1",
+    [component],
+  );
+  return row?.version ?? null;
 }

@@ -14,7 +14,11 @@ export interface StorageConfig {
  */
 export async function openDatabase(
   config: StorageConfig,
-  options: { onWritable?: (writable: boolean, error?: Error) => void } = {},
+  options: {
+    onWritable?: (writable: boolean, error?: Error) => void;
+    /** False: check the schema, never change it (a predict replica; PostgreSQL only). */
+    schemaChanges?: boolean;
+  } = {},
 ): Promise<SqlDatabase> {
   if (config.databaseUrl === undefined) {
     return Database.open(config.dbPath, { setting: "BIKESHARE_DB", ...options });

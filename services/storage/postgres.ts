@@ -135,11 +135,14 @@ export interface PgOptions {
   maxConnections?: number;
   /** How long a statement waits for a connection before the database counts as unavailable. */
   connectTimeoutMs?: number;
+  /** False: migrations are checked, never applied (a predict replica; see SqlDatabase.schemaChanges). */
+  schemaChanges?: boolean;
 }
 
 export class PgDatabase implements SqlDatabase {
   readonly dialect = "postgres";
   readonly path: string;
+  readonly schemaChanges: boolean;
   writable = true;
   private lastUnwritable: StoreUnwritableError | undefined;
   private tail: Promise<unknown> = Promise.resolve();
@@ -153,6 +156,7 @@ export class PgDatabase implements SqlDatabase {
     options: PgOptions,
   ) {
     this.path = redactUrl(url);
+    this.schemaChanges = options.schemaChanges ?? true;
     this.onWritable = options.onWritable ?? (() => {});
   }
 

@@ -71,6 +71,18 @@ describe("bikeshare serve --role", () => {
     expect(result.stderr).toContain('--role must be one of all, control, predict, got "replica"');
   });
 
+  it("a predict replica never changes the schema: before any control process migrated it, it refuses to start", async () => {
+    const url = await freshDatabase(1); // the registry's tables only, as a control process of an older build might leave
+    const result = await runCli(["serve", "--role", "predict"], serveEnv(dir, url, await freePort()));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("the predictions schema");
+    expect(result.stderr).toContain("start a control process of this build first");
+    const control = await serve(["--role", "control"], url);
+    await control.stop();
+    const predict = await serve(["--role", "predict"], url);
+    expect(await predictOnce(predict.baseUrl)).toMatchObject({ status: 200, version: "1" });
+  });
+
   it("a predict replica serves a promotion made on the control process within 2 s, with no failed request", async () => {
     const url = await freshDatabase(2);
     const control = await serve(["--role", "control"], url);
@@ -111,6 +123,7 @@ describe("bikeshare serve --role", () => {
 
   it("a predict replica answers the control plane's RPCs with unimplemented, naming the control plane", async () => {
     const url = await freshDatabase(1);
+    await serve(["--role", "control"], url); // applies the migrations a replica only checks
     const predict = await serve(["--role", "predict"], url, { BIKESHARE_CONTROL_URL: "http://control:8080" });
     const train = connectClient(predict.baseUrl, TrainService, tokens.admin);
     const error = await train
