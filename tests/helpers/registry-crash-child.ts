@@ -23,12 +23,13 @@ import { JobStore } from "../../services/jobs/store.js";
 import { runTrainingJob } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
-import { Database } from "../../services/storage/database.js";
+import type { SqlDatabase } from "../../services/storage/database.js";
+import { openDatabase } from "../../services/storage/open.js";
 import { HOUR_CSV } from "./hour-csv.js";
 import { type RecordedTask, replayExecutor } from "./replay-executor.js";
 
 /** `db` as seen by the job: after `stage` is written, the `n`-th call's completion kills the process. */
-function killingAfter(db: Database, stage: string, n: number, kill: () => void): Database {
+function killingAfter(db: SqlDatabase, stage: string, n: number, kill: () => void): SqlDatabase {
   let armed = false;
   let calls = 0;
   return new Proxy(db, {
@@ -48,14 +49,18 @@ function killingAfter(db: Database, stage: string, n: number, kill: () => void):
 
 const [mode, dbPath, artifactsDir] = process.argv.slice(2);
 if (!mode || !dbPath || !artifactsDir) {
-  process.stderr.write("usage: registry-crash-child.ts <mode> <db file> <artifacts dir>\n");
+  process.stderr.write(
+    "usage: registry-crash-child.ts <mode> <db file or postgres:// URL> <artifacts dir>\n",
+  );
   process.exit(2);
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const die = () => process.kill(process.pid, "SIGKILL");
 
-const db = await Database.open(dbPath);
+const db = await openDatabase(
+  dbPath.startsWith("postgres://") ? { dbPath: "", databaseUrl: dbPath } : { dbPath },
+);
 
 if (mode === "die-after-commit" || mode === "die-in-transaction") {
   await db.run("CREATE TABLE IF NOT EXISTS crash_probe (label VARCHAR, n INTEGER)");
@@ -68,7 +73,11 @@ if (mode === "die-after-commit" || mode === "die-in-transaction") {
     die();
   } else {
     await db.transaction(async (tx) => {
-      await tx.run("INSERT INTO crash_probe SELECT 'uncommitted', range::INTEGER FROM range(10000)");
+      await tx.run(
+        db.dialect === "postgres"
+          ? "INSERT INTO crash_probe SELECT 'uncommitted', n FROM generate_series(1, 10000) AS n"
+          : "INSERT INTO crash_probe SELECT 'uncommitted', range::INTEGER FROM range(10000)",
+      );
       say("inside");
       die();
       await new Promise(() => undefined);

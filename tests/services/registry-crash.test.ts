@@ -12,6 +12,7 @@ import { runTrainingJob } from "../../services/jobs/train-job.js";
 import { createLogger } from "../../services/observability/log.js";
 import { Registry } from "../../services/registry/registry.js";
 import { Database } from "../../services/storage/database.js";
+import { BACKENDS, type Backend } from "../helpers/backends.js";
 import { HOUR_CSV } from "../helpers/hour-csv.js";
 import { type RecordedTask, recordingExecutor, replayExecutor } from "../helpers/replay-executor.js";
 import { QUICK_REQUEST } from "../helpers/server.js";
@@ -20,13 +21,9 @@ const ROOT = resolve(import.meta.dirname, "../..");
 const CHILD = join(ROOT, "tests/helpers/registry-crash-child.ts");
 
 let dir: string;
-let dbPath: string;
-let artifactsDir: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "bikeshare-registry-crash-"));
-  dbPath = join(dir, "bikeshare.duckdb");
-  artifactsDir = join(dir, "artifacts");
 });
 
 afterAll(async () => {
@@ -105,90 +102,101 @@ const lastNumber = (lines: readonly string[], prefix: string): number =>
     ...lines.filter((l) => l.startsWith(`${prefix} `)).map((l) => Number(l.slice(prefix.length + 1))),
   );
 
-describe("crash safety (SIGKILL)", () => {
-  it("keeps a transaction committed right before the kill and nothing of one killed before COMMIT", async () => {
-    const probe = join(dir, "probe.duckdb");
-    const committed = startChild("die-after-commit", probe, join(dir, "probe-artifacts"));
-    await committed.waitFor(/^committed$/);
-    expect(await committed.exited).toBe("SIGKILL");
+describe.each(BACKENDS)("registry on $name", (backend) => {
+  describe("crash safety (SIGKILL)", () => {
+    it("keeps a transaction committed right before the kill and nothing of one killed before COMMIT", async () => {
+      const probe = await backend.create(dir);
+      const committed = startChild("die-after-commit", probe, join(dir, "probe-artifacts"));
+      await committed.waitFor(/^committed$/);
+      expect(await committed.exited).toBe("SIGKILL");
 
-    const torn = startChild("die-in-transaction", probe, join(dir, "probe-artifacts"));
-    await torn.waitFor(/^inside$/);
-    expect(await torn.exited).toBe("SIGKILL");
+      const torn = startChild("die-in-transaction", probe, join(dir, "probe-artifacts"));
+      await torn.waitFor(/^inside$/);
+      expect(await torn.exited).toBe("SIGKILL");
 
-    const db = await Database.open(probe);
-    try {
-      expect(await db.all("SELECT label, n FROM crash_probe ORDER BY n")).toEqual([
-        { label: "committed", n: 1 },
-        { label: "committed", n: 2 },
-      ]);
-    } finally {
-      await db.close();
-    }
-  });
-
-  it("leaves a consistent registry after being killed at a random moment, three times over", async () => {
-    let previousVersions = 0;
-    for (let round = 1; round <= 3; round++) {
-      const child = startChild("loop", dbPath, artifactsDir);
-      await child.waitFor(/^ready$/);
-      await child.waitFor(/^a \d+$/); // at least one full iteration in this round
-      await new Promise((r) => setTimeout(r, 1000 + Math.random() * 1000));
-      child.process.kill("SIGKILL");
-      expect(await child.exited).toBe("SIGKILL");
-      const reportedVersion = lastNumber(child.lines, "v");
-      const reportedAlias = lastNumber(child.lines, "a");
-
-      const db = await Database.open(dbPath);
+      const db = await backend.open(probe);
       try {
-        const registry = await Registry.open(db, artifactsDir);
-        expect(await readdir(join(artifactsDir, "tmp"))).toEqual([]);
-
-        // Version numbers are contiguous from 1, and nothing the child saw committed was lost.
-        const versions = await registry.listModelVersions("crash-model");
-        const numbers = versions.map((v) => Number(v.version));
-        expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, i) => i + 1));
-        expect(numbers.length).toBeGreaterThanOrEqual(reportedVersion);
-        expect(numbers.length).toBeGreaterThan(previousVersions);
-        previousVersions = numbers.length;
-
-        // Every version has all of its run's artifacts, on disk, with the recorded sha256.
-        for (const v of versions) {
-          const run = await registry.getRun(v.runId);
-          expect(run?.status).toBe("finished");
-          expect(v.artifacts.map((a) => a.path)).toEqual(["card.json", "model.onnx", "shared.bin"]);
-          expect(v.artifacts).toEqual(run?.artifacts);
-          for (const a of v.artifacts) {
-            const bytes = await readFile(registry.blobPath(a.sha256));
-            expect(bytes.length).toBe(a.sizeBytes);
-            expect(createHash("sha256").update(bytes).digest("hex")).toBe(a.sha256);
-          }
-        }
-
-        // Every alias points at an existing version, and the audit log agrees with it.
-        const model = await registry.getRegisteredModel("crash-model");
-        const aliases = Object.entries(model?.aliases ?? {});
-        expect(aliases.map(([alias]) => alias)).toEqual(["staging"]);
-        for (const [alias, version] of aliases) {
-          expect(numbers).toContain(Number(version));
-          const history = await registry.aliasHistory("crash-model", alias);
-          expect(history.at(-1)?.toVersion).toBe(version);
-          expect(history.every((c) => c.actor === "crash-child")).toBe(true);
-        }
-        expect(Number(model?.aliases.staging)).toBeGreaterThanOrEqual(reportedAlias);
-        // Each committed move's audit row chains from the previous one.
-        const history = await registry.aliasHistory("crash-model");
-        history.forEach((c, i) => {
-          expect(c.fromVersion).toBe(i === 0 ? "" : history[i - 1]?.toVersion);
-        });
-
-        // The content shared by every run is stored once.
-        const shared = versions[0]?.artifacts.find((a) => a.path === "shared.bin")?.sha256;
-        expect(versions.every((v) => v.artifacts.some((a) => a.sha256 === shared))).toBe(true);
+        expect(await db.all("SELECT label, n FROM crash_probe ORDER BY n")).toEqual([
+          { label: "committed", n: 1 },
+          { label: "committed", n: 2 },
+        ]);
       } finally {
         await db.close();
       }
-    }
+    });
+
+    it("leaves a consistent registry after being killed at a random moment, three times over", async () => {
+      const dbPath = await backend.create(dir);
+      const artifactsDir = join(dir, `artifacts-${backend.name}`);
+      let previousVersions = 0;
+      for (let round = 1; round <= 3; round++) {
+        const child = startChild("loop", dbPath, artifactsDir);
+        await child.waitFor(/^ready$/);
+        await child.waitFor(/^a \d+$/); // at least one full iteration in this round
+        await new Promise((r) => setTimeout(r, 1000 + Math.random() * 1000));
+        child.process.kill("SIGKILL");
+        expect(await child.exited).toBe("SIGKILL");
+        const reportedVersion = lastNumber(child.lines, "v");
+        const reportedAlias = lastNumber(child.lines, "a");
+
+        const db = await backend.open(dbPath);
+        try {
+          const registry = await Registry.open(db, artifactsDir);
+          if (backend.name === "duckdb") expect(await readdir(join(artifactsDir, "tmp"))).toEqual([]);
+
+          // Version numbers are contiguous from 1, and nothing the child saw committed was lost.
+          const versions = await registry.listModelVersions("crash-model");
+          const numbers = versions.map((v) => Number(v.version));
+          expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, i) => i + 1));
+          expect(numbers.length).toBeGreaterThanOrEqual(reportedVersion);
+          expect(numbers.length).toBeGreaterThan(previousVersions);
+          previousVersions = numbers.length;
+
+          // Every version has all of its run's artifacts, stored, with the recorded sha256.
+          for (const v of versions) {
+            const run = await registry.getRun(v.runId);
+            expect(run?.status).toBe("finished");
+            expect(v.artifacts.map((a) => a.path)).toEqual(["card.json", "model.onnx", "shared.bin"]);
+            expect(v.artifacts).toEqual(run?.artifacts);
+            for (const a of v.artifacts) {
+              const bytes =
+                backend.name === "duckdb"
+                  ? await readFile(registry.blobPath(a.sha256))
+                  : ((
+                      await db.all<{ bytes: Buffer }>("SELECT bytes FROM registry.blobs WHERE sha256 = $1", [
+                        a.sha256,
+                      ])
+                    )[0]?.bytes ?? Buffer.alloc(0));
+              expect(bytes.length).toBe(a.sizeBytes);
+              expect(createHash("sha256").update(bytes).digest("hex")).toBe(a.sha256);
+            }
+          }
+
+          // Every alias points at an existing version, and the audit log agrees with it.
+          const model = await registry.getRegisteredModel("crash-model");
+          const aliases = Object.entries(model?.aliases ?? {});
+          expect(aliases.map(([alias]) => alias)).toEqual(["staging"]);
+          for (const [alias, version] of aliases) {
+            expect(numbers).toContain(Number(version));
+            const history = await registry.aliasHistory("crash-model", alias);
+            expect(history.at(-1)?.toVersion).toBe(version);
+            expect(history.every((c) => c.actor === "crash-child")).toBe(true);
+          }
+          expect(Number(model?.aliases.staging)).toBeGreaterThanOrEqual(reportedAlias);
+          // Each committed move's audit row chains from the previous one.
+          const history = await registry.aliasHistory("crash-model");
+          history.forEach((c, i) => {
+            expect(c.fromVersion).toBe(i === 0 ? "" : history[i - 1]?.toVersion);
+          });
+
+          // The content shared by every run is stored once.
+          const shared = versions[0]?.artifacts.find((a) => a.path === "shared.bin")?.sha256;
+          expect(versions.every((v) => v.artifacts.some((a) => a.sha256 === shared))).toBe(true);
+        } finally {
+          await db.close();
+        }
+      }
+    });
   });
 });
 
@@ -208,8 +216,8 @@ function trainingContext(registry: Registry, jobs: JobStore, executor: JobExecut
 }
 
 /** Everything a training job's registration decides, without ids and times that differ by run. */
-async function registrationState(dbPath: string, artifacts: string, jobId: string) {
-  const db = await Database.open(dbPath);
+async function registrationState(backend: Backend, dbPath: string, artifacts: string, jobId: string) {
+  const db = await backend.open(dbPath);
   try {
     const registry = await Registry.open(db, artifacts);
     const jobs = await JobStore.open(db);
@@ -231,75 +239,77 @@ async function registrationState(dbPath: string, artifacts: string, jobId: strin
   }
 }
 
-describe("a training job killed at each database write of its register stage", () => {
-  it("resumes to the state an unkilled run reaches: one version, staging, the gate's decision", async () => {
-    // The training task itself is recorded once from a real run and replayed: what is under test
-    // is the registration that follows it.
-    const recordDir = join(dir, "record");
-    const recordDb = await Database.open(join(recordDir, "bikeshare.duckdb"));
-    const recorder = recordingExecutor(inlineExecutor);
-    try {
-      const jobs = await JobStore.open(recordDb);
-      const registry = await Registry.open(recordDb, join(recordDir, "artifacts"));
-      const { job } = await jobs.create(QUICK_REQUEST, "test");
-      await runTrainingJob(trainingContext(registry, jobs, recorder), job.id, new AbortController().signal);
-      expect((await jobs.get(job.id))?.state).toBe("succeeded");
-    } finally {
-      await recordDb.close();
-    }
-    const outcomeFile = join(dir, "training-outcome.bin");
-    await writeFile(outcomeFile, serialize(recorder.recorded));
-    const recorded = deserialize(await readFile(outcomeFile)) as RecordedTask;
-
-    const killed: { n: number; state: Awaited<ReturnType<typeof registrationState>> }[] = [];
-    let unkilled: Awaited<ReturnType<typeof registrationState>> | undefined;
-    for (let n = 1; n <= 60 && !unkilled; n++) {
-      const caseDir = join(dir, `kill-after-${n}`);
-      const dbPath = join(caseDir, "bikeshare.duckdb");
-      const artifacts = join(caseDir, "artifacts");
-      const setup = await Database.open(dbPath);
-      const { job } = await (await JobStore.open(setup)).create(QUICK_REQUEST, "test");
-      await setup.close();
-
-      const child = startChild("train-job", dbPath, artifacts, {
-        JOB_ID: job.id,
-        OUTCOME_FILE: outcomeFile,
-        KILL_AFTER: String(n),
-      });
-      const exit = await child.exited;
-      if (exit !== "SIGKILL") expect(exit, child.stderr.join("")).toBe(0);
-
-      // The restarted server runs every unfinished job again.
-      const db = await Database.open(dbPath);
+describe.each(BACKENDS)("registration on $name", (backend) => {
+  describe("a training job killed at each database write of its register stage", () => {
+    it("resumes to the state an unkilled run reaches: one version, staging, the gate's decision", async () => {
+      // The training task itself is recorded once from a real run and replayed: what is under test
+      // is the registration that follows it.
+      const recordDir = join(dir, "record");
+      const recordDb = await Database.open(join(recordDir, "bikeshare.duckdb"));
+      const recorder = recordingExecutor(inlineExecutor);
       try {
-        const jobs = await JobStore.open(db);
-        const registry = await Registry.open(db, artifacts);
-        for (const unfinished of await jobs.unfinished()) {
-          await runTrainingJob(
-            trainingContext(registry, jobs, replayExecutor(recorded)),
-            unfinished.id,
-            new AbortController().signal,
-          );
-        }
+        const jobs = await JobStore.open(recordDb);
+        const registry = await Registry.open(recordDb, join(recordDir, "artifacts"));
+        const { job } = await jobs.create(QUICK_REQUEST, "test");
+        await runTrainingJob(trainingContext(registry, jobs, recorder), job.id, new AbortController().signal);
+        expect((await jobs.get(job.id))?.state).toBe("succeeded");
       } finally {
-        await db.close();
+        await recordDb.close();
       }
-      const state = await registrationState(dbPath, artifacts, job.id);
-      if (exit === "SIGKILL") killed.push({ n, state });
-      else unkilled = state;
-    }
+      const outcomeFile = join(dir, "training-outcome.bin");
+      await writeFile(outcomeFile, serialize(recorder.recorded));
+      const recorded = deserialize(await readFile(outcomeFile)) as RecordedTask;
 
-    // What an unkilled run does with the first model: staging and, through the gate, production.
-    expect(unkilled).toEqual({
-      job: { state: "succeeded", modelVersion: "1", promoted: true, error: undefined },
-      versions: ["1"],
-      versionRunsFinished: ["finished"],
-      aliases: { production: "1", staging: "1" },
-      aliasMoves: ["staging: - -> 1", "production: - -> 1"],
-      runsLeftRunning: 0,
-    });
-    // Every write of the stage was a kill point (the run record, its artifacts, the version, the job).
-    expect(killed.length).toBeGreaterThanOrEqual(8);
-    for (const { n, state } of killed) expect(state, `killed after database call ${n}`).toEqual(unkilled);
-  }, 900_000);
+      const killed: { n: number; state: Awaited<ReturnType<typeof registrationState>> }[] = [];
+      let unkilled: Awaited<ReturnType<typeof registrationState>> | undefined;
+      for (let n = 1; n <= 60 && !unkilled; n++) {
+        const caseDir = join(dir, `kill-after-${n}`);
+        const dbPath = await backend.create(caseDir);
+        const artifacts = join(caseDir, "artifacts");
+        const setup = await backend.open(dbPath);
+        const { job } = await (await JobStore.open(setup)).create(QUICK_REQUEST, "test");
+        await setup.close();
+
+        const child = startChild("train-job", dbPath, artifacts, {
+          JOB_ID: job.id,
+          OUTCOME_FILE: outcomeFile,
+          KILL_AFTER: String(n),
+        });
+        const exit = await child.exited;
+        if (exit !== "SIGKILL") expect(exit, child.stderr.join("")).toBe(0);
+
+        // The restarted server runs every unfinished job again.
+        const db = await backend.open(dbPath);
+        try {
+          const jobs = await JobStore.open(db);
+          const registry = await Registry.open(db, artifacts);
+          for (const unfinished of await jobs.unfinished()) {
+            await runTrainingJob(
+              trainingContext(registry, jobs, replayExecutor(recorded)),
+              unfinished.id,
+              new AbortController().signal,
+            );
+          }
+        } finally {
+          await db.close();
+        }
+        const state = await registrationState(backend, dbPath, artifacts, job.id);
+        if (exit === "SIGKILL") killed.push({ n, state });
+        else unkilled = state;
+      }
+
+      // What an unkilled run does with the first model: staging and, through the gate, production.
+      expect(unkilled).toEqual({
+        job: { state: "succeeded", modelVersion: "1", promoted: true, error: undefined },
+        versions: ["1"],
+        versionRunsFinished: ["finished"],
+        aliases: { production: "1", staging: "1" },
+        aliasMoves: ["staging: - -> 1", "production: - -> 1"],
+        runsLeftRunning: 0,
+      });
+      // Every write of the stage was a kill point (the run record, its artifacts, the version, the job).
+      expect(killed.length).toBeGreaterThanOrEqual(8);
+      for (const { n, state } of killed) expect(state, `killed after database call ${n}`).toEqual(unkilled);
+    }, 900_000);
+  });
 });
