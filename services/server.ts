@@ -26,6 +26,7 @@ import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens, type TokenBook } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
 import { listenForAliasMoves } from "./control/alias-notifications.js";
+import { AdvisoryJobOwnership, soleOwner } from "./control/job-ownership.js";
 import { AdvisoryLockLeadership, type Leadership, notLeader, soleLeader } from "./control/leadership.js";
 import { errorInterceptor } from "./errors.js";
 import { createFrontServer } from "./http/front.js";
@@ -200,7 +201,7 @@ export async function startServer(
     registry: state.registry,
     live: serving.live,
     async close() {
-      await front.close();
+      await front.close(config.drainMs);
       await control?.close();
       await serving.close();
       await state.close();
@@ -398,18 +399,32 @@ async function startControlPlane(
     metrics.jobs.observe({ kind: job.kind, outcome: job.state }, seconds);
     if (job.kind === "train") void notifyJob(job, seconds);
   };
+  const runJob = jobRunner(
+    { jobs, events, log, onFinished },
+    jobHandlers({
+      registry,
+      executor,
+      modelName: config.modelName,
+      dataPath: config.dataPath,
+      nthread: config.trainThreads,
+      scoringDir: config.scoringDir,
+    }),
+  );
+  // On a shared database a job another live process runs is skipped here (a new leader resumes every
+  // unfinished job, including those).
+  const ownership =
+    config.databaseUrl === undefined
+      ? soleOwner()
+      : new AdvisoryJobOwnership(config.databaseUrl, (error) =>
+          log.error("lost the job-lock session: another process may start this one's running jobs again", {
+            error,
+          }),
+        );
   const queue = new InProcessQueue(
-    jobRunner(
-      { jobs, events, log, onFinished },
-      jobHandlers({
-        registry,
-        executor,
-        modelName: config.modelName,
-        dataPath: config.dataPath,
-        nthread: config.trainThreads,
-        scoringDir: config.scoringDir,
-      }),
-    ),
+    async (jobId, signal) => {
+      if (!(await ownership.run(jobId, () => runJob(jobId, signal))))
+        log.info("job skipped: another process runs it", { job_id: jobId });
+    },
     // In a child process, one job at a time (training uses every core); with workers, as many as they take.
     config.redisUrl ? 64 : 1,
     (jobId, error) => log.error("job crashed", { job_id: jobId, error }),
@@ -550,6 +565,7 @@ async function startControlPlane(
       await bullSchedule?.close();
       // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
       await queue.close(SHUTDOWN);
+      await ownership.close();
       await executor.close();
       notifier?.close();
     },

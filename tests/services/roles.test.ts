@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { ServerConfig } from "../../services/config.js";
+import { AdvisoryJobOwnership } from "../../services/control/job-ownership.js";
 import { testPostgres } from "../helpers/backends.js";
 import { runCli } from "../helpers/cli.js";
 import {
@@ -195,6 +196,47 @@ describe("bikeshare serve --role", () => {
     } finally {
       await admin.query(`ALTER DATABASE ${name} ALLOW_CONNECTIONS true`).catch(() => undefined);
       await admin.end();
+    }
+  });
+
+  it("a job runs in one process at a time: another skips it while its owner lives, and runs it once the owner is gone", async () => {
+    const url = await (await testPostgres()).createDatabase();
+    const owner = new AdvisoryJobOwnership(url, () => {});
+    const other = new AdvisoryJobOwnership(url, () => {});
+    try {
+      let started!: () => void;
+      const running = new Promise<void>((r) => {
+        started = r;
+      });
+      let finish!: () => void;
+      const ownerRun = owner.run("job-1", () => {
+        started();
+        return new Promise<void>((r) => {
+          finish = r;
+        });
+      });
+      await running;
+      let ranTwice = false;
+      const skipped = await other.run("job-1", async () => {
+        ranTwice = true;
+      });
+      expect(skipped).toBe(false);
+      expect(ranTwice).toBe(false);
+      expect(await other.run("job-2", async () => {})).toBe(true);
+      // The owner's session ends (as when its process dies): the job is free for whoever resumes it.
+      await owner.close();
+      let resumed = false;
+      expect(
+        await other.run("job-1", async () => {
+          resumed = true;
+        }),
+      ).toBe(true);
+      expect(resumed).toBe(true);
+      finish();
+      await ownerRun.catch(() => undefined);
+    } finally {
+      await owner.close();
+      await other.close();
     }
   });
 
