@@ -227,7 +227,7 @@ describe("DuckDB files made before schema_migrations", () => {
     const db = await DUCKDB.open(path);
     try {
       const registry = await Registry.open(db, join(dir, "legacy-artifacts"));
-      expect((await registry.getRun("r1")).name).toBe("kept");
+      expect((await registry.getRun("r1"))?.name).toBe("kept");
       const versions = await db.all<{ version: number }>(
         "SELECT version FROM schema_migrations WHERE component = 'registry' ORDER BY version",
       );
