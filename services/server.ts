@@ -528,8 +528,8 @@ async function startControlPlane(
   // its Redis, in whichever one takes the job: there the leader must not be required.
   const schedule =
     interval > 0 && !config.redisUrl
-      ? setInterval(() => {
-          if (leadership.isLeader) void scheduledCheck();
+      ? setInterval(async () => {
+          if (leadership.isLeader && (await leadership.confirm())) await scheduledCheck();
         }, interval).unref()
       : undefined;
   const bullSchedule =

@@ -8,6 +8,8 @@ import type { Logger } from "../observability/log.js";
  */
 export interface Leadership {
   readonly isLeader: boolean;
+  /** Asks the database right now, just before acting as the leader: `isLeader` may be up to one check old. */
+  confirm(): Promise<boolean>;
   /** Called on every change, after `isLeader` changed. Returns an unsubscribe. */
   onChange(listener: (leader: boolean) => void): () => void;
   close(): Promise<void>;
@@ -15,12 +17,12 @@ export interface Leadership {
 
 /** The embedded database: only one process can open its file, so that process always leads. */
 export function soleLeader(): Leadership {
-  return { isLeader: true, onChange: () => () => {}, close: async () => {} };
+  return { isLeader: true, confirm: async () => true, onChange: () => () => {}, close: async () => {} };
 }
 
 /** A predict replica: it serves, and never runs the control plane's once-per-deployment work. */
 export function notLeader(): Leadership {
-  return { isLeader: false, onChange: () => () => {}, close: async () => {} };
+  return { isLeader: false, confirm: async () => false, onChange: () => () => {}, close: async () => {} };
 }
 
 /** The lock's key in pg_try_advisory_lock(int4, int4): "bike" in ASCII, then 1 for the control leader. */
@@ -74,6 +76,12 @@ export class AdvisoryLockLeadership implements Leadership {
     };
   }
 
+  async confirm(): Promise<boolean> {
+    if (!this.isLeader || !this.client) return false;
+    await this.checkSession(this.client);
+    return this.isLeader;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
@@ -93,13 +101,22 @@ export class AdvisoryLockLeadership implements Leadership {
     try {
       const client = this.client ?? (await this.connect());
       if (this.isLeader) {
-        await client.query("SELECT 1");
+        await this.checkSession(client);
         return;
       }
       const { rows } = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [
         ...LOCK_KEY,
       ]);
       if (rows[0]?.ok && !this.closed) this.set(true);
+    } catch {
+      await this.drop();
+    }
+  }
+
+  /** The lock lives as long as the session: a session that no longer answers means it is gone. */
+  private async checkSession(client: pg.Client): Promise<void> {
+    try {
+      await client.query("SELECT 1");
     } catch (error) {
       if (this.isLeader)
         this.log.error("lost the control-plane leadership: its database session failed", { error });

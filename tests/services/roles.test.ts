@@ -8,6 +8,8 @@ import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { ServerConfig } from "../../services/config.js";
 import { AdvisoryJobOwnership } from "../../services/control/job-ownership.js";
+import { AdvisoryLockLeadership } from "../../services/control/leadership.js";
+import { createLogger } from "../../services/observability/log.js";
 import { testPostgres } from "../helpers/backends.js";
 import { runCli } from "../helpers/cli.js";
 import {
@@ -237,6 +239,30 @@ describe("bikeshare serve --role", () => {
     } finally {
       await owner.close();
       await other.close();
+    }
+  });
+
+  it("a leader whose session the server dropped knows it before acting: confirm() is false at once", async () => {
+    const url = await (await testPostgres()).createDatabase();
+    const quiet = createLogger({}, "error", () => {});
+    // No periodic try during the test: only confirm() can find out.
+    const a = await AdvisoryLockLeadership.start(url, quiet, { retryMs: 60_000 });
+    const b = await AdvisoryLockLeadership.start(url, quiet, { retryMs: 60_000 });
+    const admin = new pg.Client({ host: "127.0.0.1", port: (await testPostgres()).port, user: "postgres" });
+    await admin.connect();
+    try {
+      expect([a.isLeader, b.isLeader]).toEqual([true, false]);
+      expect(await a.confirm()).toBe(true);
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1651075941 AND objid = 1 AND granted",
+      );
+      expect(a.isLeader).toBe(true); // not told yet
+      expect(await a.confirm()).toBe(false);
+      expect(a.isLeader).toBe(false);
+    } finally {
+      await admin.end();
+      await a.close();
+      await b.close();
     }
   });
 
