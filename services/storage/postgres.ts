@@ -21,6 +21,9 @@ import {
 /** `pg_advisory_xact_lock` key serialising every read-write transaction (an arbitrary constant). */
 const TRANSACTION_LOCK = 7_311_642_001;
 
+/** Transactions here wait on nothing but the database; one idle this long belongs to a stuck process. */
+const IDLE_IN_TRANSACTION_MS = 120_000;
+
 const OID = { int8: 20, timestamp: 1114, numeric: 1700 } as const;
 
 /** TIMESTAMP (without time zone) holds UTC here, as in DuckDB; pg's default reads it as local time. */
@@ -166,9 +169,12 @@ export class PgDatabase implements SqlDatabase {
       connectionString: url,
       max: options.maxConnections ?? 8,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
-      // TIMESTAMP columns hold UTC, and now()::TIMESTAMP must give UTC too.
-      options: "-c TimeZone=UTC",
+      // TIMESTAMP columns hold UTC, and now()::TIMESTAMP must give UTC too. A process frozen inside a
+      // transaction would hold the transaction lock of every process: the server ends such a session.
+      options: `-c TimeZone=UTC -c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`,
       application_name: "bikeshare",
+      // A server that vanished without closing the connection (a failover, a dead host) is noticed.
+      keepAlive: true,
       types,
     });
     // An idle connection the server dropped: the next statement reconnects, and fails loudly if it cannot.

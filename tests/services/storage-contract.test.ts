@@ -337,6 +337,11 @@ describe("PostgreSQL only", () => {
     const url = await (await testPostgres()).createDatabase();
     const db = await PgDatabase.open(url);
     try {
+      // Sessions read timestamps in UTC, and one stuck inside a transaction cannot hold the lock forever.
+      expect(await db.all("SHOW TimeZone")).toEqual([{ TimeZone: "UTC" }]);
+      expect(await db.all("SHOW idle_in_transaction_session_timeout")).toEqual([
+        { idle_in_transaction_session_timeout: "2min" },
+      ]);
       const error = await db.all("SELECT pg_terminate_backend(pg_backend_pid())").catch((e: unknown) => e);
       expect(error).toBeInstanceOf(StoreUnavailableError);
       expect((error as Error).message).not.toContain("secret");
