@@ -122,7 +122,7 @@ function isConnectionError(error: Error): boolean {
   );
 }
 
-/** disk_full, out_of_memory's sibling for storage, and a read-only cluster. */
+/** disk_full, and read_only_sql_transaction (a standby, or a cluster made read-only): writes wait for the operator. */
 const UNWRITABLE_CODES = new Set(["53100", "25006"]);
 
 interface ActiveTransaction {
