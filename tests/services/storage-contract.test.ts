@@ -267,6 +267,36 @@ describe("PostgreSQL only", () => {
     }
   });
 
+  it("two processes writing the registry at once: versions and the audit log stay contiguous", async () => {
+    const url = await (await testPostgres()).createDatabase();
+    const pools = await Promise.all([1, 2].map(() => PgDatabase.open(url)));
+    try {
+      const registries = await Promise.all(pools.map((db, i) => Registry.open(db, join(dir, `both-${i}`))));
+      const [first] = registries as [Registry];
+      const run = await first.createRun({ experiment: "shared" });
+      await first.putArtifact(run.id, "model.json", new TextEncoder().encode("{}"));
+      await first.endRun(run.id, "finished");
+      // Each registration reads MAX(version) + 1 and writes it back: without one lock across processes
+      // two of them would pick the same number.
+      const created = await Promise.all(
+        registries.flatMap((registry) =>
+          Array.from({ length: 8 }, () => registry.createModelVersion({ modelName: "m", runId: run.id })),
+        ),
+      );
+      const numbers = created.map((v) => Number(v.version)).sort((a, b) => a - b);
+      expect(numbers).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
+      await Promise.all(
+        registries.map((registry, i) =>
+          registry.setAlias({ modelName: "m", alias: `a${i}`, version: "1", actor: "t", reason: "race" }),
+        ),
+      );
+      const history = await first.aliasHistory("m");
+      expect(history.map((c) => c.alias).sort()).toEqual(["a0", "a1"]);
+    } finally {
+      await Promise.all(pools.map((db) => db.close()));
+    }
+  });
+
   it("upgrades a database made by the previous registry schema, keeping its rows", async () => {
     const url = await (await testPostgres()).createDatabase();
     const old = await PgDatabase.open(url);
