@@ -71,6 +71,15 @@ export async function startPostgres(): Promise<TestPostgres> {
     await rm(dir, { recursive: true, force: true });
     throw new Error(`could not start PostgreSQL: ${stderr || String(error)}`, { cause: error });
   }
+  // A test process that ends without its teardown (a timeout, an uncaught error) must not leave a server running.
+  const stopAtExit = () => {
+    try {
+      run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+    } catch {
+      // Already stopped.
+    }
+  };
+  process.once("exit", stopAtExit);
   const admin = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database: "postgres" });
   await admin.connect();
   let n = 0;
@@ -83,6 +92,7 @@ export async function startPostgres(): Promise<TestPostgres> {
       return `postgres://postgres:secret@127.0.0.1:${port}/${name}`;
     },
     async destroy() {
+      process.removeListener("exit", stopAtExit);
       await admin.end().catch(() => undefined);
       try {
         run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
