@@ -96,7 +96,14 @@ async function serveWorker(config: ServerConfig, slot: number): Promise<number> 
       ? false
       : `${config.spoolDir ?? `${config.dbPath}.prediction-spool`}.worker-${slot}`;
   const log = createLogger({ service: "bikeshare", worker: slot, pid: process.pid });
-  return serveOne({ ...config, spoolDir }, log, slot);
+  try {
+    return await serveOne({ ...config, spoolDir }, log, slot);
+  } catch (error) {
+    // The channel to the primary would keep this process alive, and cluster exits 0 when it is closed:
+    // exit 1 here, so that the primary sees a failed worker and starts it again.
+    log.error("the worker could not start", { error });
+    process.exit(1);
+  }
 }
 
 let nextMetricsRequest = 0;

@@ -72,6 +72,12 @@ describe("bikeshare serve --role", () => {
     const result = await runCli(["serve", "--role", "replica"], serveEnv(dir, undefined, await freePort()));
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('--role must be one of all, control, predict, got "replica"');
+    const fromEnv = await runCli(
+      ["serve"],
+      serveEnv(dir, undefined, await freePort(), { BIKESHARE_ROLE: "replica" }),
+    );
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toContain('BIKESHARE_ROLE must be one of all, control, predict, got "replica"');
   });
 
   it("a predict replica never changes the schema: before any control process migrated it, it refuses to start", async () => {

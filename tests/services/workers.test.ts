@@ -62,6 +62,26 @@ describe("bikeshare serve --workers", () => {
     expect(bad.stderr).toContain("--workers must be an integer in 0..256 (0 = one per core), got two");
   });
 
+  it("a worker that keeps dying at start is restarted later each time", async () => {
+    // Nothing migrated this database: a predict worker refuses to start, every time.
+    const url = await (await testPostgres()).createDatabase();
+    const deaths = (p: ServeProcess) =>
+      p.logs.filter((l) => l.msg === "a serving worker died: starting it again" && l.worker === 0);
+    const server = await startServe(
+      ["--workers", "2", "--role", "predict"],
+      serveEnv(dir, url, await freePort()),
+      (p) => p.waitForLog(() => deaths(p).length >= 3, 60_000),
+    );
+    try {
+      expect(deaths(server).map((l) => l.restart_in_ms)).toEqual([500, 1000, 2000]);
+      expect(deaths(server).every((l) => l.code === 1)).toBe(true);
+      expect(server.logs.some((l) => l.msg === "the worker could not start")).toBe(true);
+    } finally {
+      server.child.kill("SIGTERM");
+    }
+    expect(await server.exited).toBe(0);
+  });
+
   it("two workers share one port, /metrics adds both up, a killed worker comes back, SIGTERM drains them", async () => {
     const url = await (await testPostgres()).createDatabase();
     await seedTinyVersions(url, join(dir, "models"), 1);
