@@ -83,6 +83,11 @@ export interface ServerConfig {
   maxConnections: number;
   /** Concurrent streams one HTTP/2 session may open (SETTINGS_MAX_CONCURRENT_STREAMS). */
   http2MaxStreams: number;
+  /**
+   * On SIGTERM, how long /readyz answers 503 while everything is still served, before connections are
+   * closed: the time a load balancer or Kubernetes needs to stop sending new requests here.
+   */
+  drainMs: number;
 }
 
 /** A number from the environment, or `fallback` when unset; anything else is an error naming the variable. */
@@ -208,5 +213,6 @@ function connectionLimitsFromEnv(env: NodeJS.ProcessEnv) {
     idleTimeoutMs: intFromEnv(env, "BIKESHARE_IDLE_TIMEOUT_MS", 65_000, 50, 3_600_000),
     maxConnections: intFromEnv(env, "BIKESHARE_MAX_CONNECTIONS", defaultMaxConnections(), 1, 1_000_000),
     http2MaxStreams: intFromEnv(env, "BIKESHARE_HTTP2_MAX_STREAMS", 100, 1, 10_000),
+    drainMs: intFromEnv(env, "BIKESHARE_DRAIN_SECONDS", 0, 0, 300) * 1000,
   };
 }

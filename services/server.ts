@@ -201,7 +201,7 @@ export async function startServer(
     registry: state.registry,
     live: serving.live,
     async close() {
-      await front.close();
+      await front.close(config.drainMs);
       await control?.close();
       await serving.close();
       await state.close();

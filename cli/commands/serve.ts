@@ -12,8 +12,8 @@ const METRICS_REPLY = "bikeshare:metrics-reply";
 /** A worker that dies sooner than this after its start counts as a crash loop: its restart waits longer. */
 const HEALTHY_AFTER_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
-/** How long the primary waits for draining workers after SIGTERM before it kills them. */
-const DRAIN_MS = 30_000;
+/** How long the primary waits, beyond the workers' own drain period, before it kills them. */
+const STOP_GRACE_MS = 30_000;
 
 interface MetricsMessage {
   type: string;
@@ -55,7 +55,7 @@ export async function serveCommand(
   }
   const log = createLogger({ service: "bikeshare" });
   if (workers === 1) return serveOne(config, log);
-  runPrimary(workers, log);
+  runPrimary(workers, config.drainMs, log);
   return -1;
 }
 
@@ -130,7 +130,7 @@ function onMetricsReply(message: MetricsMessage): void {
   else pending?.resolve(message.text ?? "");
 }
 
-function runPrimary(count: number, log: Logger): void {
+function runPrimary(count: number, drainMs: number, log: Logger): void {
   const aggregator = new AggregatorRegistry();
   const slots = new Map<number, { slot: number; started: number }>();
   const quickDeaths = new Map<number, number>();
@@ -195,7 +195,7 @@ function runPrimary(count: number, log: Logger): void {
       log.error("workers still running after the drain period: killing them", { workers: slots.size });
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
       process.exit(1);
-    }, DRAIN_MS).unref();
+    }, drainMs + STOP_GRACE_MS).unref();
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));

@@ -28,8 +28,16 @@ type Handler = (
 
 export interface FrontServer {
   listen(port: number, host: string): Promise<number>;
-  close(): Promise<void>;
+  /**
+   * A graceful stop. For `drainMs` everything is still served but `GET /readyz` answers 503, so load
+   * balancers and Kubernetes stop sending new work; then no new connection is accepted, HTTP/2 sessions
+   * get a GOAWAY, idle HTTP/1.1 connections are closed and busy ones after their answer. Whatever is
+   * still open `graceMs` later is cut.
+   */
+  close(drainMs?: number): Promise<void>;
 }
+
+const CLOSE_GRACE_MS = 10_000;
 
 /**
  * A handler that stops reading a body early (a 413 thrown inside `for await`) would destroy the request,
@@ -72,6 +80,16 @@ export function createFrontServer(
   log: Logger,
   onRejected: () => void,
 ): FrontServer {
+  let draining = false;
+  let closing = false;
+  const serve: Handler = (req, res) => {
+    if (draining && req.method === "GET" && req.url === "/readyz") {
+      res.writeHead(503, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "not ready", reason: "shutting down" }));
+      return;
+    }
+    handler(req, res);
+  };
   const h1 = http.createServer(
     {
       IncomingMessage: KeptRequest,
@@ -83,14 +101,23 @@ export function createFrontServer(
     },
     (req, res) => {
       drainAfterAnswer(req, res);
-      handler(req, res);
+      // A kept-alive connection ends with the answer in progress once the server is closing.
+      if (closing) res.shouldKeepAlive = false;
+      serve(req, res);
     },
   );
   // Node starts the checks behind headersTimeout and requestTimeout when a server starts listening; this one
   // never listens, and on Node 20 no timeout applied to its sockets until this line.
   h1.emit("listening");
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, handler);
-  h2.on("session", (session) => watchSession(session, limits));
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, serve);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    // A session that starts while closing (its preface arrived just before) is told to go at once.
+    if (closing) session.close();
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    watchSession(session, limits);
+  });
 
   const logRejected = rateLimited(10_000, (count) =>
     log.warn("refused new connections: BIKESHARE_MAX_CONNECTIONS connections are open", {
@@ -143,14 +170,18 @@ export function createFrontServer(
         front.once("error", reject);
         front.listen(port, host, () => resolve((front.address() as net.AddressInfo).port));
       }),
-    async close() {
+    async close(drainMs = 0) {
+      draining = true;
+      if (drainMs > 0) await new Promise((resolve) => setTimeout(resolve, drainMs));
+      closing = true;
       await new Promise<void>((resolve) => {
         front.close(() => resolve());
+        // GOAWAY: the peer opens no new stream here, and the streams it has finish normally.
+        for (const session of sessions) session.close();
         h1.closeIdleConnections();
-        for (const socket of sockets) socket.end();
         setTimeout(() => {
           for (const socket of sockets) socket.destroy();
-        }, 2000).unref();
+        }, CLOSE_GRACE_MS).unref();
       });
       h1.close();
       h2.close();
