@@ -1,6 +1,6 @@
 import { unlink } from "node:fs/promises";
 import { RAW_FIELD_NAMES, type RawRecord } from "../../core/features/index.js";
-import type { SqlDatabase } from "../storage/database.js";
+import { type SqlDatabase, StoreUnavailableError } from "../storage/database.js";
 import { migrate } from "../storage/migrations.js";
 import { encodeRecord, PredictionSpool } from "./prediction-spool.js";
 
@@ -51,6 +51,8 @@ export interface PredictionLogOptions {
 }
 
 const DEFAULTS: PredictionLogOptions = { capacity: 200_000, batchSize: 5_000, flushIntervalMs: 250 };
+/** Retries while the database is unreachable back off up to this. */
+const MAX_RETRY_MS = 5_000;
 const DONE = Promise.resolve();
 
 /** The table's columns in the order the insert's SELECT lists them. */
@@ -81,6 +83,8 @@ export class PredictionLog {
   /** Entries logged while the spool could not be written. */
   unspooled = 0;
   private spoolErrorReportedAt = Number.NEGATIVE_INFINITY;
+  /** Delay before the next try while the database is unreachable; 0 when it is reachable. */
+  private retryMs = 0;
 
   private constructor(
     private readonly db: SqlDatabase,
@@ -215,7 +219,18 @@ export class PredictionLog {
           await this.insert(batch);
           this.written += batch.length;
           this.options.onWritten?.(batch.length);
+          this.retryMs = 0;
         } catch (error) {
+          if (error instanceof StoreUnavailableError && !this.closed) {
+            // The database is unreachable, not refusing: the entries wait in memory (bounded by `capacity`;
+            // beyond it log() drops and counts) and their spool segments stay, and the write is tried again
+            // with a backoff, so an outage ends with the log caught up.
+            this.buffer.unshift(...batch);
+            if (this.retryMs === 0) this.options.onError?.(error);
+            this.retryMs = Math.min(MAX_RETRY_MS, Math.max(250, this.retryMs * 2));
+            this.flushSoon(this.retryMs);
+            return;
+          }
           // The database refused the batch: count it as dropped rather than retry forever and grow without
           // bound. Its spool segments stay on disk, so the next start still writes it.
           refused = true;
