@@ -103,9 +103,13 @@ export function createFrontServer(
       drainAfterAnswer(req, res);
       // A kept-alive connection ends with the answer in progress once the server is closing.
       if (closing) res.shouldKeepAlive = false;
+      answering.add(res);
+      res.once("close", () => answering.delete(res));
       serve(req, res);
     },
   );
+  /** HTTP/1.1 answers in progress: their connections close after them once the server is closing. */
+  const answering = new Set<http.ServerResponse>();
   // Node starts the checks behind headersTimeout and requestTimeout when a server starts listening; this one
   // never listens, and on Node 20 no timeout applied to its sockets until this line.
   h1.emit("listening");
@@ -179,6 +183,10 @@ export function createFrontServer(
         // GOAWAY: the peer opens no new stream here, and the streams it has finish normally.
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
+        for (const res of answering) {
+          if (!res.headersSent) res.shouldKeepAlive = false;
+          else res.once("finish", () => res.socket?.end());
+        }
         setTimeout(() => {
           for (const socket of sockets) socket.destroy();
         }, CLOSE_GRACE_MS).unref();
