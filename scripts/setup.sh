@@ -28,6 +28,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 # A real PostgreSQL for the storage contract suite: the tests start throwaway clusters with its initdb and pg_ctl.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# HAProxy: the load balancer of the scale-out tests, run with the shipped ops/haproxy/haproxy.cfg.
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

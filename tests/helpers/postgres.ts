@@ -10,6 +10,9 @@ export interface TestPostgres {
   port: number;
   /** A new, empty database on the cluster; its URL. */
   createDatabase(): Promise<string>;
+  /** Stops the server (an outage: clients see refused connections) and starts it again, data kept. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
   /** Stops the server and removes its folder. */
   destroy(): Promise<void>;
 }
@@ -53,9 +56,7 @@ export async function startPostgres(): Promise<TestPostgres> {
     await chmod(dir, 0o755);
     execFileSync("chown", ["postgres:postgres", dir]);
   }
-  try {
-    // C collation: strings sort by code point, as in DuckDB (docs/deployment.md says to create it so).
-    run("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
+  const pgStart = () =>
     run("pg_ctl", [
       "-D",
       data,
@@ -66,6 +67,10 @@ export async function startPostgres(): Promise<TestPostgres> {
       `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`,
       "start",
     ]);
+  try {
+    // C collation: strings sort by code point, as in DuckDB (docs/deployment.md says to create it so).
+    run("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
+    pgStart();
   } catch (error) {
     const stderr = (error as { stderr?: Buffer }).stderr?.toString() ?? "";
     await rm(dir, { recursive: true, force: true });
@@ -80,7 +85,7 @@ export async function startPostgres(): Promise<TestPostgres> {
     }
   };
   process.once("exit", stopAtExit);
-  const admin = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database: "postgres" });
+  let admin = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database: "postgres" });
   await admin.connect();
   let n = 0;
   return {
@@ -90,6 +95,15 @@ export async function startPostgres(): Promise<TestPostgres> {
       const name = `test_${n}`;
       await admin.query(`CREATE DATABASE ${name}`);
       return `postgres://postgres:secret@127.0.0.1:${port}/${name}`;
+    },
+    async stop() {
+      await admin.end().catch(() => undefined);
+      run("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"]);
+    },
+    async start() {
+      pgStart();
+      admin = new pg.Client({ host: "127.0.0.1", port, user: "postgres", database: "postgres" });
+      await admin.connect();
     },
     async destroy() {
       process.removeListener("exit", stopAtExit);

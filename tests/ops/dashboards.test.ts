@@ -234,7 +234,11 @@ async function startPrometheus(targets: { server: number; worker: number }): Pro
   let config = await readFile(join(ROOT, "ops/prometheus/prometheus.yml"), "utf8");
   config = replaceOnce(config, "scrape_interval: 15s", `scrape_interval: ${SCRAPE_SECONDS}s`);
   config = replaceOnce(config, "evaluation_interval: 15s", `evaluation_interval: ${SCRAPE_SECONDS}s`);
-  config = replaceOnce(config, '"bikeshare:8080"', `"127.0.0.1:${targets.server}"`);
+  config = replaceOnce(
+    config,
+    '"bikeshare:8080", "predict-1:8080", "predict-2:8080"',
+    `"127.0.0.1:${targets.server}"`,
+  );
   config = replaceOnce(config, '"worker:9465"', `"127.0.0.1:${targets.worker}"`);
   config = replaceOnce(config, '"localhost:9090"', `"127.0.0.1:${port}"`);
   await writeFile(join(dir, "prometheus.yml"), config);

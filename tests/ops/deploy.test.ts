@@ -266,7 +266,21 @@ describe("Dockerfile (ops/docker/Dockerfile)", () => {
 // ---------------------------------------------------------------------------------------------
 // docker-compose.yml
 
-const COMPOSE_SERVICES = ["bikeshare", "worker", "redis", "prometheus", "grafana", "tempo", "airflow"];
+const COMPOSE_SERVICES = [
+  "lb",
+  "bikeshare",
+  "predict-1",
+  "predict-2",
+  "postgres",
+  "worker",
+  "redis",
+  "prometheus",
+  "grafana",
+  "tempo",
+  "airflow",
+];
+/** compose-check sees only these variables; the stack refuses to load without a database password. */
+const COMPOSE_ENV = ["-env", "POSTGRES_PASSWORD=compose-check-placeholder"];
 
 /** Names documented in docs/deployment.md, written as `NAME`. */
 async function documentedNames(): Promise<Set<string>> {
@@ -278,9 +292,39 @@ describe("docker-compose.yml", () => {
   let project: any;
 
   beforeAll(async () => {
-    const r = await run(tool("compose-check"), ["docker-compose.yml"]);
+    const r = await run(tool("compose-check"), [...COMPOSE_ENV, "docker-compose.yml"]);
     if (r.code !== 0) throw new Error(`compose-go rejected docker-compose.yml:\n${r.stderr}`);
     project = JSON.parse(r.stdout);
+  });
+
+  it("refuses to start without a database password, naming the variable", async () => {
+    const r = await run(tool("compose-check"), ["docker-compose.yml"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("POSTGRES_PASSWORD");
+  });
+
+  it("puts two predict replicas and the control plane behind HAProxy, all on PostgreSQL", async () => {
+    const url = new URL(project.services["predict-1"].environment.BIKESHARE_DATABASE_URL);
+    expect(url.hostname).toBe("postgres");
+    for (const name of ["bikeshare", "predict-1", "predict-2", "worker"]) {
+      expect(project.services[name].environment.BIKESHARE_DATABASE_URL, name).toBe(url.href);
+    }
+    expect(project.services["predict-1"].command).toEqual(["serve", "--role", "predict"]);
+    expect(project.services["predict-2"].command).toEqual(["serve", "--role", "predict"]);
+    expect(project.services.bikeshare.command).toEqual(["serve", "--role", "control"]);
+    expect(project.services["predict-1"].healthcheck.test.join(" ")).toContain("/readyz");
+    // Only the load balancer is published; the replicas are reached through it.
+    expect(Object.keys(project.services).filter((n) => project.services[n].ports?.length)).toEqual(
+      expect.arrayContaining(["lb"]),
+    );
+    for (const name of ["bikeshare", "predict-1", "predict-2"])
+      expect(project.services[name].ports ?? []).toEqual([]);
+    const haproxy = project.services.lb.volumes.find((v: any) => v.target.endsWith("haproxy.cfg"));
+    const cfg = await readFile(haproxy.source, "utf8");
+    const servers = [...cfg.matchAll(/^\s*server \S+ ([a-z0-9-]+):(\d+)/gm)].map((m) => m[1]);
+    expect(servers.sort()).toEqual(["bikeshare", "predict-1", "predict-2"]);
+    const check = await run("haproxy", ["-c", "-f", haproxy.source]);
+    expect(check.stdout + check.stderr).toContain("Configuration file is valid");
   });
 
   it("is accepted by compose-go's loader, which rejects a broken file naming the problem", async () => {
@@ -306,19 +350,20 @@ describe("docker-compose.yml", () => {
       const test = project.services[name].healthcheck?.test as string[] | undefined;
       expect(test?.[0], `${name} healthcheck`).toBe("CMD");
     }
-    expect(project.services.bikeshare.healthcheck.test.join(" ")).toContain("/readyz");
+    expect(project.services.lb.healthcheck.test.join(" ")).toContain("/readyz");
     expect(project.services.bikeshare.depends_on.redis.condition).toBe("service_healthy");
+    expect(project.services.bikeshare.depends_on.postgres.condition).toBe("service_healthy");
+    expect(project.services["predict-1"].depends_on.postgres.condition).toBe("service_healthy");
     expect(project.services.worker.depends_on.redis.condition).toBe("service_healthy");
-    expect(project.services.airflow.depends_on.bikeshare.condition).toBe("service_healthy");
+    expect(project.services.airflow.depends_on.lb.condition).toBe("service_healthy");
   });
 
   it("builds the app services from the Dockerfile's runtime stage and keeps models on a volume", () => {
-    for (const name of ["bikeshare", "worker"]) {
+    for (const name of ["bikeshare", "predict-1", "predict-2", "worker"]) {
       const svc = project.services[name];
       expect(svc.build.dockerfile).toBe("ops/docker/Dockerfile");
       expect(svc.build.target).toBe("runtime");
     }
-    expect(project.services.bikeshare.command).toEqual(["serve"]);
     expect(project.services.worker.command).toEqual(["worker"]);
     const registry = project.services.bikeshare.volumes.find((v: any) => v.target === "/var/lib/bikeshare");
     expect(registry.type).toBe("volume");
@@ -336,10 +381,12 @@ describe("docker-compose.yml", () => {
   it("wires Prometheus, Grafana and traces to the services and ports that exist", async () => {
     const port = (service: string, variable: string) => project.services[service].environment[variable];
     const prometheusYml = await readFile(join(ROOT, "ops/prometheus/prometheus.yml"), "utf8");
-    const targets = [...prometheusYml.matchAll(/"([a-z-]+):(\d+)"/g)].map((m) => [m[1], m[2]]);
+    const targets = [...prometheusYml.matchAll(/"([a-z0-9-]+):(\d+)"/g)].map((m) => [m[1], m[2]]);
     expect(targets).toEqual(
       expect.arrayContaining([
         ["bikeshare", port("bikeshare", "PORT")],
+        ["predict-1", port("predict-1", "PORT")],
+        ["predict-2", port("predict-2", "PORT")],
         ["worker", port("worker", "WORKER_METRICS_PORT")],
       ]),
     );
@@ -380,7 +427,10 @@ describe("Kubernetes manifests (ops/k8s)", () => {
     docs.find((d) => d.kind === kind && d.metadata.name === name) as any;
 
   beforeAll(async () => {
-    const files = (await readdir(join(ROOT, "ops/k8s"))).filter((f) => f.endsWith(".yaml"));
+    // kubeconform walks ops/k8s recursively: the optional trial/ manifests are validated too.
+    const files = (await readdir(join(ROOT, "ops/k8s"), { recursive: true })).filter((f) =>
+      f.endsWith(".yaml"),
+    );
     docs = (await yamlDocs(...files.map((f) => join(ROOT, "ops/k8s", f)))).flat();
   });
 
@@ -410,7 +460,7 @@ describe("Kubernetes manifests (ops/k8s)", () => {
     try {
       const predict = await readFile(join(ROOT, "ops/k8s/predict.yaml"), "utf8");
       await writeFile(join(dir, "typo.yaml"), predict.replace("readinessProbe:", "readinesProbe:"));
-      await writeFile(join(dir, "type.yaml"), predict.replace("replicas: 1", 'replicas: "one"'));
+      await writeFile(join(dir, "type.yaml"), predict.replace("replicas: 3", 'replicas: "three"'));
       await writeFile(
         join(dir, "kind.yaml"),
         "apiVersion: apps/v1\nkind: Deploymnet\nmetadata:\n  name: x\n",
@@ -428,15 +478,31 @@ describe("Kubernetes manifests (ops/k8s)", () => {
     }
   });
 
-  it("probes predict on /readyz and /healthz and runs every pod as non-root", () => {
+  it("runs predict as stateless replicas that roll without losing capacity, and control apart", () => {
     const predict = find("Deployment", "bikeshare-predict");
     const container = predict.spec.template.spec.containers[0];
-    expect(container.args).toEqual(["serve"]);
+    expect(container.args).toEqual(["serve", "--role", "predict"]);
     expect(container.readinessProbe.httpGet.path).toBe("/readyz");
     expect(container.livenessProbe.httpGet.path).toBe("/healthz");
-    // One writer for the embedded DuckDB registry: never two pods at once.
-    expect(predict.spec.replicas).toBe(1);
-    expect(predict.spec.strategy.type).toBe("Recreate");
+    expect(predict.spec.replicas).toBe(3);
+    expect(predict.spec.strategy).toMatchObject({
+      type: "RollingUpdate",
+      rollingUpdate: { maxUnavailable: 0 },
+    });
+    // Stateless: no claim on any pod of the predict Deployment, so any node can take any replica.
+    expect(predict.spec.template.spec.volumes.filter((v: any) => v.persistentVolumeClaim)).toEqual([]);
+    const pdb = find("PodDisruptionBudget", "bikeshare-predict");
+    expect(pdb.spec.selector.matchLabels).toEqual(predict.spec.selector.matchLabels);
+    expect(pdb.spec.minAvailable).toBeGreaterThanOrEqual(1);
+    expect(pdb.spec.minAvailable).toBeLessThan(predict.spec.replicas);
+    const hpa = find("HorizontalPodAutoscaler", "bikeshare-predict");
+    expect(hpa.spec.scaleTargetRef).toMatchObject({ kind: "Deployment", name: "bikeshare-predict" });
+    expect(hpa.spec.minReplicas).toBe(predict.spec.replicas);
+    const control = find("Deployment", "bikeshare-control");
+    expect(control.spec.template.spec.containers[0].args).toEqual(["serve", "--role", "control"]);
+    // Both read the shared database's URL from the Secret, never from the ConfigMap.
+    expect(find("Secret", "bikeshare-secrets").stringData).toHaveProperty("BIKESHARE_DATABASE_URL");
+    expect(find("ConfigMap", "bikeshare-config").data).not.toHaveProperty("BIKESHARE_DATABASE_URL");
     for (const d of docs.filter((d) => d.kind === "Deployment")) {
       const pod = d.spec.template.spec;
       expect(pod.securityContext.runAsNonRoot, d.metadata.name).toBe(true);
@@ -471,7 +537,7 @@ describe("Kubernetes manifests (ops/k8s)", () => {
     for (const s of docs.filter((d) => d.kind === "Service")) {
       const pods = docs.filter(
         (d) =>
-          d.kind === "Deployment" &&
+          (d.kind === "Deployment" || d.kind === "StatefulSet") &&
           Object.entries(s.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v),
       );
       expect(pods.length, `service ${s.metadata.name} selects a deployment`).toBe(1);
