@@ -101,6 +101,8 @@ describe("alert rules", () => {
         "BikeshareStoreNotWritable",
         "BikeshareQueueErrors",
         "BikeshareConnectionsRejected",
+        "BikeshareStateStale",
+        "BikeshareNoControlLeader",
       ]),
     );
     const tests = (await Promise.all((await ruleTestFiles()).map(read))).join("\n");
