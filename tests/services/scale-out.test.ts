@@ -3,13 +3,20 @@ import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { ServerConfig } from "../../services/config.js";
 import type { LoadSummary } from "../helpers/fixed-rate-load.js";
+import { SUMMER_EVENING } from "../helpers/hour-csv.js";
 import { startPostgres, type TestPostgres } from "../helpers/postgres.js";
 import {
   freePort,
@@ -173,6 +180,25 @@ afterAll(async () => {
 });
 
 describe("two predict replicas and a control process on PostgreSQL behind HAProxy", () => {
+  it("passes every protocol through one port: gRPC and Connect predictions to the replicas, the rest to control", async () => {
+    const conditions = { ...SUMMER_EVENING };
+    for (const transport of [
+      createGrpcTransport({ baseUrl: lbUrl }),
+      createConnectTransport({ baseUrl: lbUrl, httpVersion: "1.1" }),
+      createConnectTransport({ baseUrl: lbUrl, httpVersion: "2" }),
+      createGrpcWebTransport({ baseUrl: lbUrl, httpVersion: "1.1" }),
+    ]) {
+      const answer = await createClient(PredictService, transport).predict({ conditions });
+      expect(answer.modelVersion).toBe("1");
+      // A replica would answer unimplemented: the balancer sent this to the control plane.
+      const models = await createClient(RegistryService, transport).listModelVersions(
+        { modelName: "bike-demand" },
+        { headers: { authorization: `Bearer ${tokens.reader}` } },
+      );
+      expect(models.versions.length).toBe(3);
+    }
+  });
+
   it("a promotion reaches both replicas within 2 s, with no failed request and every prediction logged", async () => {
     const registry = connectClient(control.baseUrl, RegistryService, tokens.admin);
     let promotedAt = 0;
