@@ -40,7 +40,9 @@ Usage:
   bikeshare actuals FILE                Report observed counts (CSV, Parquet or Arrow; columns hour or dteday+hr, and cnt)
   bikeshare replay [--train-until 2011-12-31] [--from 2012-01-01] [--to 2012-12-31] [--out docs/replay]
                                         Replay the hours in order through a fresh server, with and without
-                                        automatic retraining; writes a timeline, a chart and a summary
+                                        automatic retraining; writes a timeline, a chart and a summary.
+                                        With BIKESHARE_DATABASE_URL, each server gets a new database on that
+                                        PostgreSQL server (the user needs CREATEDB), dropped at its end
 
   bikeshare worker                      Run queued jobs from BullMQ on REDIS_URL (WORKER_CONCURRENCY, WORKER_METRICS_PORT)
   bikeshare notify --type deployment|training|drift [--model-version V] [--alias NAME] [--job-id ID]
