@@ -25,11 +25,16 @@ import { rateLimited } from "../pipelines/rate-limited.js";
 import { authInterceptor, defaultPolicy } from "./auth/interceptor.js";
 import { loadOrCreateTokens, type TokenBook } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
-import { listenForAliasMoves } from "./control/alias-notifications.js";
+import {
+  ALIAS_MOVES_CHANNEL,
+  type DatabaseNotifications,
+  listenOnDatabase,
+} from "./control/alias-notifications.js";
 import { AdvisoryJobOwnership, soleOwner } from "./control/job-ownership.js";
 import { AdvisoryLockLeadership, type Leadership, notLeader, soleLeader } from "./control/leadership.js";
 import { errorInterceptor } from "./errors.js";
 import { createFrontServer } from "./http/front.js";
+import { CancelsAcrossProcesses, sharedJobEvents } from "./jobs/across-processes.js";
 import { JobEvents } from "./jobs/events.js";
 import { jobHandlers } from "./jobs/kinds.js";
 import { jobRunner, resumeUnfinished, SHUTDOWN } from "./jobs/lifecycle.js";
@@ -290,6 +295,8 @@ interface Serving {
   live: LiveModel;
   predictionLog: PredictionLog;
   onServed: OnServed;
+  /** The shared database's notification session, which the control plane's jobs use too. */
+  notifications?: DatabaseNotifications;
   close(): Promise<void>;
 }
 
@@ -338,17 +345,19 @@ async function startServing(
   const live = new LiveModel(state.registry, config.modelName, "production", config.ortThreads, log, metrics);
   await live.start();
   // Other processes move the alias on a shared database: a NOTIFY makes the swap quick, the poll sure.
-  const moves =
-    config.databaseUrl === undefined
-      ? undefined
-      : listenForAliasMoves(config.databaseUrl, () => void live.reload());
-  if (moves) live.follow(ALIAS_POLL_MS);
+  const notifications = config.databaseUrl === undefined ? undefined : listenOnDatabase(config.databaseUrl);
+  if (notifications) {
+    const reload = () => void live.reload();
+    notifications.listen(ALIAS_MOVES_CHANNEL, reload, reload);
+    live.follow(ALIAS_POLL_MS);
+  }
   return {
     live,
     predictionLog,
     onServed,
+    ...(notifications ? { notifications } : {}),
     async close() {
-      await moves?.close();
+      await notifications?.close();
       await live.stop();
       await predictionLog.close();
     },
@@ -378,7 +387,10 @@ async function startControlPlane(
   const { db, registry, leadership } = state;
   const { live, predictionLog } = serving;
   const jobs = await JobStore.open(db);
-  const events = new JobEvents();
+  // On a shared database a job's events and cancels reach every control process, whichever runs it.
+  const { notifications } = serving;
+  const events = notifications ? sharedJobEvents(notifications, jobs) : new JobEvents();
+  const across = notifications ? new CancelsAcrossProcesses(notifications, jobs) : undefined;
   const actuals = await Actuals.open(db);
   const reports = await DriftReports.open(db, registry);
   // Drift and accuracy problems persist for days: one alert per rule and version a day is enough.
@@ -422,7 +434,9 @@ async function startControlPlane(
         );
   const queue = new InProcessQueue(
     async (jobId, signal) => {
-      if (!(await ownership.run(jobId, () => runJob(jobId, signal))))
+      const run = () => runJob(jobId, signal);
+      const cancellable = across ? () => across.follow(jobId, () => queue.cancel(jobId), run) : run;
+      if (!(await ownership.run(jobId, cancellable)))
         log.info("job skipped: another process runs it", { job_id: jobId });
     },
     // In a child process, one job at a time (training uses every core); with workers, as many as they take.
@@ -543,7 +557,13 @@ async function startControlPlane(
     routes(router) {
       router.service(
         TrainService,
-        createTrainService({ jobs, queue, events, defaultExperiment: config.experiment }),
+        createTrainService({
+          jobs,
+          queue,
+          events,
+          ...(across ? { across } : {}),
+          defaultExperiment: config.experiment,
+        }),
       );
       router.service(RegistryService, createRegistryService(registry));
       router.service(

@@ -3,18 +3,35 @@ import pg from "pg";
 /** The PostgreSQL channel on which services/registry/aliases.ts announces every committed alias move. */
 export const ALIAS_MOVES_CHANNEL = "bikeshare_alias_moves";
 
-export interface AliasMovesListener {
+/**
+ * One session per process for PostgreSQL notifications: the alias moves a predict replica follows
+ * and the job events and cancels control processes exchange (services/jobs/across-processes.ts).
+ */
+export interface DatabaseNotifications {
+  /**
+   * Calls `onMessage` with each payload sent on `channel` by any process, this one included. After
+   * the session broke and came back, `onResume` is called: what was sent meanwhile was not heard.
+   */
+  listen(channel: string, onMessage: (payload: string) => void, onResume?: () => void): void;
+  /**
+   * Sends on this session, so that one process's notifications arrive in the order it sent them.
+   * Dropped while the session is down or `maxPending` are still unsent: a notification is only ever
+   * a hint that the listener's own polling makes sure of.
+   */
+  notify(channel: string, payload: string): void;
   close(): Promise<void>;
 }
 
 /**
- * LISTENs on a connection of its own and calls `onMove` for each alias move any process commits
- * (PostgreSQL delivers a NOTIFY only at its transaction's commit). A broken connection is opened again
- * every `retryMs`, and `onMove` is called once it is back, since moves made meanwhile were not heard.
- * It only makes the swap quicker: LiveModel's polling catches every move without it.
+ * LISTENs on a connection of its own (PostgreSQL delivers a NOTIFY only at its transaction's commit).
+ * A broken connection is opened again every `retryMs`, and each channel's `onResume` is called once it
+ * is back.
  */
-export function listenForAliasMoves(url: string, onMove: () => void, retryMs = 2000): AliasMovesListener {
+export function listenOnDatabase(url: string, retryMs = 2000, maxPending = 1000): DatabaseNotifications {
+  const channels = new Map<string, { onMessage: (payload: string) => void; onResume?: () => void }>();
   let client: pg.Client | undefined;
+  let ready = false;
+  let pending = 0;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   let everConnected = false;
@@ -22,6 +39,7 @@ export function listenForAliasMoves(url: string, onMove: () => void, retryMs = 2
   const retry = () => {
     const broken = client;
     client = undefined;
+    ready = false;
     void broken?.end().catch(() => undefined);
     if (!closed) timer = setTimeout(() => void connect(), retryMs).unref();
   };
@@ -30,7 +48,7 @@ export function listenForAliasMoves(url: string, onMove: () => void, retryMs = 2
       connectionString: url,
       connectionTimeoutMillis: retryMs * 2,
       keepAlive: true,
-      application_name: "bikeshare alias moves",
+      application_name: "bikeshare notifications",
     });
     client = next;
     // A server restart ends the session with or without an error, depending on how it went.
@@ -39,10 +57,10 @@ export function listenForAliasMoves(url: string, onMove: () => void, retryMs = 2
     };
     next.on("error", lost);
     next.on("end", lost);
-    next.on("notification", () => onMove());
+    next.on("notification", (message) => channels.get(message.channel)?.onMessage(message.payload ?? ""));
     try {
       await next.connect();
-      await next.query(`LISTEN ${ALIAS_MOVES_CHANNEL}`);
+      for (const channel of channels.keys()) await next.query(`LISTEN ${channel}`);
     } catch {
       if (client === next) retry();
       return;
@@ -51,17 +69,34 @@ export function listenForAliasMoves(url: string, onMove: () => void, retryMs = 2
       await next.end().catch(() => undefined);
       return;
     }
-    if (everConnected) onMove();
+    ready = true;
+    if (everConnected) for (const { onResume } of channels.values()) onResume?.();
     everConnected = true;
   };
-  void connect();
 
   return {
+    listen(channel, onMessage, onResume) {
+      channels.set(channel, { onMessage, ...(onResume ? { onResume } : {}) });
+      if (client === undefined && !closed && timer === undefined) void connect();
+      // A channel added once connected is listened to now; one added meanwhile at connect's loop.
+      else if (ready) client?.query(`LISTEN ${channel}`).catch(() => undefined);
+    },
+    notify(channel, payload) {
+      if (!ready || !client || pending >= maxPending) return;
+      pending++;
+      client
+        .query("SELECT pg_notify($1, $2)", [channel, payload])
+        .catch(() => undefined)
+        .finally(() => {
+          pending--;
+        });
+    },
     async close() {
       closed = true;
       clearTimeout(timer);
       const last = client;
       client = undefined;
+      ready = false;
       await last?.end().catch(() => undefined);
     },
   };

@@ -3,7 +3,8 @@ import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { CANCEL_REQUESTED, TaskCancelled } from "../../pipelines/jobs/tasks.js";
 import type { Logger } from "../observability/log.js";
 import { withSpan } from "../observability/tracing.js";
-import type { JobEvent, JobEvents } from "./events.js";
+import type { CancelsAcrossProcesses } from "./across-processes.js";
+import { type JobEvent, type JobEvents, outcomeEvent } from "./events.js";
 import type { JobFieldsInit } from "./job-message.js";
 import { type FinishResult, type JobRecord, type JobStore, type StoredJob, TERMINAL } from "./store.js";
 
@@ -136,14 +137,21 @@ async function runWith(
   };
   const finish = async (state: "succeeded" | "failed" | "cancelled", result: FinishResult) => {
     await ctx.jobs.finish(jobId, state, result);
-    const message = state === "failed" ? `failed: ${result.error}` : state;
-    ctx.events.publish({ jobId, state, stage: state, message, time: new Date() });
+    ctx.events.publish(outcomeEvent({ id: jobId, state, error: result.error, finishedAt: new Date() }));
     const done = await ctx.jobs.get(jobId);
     if (done) ctx.onFinished?.(done, (performance.now() - started) / 1000);
   };
 
   try {
-    if (!(await ctx.jobs.markRunning(jobId))) return; // cancelled while it was being dequeued
+    if (!(await ctx.jobs.markRunning(jobId))) {
+      // Cancelled while it was being dequeued. On a shared database the cancel may have been asked for
+      // while no process ran it (left running by a process that stopped): then it ends here, once.
+      if (await ctx.jobs.endCancelled(jobId, "cancelled by request")) {
+        const ended = await ctx.jobs.get(jobId);
+        if (ended) ctx.events.publish(outcomeEvent(ended));
+      }
+      return;
+    }
     await finish("succeeded", await handler.run(job, run, signal));
   } catch (error) {
     if (signal.aborted && signal.reason !== CANCEL_REQUESTED) {
@@ -167,10 +175,24 @@ async function runWith(
  * the cancellation. The caller checks first that the job has not ended.
  */
 export async function cancelJob(
-  deps: { jobs: JobStore; events: JobEvents; queue: JobQueue },
+  deps: { jobs: JobStore; events: JobEvents; queue: JobQueue; across?: CancelsAcrossProcesses },
   job: StoredJob,
   reason: string,
 ): Promise<void> {
+  if (deps.across) {
+    // Another process may run the job or hold it in its queue: the request goes on its row, which
+    // markRunning honours and whoever runs it reads. A queued job ends here (endCancelled records it
+    // once, should its runner find it first), a running one where it runs.
+    const why = reason || "cancelled before it started";
+    const state = await deps.jobs.requestCancel(job.id, why);
+    deps.queue.cancel(job.id);
+    if (state === "running") deps.across.announce(job.id);
+    else if (state === "queued" && (await deps.jobs.endCancelled(job.id, why)))
+      deps.events.publish(
+        outcomeEvent({ id: job.id, state: "cancelled", error: why, finishedAt: new Date() }),
+      );
+    return;
+  }
   const wasQueued = job.state === "queued";
   deps.queue.cancel(job.id);
   if (wasQueued) {

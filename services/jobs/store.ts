@@ -240,14 +240,52 @@ export class JobStore {
   }
 
   /**
-   * Starts (or resumes) a job; false when it ended meanwhile: a cancel that reached the job while it was
-   * being dequeued must not be overwritten by "running".
+   * Starts (or resumes) a job; false when it ended meanwhile or its cancel was asked for (`requestCancel`):
+   * a cancel that reached the job while it was being dequeued must not be overwritten by "running".
    */
   async markRunning(id: string): Promise<boolean> {
     const rows = await this.db.all(
       `UPDATE jobs SET state = 'running', stage = 'starting', started_at = now()::TIMESTAMP, attempts = attempts + 1
-         WHERE id = $1 AND state IN ('queued', 'running') RETURNING id`,
+         WHERE id = $1 AND state IN ('queued', 'running') AND error IS NULL RETURNING id`,
       [id],
+    );
+    return rows.length === 1;
+  }
+
+  /**
+   * Asks whoever runs the job to cancel it, on a database several processes share: the process that runs
+   * it polls its jobs' rows (`cancelRequested`). The request is the reason in `error`, which an unended
+   * job has no other use for (only its end writes it), so that no schema change is needed for a state
+   * that lasts until the runner's next poll. Returns the job's state, undefined when it had ended.
+   */
+  async requestCancel(id: string, reason: string): Promise<JobState | undefined> {
+    const [row] = await this.db.all<{ state: JobState }>(
+      `UPDATE jobs SET error = coalesce(error, $2) WHERE id = $1 AND state IN ('queued', 'running') RETURNING state`,
+      [id, reason],
+    );
+    return row?.state;
+  }
+
+  /** Which of `ids` (running jobs) were asked to cancel by `requestCancel`. */
+  async cancelRequested(ids: readonly string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const list = ids.map((_, i) => `$${i + 1}`).join(", ");
+    const rows = await this.db.all<{ id: string }>(
+      `SELECT id FROM jobs WHERE id IN (${list}) AND state = 'running' AND error IS NOT NULL`,
+      [...ids],
+    );
+    return rows.map((r) => String(r.id));
+  }
+
+  /**
+   * Records as cancelled a job asked to cancel that no process runs (still queued, or left by a process
+   * that stopped); false when it had ended already, so that its outcome is recorded and told once.
+   */
+  async endCancelled(id: string, reason: string): Promise<boolean> {
+    const rows = await this.db.all(
+      `UPDATE jobs SET state = 'cancelled', stage = 'cancelled', finished_at = now()::TIMESTAMP, error = coalesce(error, $2)
+         WHERE id = $1 AND state IN ('queued', 'running') RETURNING id`,
+      [id, reason],
     );
     return rows.length === 1;
   }

@@ -6,6 +6,7 @@ import { JobState, Objective, type TrainService } from "../../gen/bikeshare/v1/t
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import { actorOf } from "../auth/principal.js";
 import { invalidArgument } from "../errors.js";
+import type { CancelsAcrossProcesses } from "../jobs/across-processes.js";
 import type { JobEvents } from "../jobs/events.js";
 import { cancelJob } from "../jobs/lifecycle.js";
 import { jobToProto, STATE, STATE_NAME } from "../jobs/proto.js";
@@ -27,6 +28,8 @@ export interface TrainServiceDeps {
   jobs: JobStore;
   queue: JobQueue;
   events: JobEvents;
+  /** On a database several control processes share: cancels reach the process that runs the job. */
+  across?: CancelsAcrossProcesses;
   defaultExperiment: string;
 }
 
@@ -172,7 +175,11 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
           `job ${job.id} has already ${job.state === "cancelled" ? "been cancelled" : job.state}`,
         );
       }
-      await cancelJob({ jobs, events, queue }, job, req.reason);
+      await cancelJob(
+        { jobs, events, queue, ...(deps.across ? { across: deps.across } : {}) },
+        job,
+        req.reason,
+      );
       return { job: jobToProto(await requireJob(job.id)) };
     },
   };
