@@ -56,12 +56,21 @@ export class JobEvents {
   }
 
   publish(event: JobEvent): void {
-    this.receive(event);
+    this.record(event);
     this.shared?.send(event);
   }
 
-  /** An event another process published. */
+  /**
+   * An event another process published. Its job's history is dropped at its end: a watcher who comes
+   * later reads the outcome from the job's row (TrainService.WatchJob), so every process need not keep
+   * the story of every job.
+   */
   receive(event: JobEvent): void {
+    this.record(event);
+    if (TERMINAL.has(event.state)) this.history.delete(event.jobId);
+  }
+
+  private record(event: JobEvent): void {
     const list = this.history.get(event.jobId) ?? [];
     if (list.length >= MAX_EVENTS_PER_JOB) list.splice(0, list.length - MAX_EVENTS_PER_JOB + 1);
     list.push(event);
