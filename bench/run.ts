@@ -4,7 +4,7 @@
  * 1,000 rows. The server runs as its own process (compiled dist/), as in production;
  * the throughput load generators run in this process, the fixed-rate latency one (bench/loadgen, Go)
  * in its own, all on the same 2 cores. Writes docs/benchmarks.md; then the prediction-log spool
- * (bench/spool.ts) and batch scoring (bench/scoring.ts) add their sections.
+ * (bench/spool.ts), batch scoring (bench/scoring.ts) and scale-out (bench/scale-out.ts) add their sections.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -27,6 +27,7 @@ import { JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
+import { currentScaleOutSection, scaleOutBenchmark, writeScaleOutSection } from "./scale-out.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
 import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
 
@@ -328,7 +329,12 @@ PredictBatch of 1,000 rows (Connect binary over h2c, one call at a time, client 
 (p50 ${f2(batch.p50ms)} ms per call, ${batch.calls} calls). Server-side cost of one such call measured in-process:
 ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, features ≈ 0.6 ms.
 `;
-    const sections = [doc, await currentSpoolSection(), await currentScoringSection()];
+    const sections = [
+      doc,
+      await currentSpoolSection(),
+      await currentScoringSection(),
+      await currentScaleOutSection(),
+    ];
     await writeFile(join(root, "docs/benchmarks.md"), sections.filter((s) => s !== "").join("\n"));
     console.log("wrote docs/benchmarks.md");
   } finally {
@@ -337,9 +343,11 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
     await rm(dir, { recursive: true, force: true });
   }
   // After the server has stopped, so each has the machine to itself; each adds its own section.
-  // BENCH_SPOOL=0 and BENCH_SCORING=0 keep the section from the last run (scoring takes about 25 minutes).
+  // BENCH_SPOOL=0, BENCH_SCORING=0 and BENCH_SCALE_OUT=0 keep the section from the last run (scoring takes
+  // about 25 minutes).
   if (process.env.BENCH_SPOOL !== "0") await writeSpoolSection(await spoolBenchmark());
   if (process.env.BENCH_SCORING !== "0") await writeScoringSection(await scoringBenchmark());
+  if (process.env.BENCH_SCALE_OUT !== "0") await writeScaleOutSection(await scaleOutBenchmark());
 }
 
 main().catch((error: unknown) => {
