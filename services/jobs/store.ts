@@ -107,6 +107,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'train'`,
     `ALTER TABLE jobs ADD COLUMN IF NOT EXISTS result VARCHAR`,
   ],
+  // A cancel asked for through another process than the one running the job (several processes on
+  // one PostgreSQL): the reason waits here until the runner stops the job.
+  [`ALTER TABLE jobs ADD COLUMN IF NOT EXISTS cancel_requested VARCHAR`],
 ];
 export const JOB_MIGRATIONS: readonly Migration[] = MIGRATIONS.map((statements, i) => ({
   version: i + 1,
@@ -190,7 +193,9 @@ export class JobStore {
       }
       const id = randomUUID();
       await tx.run(
-        `INSERT INTO jobs VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, NULL, NULL, NULL, NULL, NULL, false, $4, $5, 0, $6, NULL)`,
+        `INSERT INTO jobs (id, state, stage, progress, reason, request, created_at, promoted, requested_by,
+           idempotency_key, attempts, kind)
+         VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, false, $4, $5, 0, $6)`,
         [id, request.reason, JSON.stringify(request), requestedBy, idempotencyKey || null, kind],
       );
       const [row] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
@@ -246,7 +251,7 @@ export class JobStore {
   async markRunning(id: string): Promise<boolean> {
     const rows = await this.db.all(
       `UPDATE jobs SET state = 'running', stage = 'starting', started_at = now()::TIMESTAMP, attempts = attempts + 1
-         WHERE id = $1 AND state IN ('queued', 'running') AND error IS NULL RETURNING id`,
+         WHERE id = $1 AND state IN ('queued', 'running') AND cancel_requested IS NULL RETURNING id`,
       [id],
     );
     return rows.length === 1;
@@ -254,13 +259,12 @@ export class JobStore {
 
   /**
    * Asks whoever runs the job to cancel it, on a database several processes share: the process that runs
-   * it polls its jobs' rows (`cancelRequested`). The request is the reason in `error`, which an unended
-   * job has no other use for (only its end writes it), so that no schema change is needed for a state
-   * that lasts until the runner's next poll. Returns the job's state, undefined when it had ended.
+   * it polls its jobs' rows (`cancelRequested`). The first request's reason is kept. Returns the job's
+   * state, undefined when it had ended.
    */
   async requestCancel(id: string, reason: string): Promise<JobState | undefined> {
     const [row] = await this.db.all<{ state: JobState }>(
-      `UPDATE jobs SET error = coalesce(error, $2) WHERE id = $1 AND state IN ('queued', 'running') RETURNING state`,
+      `UPDATE jobs SET cancel_requested = coalesce(cancel_requested, $2) WHERE id = $1 AND state IN ('queued', 'running') RETURNING state`,
       [id, reason],
     );
     return row?.state;
@@ -271,7 +275,7 @@ export class JobStore {
     if (ids.length === 0) return [];
     const list = ids.map((_, i) => `$${i + 1}`).join(", ");
     const rows = await this.db.all<{ id: string }>(
-      `SELECT id FROM jobs WHERE id IN (${list}) AND state = 'running' AND error IS NOT NULL`,
+      `SELECT id FROM jobs WHERE id IN (${list}) AND state = 'running' AND cancel_requested IS NOT NULL`,
       [...ids],
     );
     return rows.map((r) => String(r.id));
@@ -283,7 +287,7 @@ export class JobStore {
    */
   async endCancelled(id: string, reason: string): Promise<boolean> {
     const rows = await this.db.all(
-      `UPDATE jobs SET state = 'cancelled', stage = 'cancelled', finished_at = now()::TIMESTAMP, error = coalesce(error, $2)
+      `UPDATE jobs SET state = 'cancelled', stage = 'cancelled', finished_at = now()::TIMESTAMP, error = coalesce(cancel_requested, $2)
          WHERE id = $1 AND state IN ('queued', 'running') RETURNING id`,
       [id, reason],
     );

@@ -58,7 +58,7 @@ describe("the job store's schema version", () => {
         "3",
         "old",
       ]);
-      expect(await versionOf(db)).toBe(2);
+      expect(await versionOf(db)).toBe(3);
       const { job: scoring } = await jobs.add(
         "score",
         { input: "a.csv", output: "b.parquet", invalidOutput: "c.csv", reason: "new" },
@@ -93,11 +93,11 @@ describe("the job store's schema version", () => {
         rowsInvalid: 1,
         modelVersion: "3",
       });
-      expect(await versionOf(db)).toBe(2);
+      expect(await versionOf(db)).toBe(3);
       const [count] = await db.all<{ n: number }>(
         "SELECT CAST(count(*) AS INTEGER) AS n FROM schema_migrations WHERE component = 'jobs'",
       );
-      expect(Number(count?.n)).toBe(2);
+      expect(Number(count?.n)).toBe(3);
     } finally {
       await db.close();
     }
@@ -109,7 +109,7 @@ describe("the job store's schema version", () => {
       await JobStore.open(db);
       await db.run("INSERT INTO schema_migrations VALUES ('jobs', 99, now()::TIMESTAMP)");
       await expect(JobStore.open(db)).rejects.toThrow(
-        /job store in .*newer\.duckdb has schema version 99; this build knows version 2 at most/,
+        /job store in .*newer\.duckdb has schema version 99; this build knows version 3 at most/,
       );
     } finally {
       await db.close();
@@ -125,7 +125,7 @@ describe("the job store's schema version", () => {
       );
       await db.run("INSERT INTO job_schema_version VALUES (99, now()::TIMESTAMP)");
       await expect(JobStore.open(db)).rejects.toThrow(
-        /schema version 99; this build knows version 2 at most/,
+        /schema version 99; this build knows version 3 at most/,
       );
     } finally {
       await db.close();

@@ -334,7 +334,9 @@ describe("PostgreSQL only", () => {
     try {
       await migrate(old, "jobs", JOB_MIGRATIONS.slice(0, -1));
       await old.run(
-        `INSERT INTO jobs VALUES ('j1', 'succeeded', 'succeeded', 1, 'old', $1, now()::TIMESTAMP, NULL, NULL, NULL, NULL, '3', true, 'someone', NULL, 1)`,
+        `INSERT INTO jobs (id, state, stage, progress, reason, request, created_at, started_at, finished_at, error,
+           run_id, model_version, promoted, requested_by, idempotency_key, attempts)
+         VALUES ('j1', 'succeeded', 'succeeded', 1, 'old', $1, now()::TIMESTAMP, NULL, NULL, NULL, NULL, '3', true, 'someone', NULL, 1)`,
         [
           JSON.stringify({
             experiment: "e",
@@ -352,6 +354,10 @@ describe("PostgreSQL only", () => {
     try {
       const jobs = await JobStore.open(db);
       expect(await jobs.get("j1")).toMatchObject({ kind: "train", state: "succeeded", modelVersion: "3" });
+      const applied = await db.all<{ version: number }>(
+        "SELECT version FROM schema_migrations WHERE component = 'jobs' ORDER BY version",
+      );
+      expect(applied.map((r) => Number(r.version))).toEqual(JOB_MIGRATIONS.map((m) => m.version));
       const { job } = await jobs.add(
         "score",
         { input: "a", output: "b", invalidOutput: "c", reason: "new" },
