@@ -11,13 +11,13 @@
  * Usage: npx tsx bench/scale-out.ts, or npm run bench:scale-out (also a step of `npm run bench` unless
  * BENCH_SCALE_OUT=0).
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import type { ChildProcess } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import autocannon from "autocannon";
-import { projectRoot } from "../services/config.js";
+import { startHaproxy } from "../tests/helpers/haproxy.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { startPostgres } from "../tests/helpers/postgres.js";
 import {
@@ -33,7 +33,6 @@ import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
 
 const section = docSection("scale-out");
 const { start: START, end: END } = section;
-const root = projectRoot();
 const CONNECTIONS = 8;
 /** Also more connections than 8, so that the figure is not only the round trip of 8 requests in flight. */
 const MORE_CONNECTIONS = 32;
@@ -43,7 +42,6 @@ const ROUNDS = 3;
 const LB_RATE = 1000;
 const BACKEND_RATE = 500;
 const SHIPPED = "haproxy.cfg as shipped";
-const NO_DELAY = "+ `option http-no-delay`";
 const DIRECT = "1 predict replica, direct";
 
 const f1 = (x: number) => x.toFixed(1);
@@ -173,46 +171,6 @@ async function postmasterPid(port: number): Promise<number> {
   throw new Error(`no postmaster listens on port ${port}`);
 }
 
-/**
- * The shipped haproxy.cfg with only the listening address and the servers' addresses changed, as
- * tests/services/scale-out.test.ts runs it.
- */
-async function startHaproxy(
-  dir: string,
-  name: string,
-  predictPorts: number[],
-  controlPort: number,
-  edit: (cfg: string) => string = (cfg) => cfg,
-): Promise<{ url: string; child: ChildProcess }> {
-  const lbPort = await freePort();
-  let cfg = edit(await readFile(join(root, "ops/haproxy/haproxy.cfg"), "utf8"));
-  const replace = (from: RegExp, to: string) => {
-    if (!from.test(cfg)) throw new Error(`ops/haproxy/haproxy.cfg no longer matches ${from}`);
-    cfg = cfg.replace(from, to);
-  };
-  replace(/^ {2}bind :8080$/m, `  bind 127.0.0.1:${lbPort}`);
-  replace(/^ {2}server predict-1 \S+$/m, `  server predict-1 127.0.0.1:${predictPorts[0]}`);
-  replace(/^ {2}server predict-2 \S+$/m, `  server predict-2 127.0.0.1:${predictPorts[1]}`);
-  replace(/^ {2}server control \S+$/m, `  server control 127.0.0.1:${controlPort}`);
-  // Docker's DNS does not exist here, and loopback addresses need no resolving.
-  replace(/^resolvers docker\n( {2}.*\n)+/m, "");
-  replace(/ resolvers docker/, "");
-  // Its per-request log line would cost the machine a write per request: the load balancer's own
-  // work is what is measured, not its logging.
-  replace(/^ {2}log stdout format raw local0 info\n/m, "");
-  const path = join(dir, `${name}.cfg`);
-  await writeFile(path, cfg);
-  const child = spawn("haproxy", ["-f", path], { stdio: ["ignore", "ignore", "inherit"] });
-  const url = `http://127.0.0.1:${lbPort}`;
-  const deadline = Date.now() + 30_000;
-  while ((await fetch(`${url}/readyz`).catch(() => undefined))?.status !== 200) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error("HAProxy did not start");
-    await sleep(100);
-  }
-  await sleep(2500); // both replicas pass their two health checks ("rise 2", 1 s apart)
-  return { url, child };
-}
-
 type Measured<R> = R & {
   /** Cores used during the run by the server (with its workers), PostgreSQL, and the machine as a whole. */
   serverCores: number;
@@ -304,16 +262,15 @@ export async function scaleOutBenchmark(): Promise<string> {
       await on("predict-2", ["--role", "predict"], url),
     ];
     const ports = replicas.map((r) => r.port);
-    const shipped = await startHaproxy(dir, "shipped", ports, control.port);
+    const shipped = await startHaproxy({
+      dir,
+      name: "shipped",
+      predictPorts: ports,
+      controlPort: control.port,
+      log: false,
+    });
     balancers.push(shipped.child);
     const lbs = [{ name: SHIPPED, ...shipped }];
-    if (!(await readFile(join(root, "ops/haproxy/haproxy.cfg"), "utf8")).includes("option http-no-delay")) {
-      const noDelay = await startHaproxy(dir, "no-delay", ports, control.port, (cfg) =>
-        cfg.replace(/^ {2}mode http\n/m, "  mode http\n  option http-no-delay\n"),
-      );
-      balancers.push(noDelay.child);
-      lbs.push({ name: NO_DELAY, ...noDelay });
-    }
     for (const p of [...lbs.map((l) => l.url), replicas[0]?.baseUrl as string]) await warm(p);
     const behind = (lb: { child: ChildProcess }) => pids(...replicas, control, lb.child);
     const lbThroughput = await inTurns(postmaster, [
@@ -427,7 +384,7 @@ ${workerRows}
 
 **Behind HAProxy**: two \`serve --role predict\` replicas and one \`serve --role control\` on one PostgreSQL
 database, ops/haproxy/haproxy.cfg with only its addresses changed (as tests/services/scale-out.test.ts runs it)
-and its per-request log line removed; \`balance leastconn\`, HTTP/2 to the replicas.${lbs.length > 1 ? ` The "${NO_DELAY}" rows run the same file with \`option http-no-delay\` added to \`defaults\`, on the same replicas at the same time.` : ""}
+and its per-request log line removed; \`balance leastconn\`, HTTP/2 to the replicas.
 Closed loop with ${CONNECTIONS} connections, through HAProxy and, in turns, straight to one of the replicas; the "server" column
 adds up both replicas, the control process and HAProxy (one replica alone for the direct row):
 

@@ -16,7 +16,7 @@ import { SUMMER_EVENING } from "./hour-csv.js";
 
 export interface LoadSummary {
   sent: number;
-  acknowledged: { id: string; at: number; version: string }[];
+  acknowledged: { id: string; at: number; version: string; ms: number }[];
   failures: { id: string; at: number; error: string }[];
   /** Requests still unanswered when the run ended (none after a normal end). */
   unanswered: number;
@@ -39,6 +39,7 @@ const inFlight = new Set<Promise<void>>();
 
 function send(n: number): Promise<void> {
   const id = `load-${runId}-${n}`;
+  const sentAt = performance.now();
   summary.sent++;
   return new Promise<void>((resolve) => {
     const fail = (error: string) => {
@@ -62,7 +63,12 @@ function send(n: number): Promise<void> {
           if (res.statusCode !== 200) return fail(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
           try {
             const parsed = JSON.parse(text) as { model_version?: string };
-            summary.acknowledged.push({ id, at: Date.now(), version: String(parsed.model_version) });
+            summary.acknowledged.push({
+              id,
+              at: Date.now(),
+              version: String(parsed.model_version),
+              ms: performance.now() - sentAt,
+            });
             resolve();
           } catch {
             fail(`unparseable body: ${text.slice(0, 200)}`);

@@ -80,16 +80,15 @@ export async function startServe(
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
   });
+  let done = false;
   const exited = new Promise<number | string>((resolve) =>
     child.on("exit", (code, signal) => {
+      // Before waking the waiters: each checks `done` to stop waiting for a line that cannot come.
+      done = true;
       for (const wake of [...waiters]) wake();
       resolve(code ?? signal ?? -1);
     }),
   );
-  let done = false;
-  void exited.then(() => {
-    done = true;
-  });
   const proc: ServeProcess = {
     child,
     port,
