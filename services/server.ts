@@ -33,6 +33,8 @@ import {
 import { AdvisoryJobOwnership, soleOwner } from "./control/job-ownership.js";
 import { AdvisoryLockLeadership, type Leadership, notLeader, soleLeader } from "./control/leadership.js";
 import { errorInterceptor } from "./errors.js";
+import { createHealthService, Health } from "./health/health-service.js";
+import { createReflectionService, ReflectionV1, ReflectionV1alpha } from "./health/reflection-service.js";
 import { createFrontServer } from "./http/front.js";
 import { CancelsAcrossProcesses, sharedJobEvents } from "./jobs/across-processes.js";
 import { JobEvents } from "./jobs/events.js";
@@ -150,6 +152,14 @@ export async function startServer(
       return report ? renderDriftReport(report) : undefined;
     },
   });
+  const health = createHealthService(serving.live, control ? CONTROL_SERVICES : []);
+  const reflection = createReflectionService([
+    PredictService,
+    ...(control ? CONTROL_SERVICES : []),
+    Health,
+    ReflectionV1,
+    ReflectionV1alpha,
+  ]);
   const handler = connectNodeAdapter({
     routes: (router) => {
       router.service(
@@ -163,6 +173,9 @@ export async function startServer(
       );
       if (control) control.routes(router);
       else for (const service of CONTROL_SERVICES) router.service(service, refuseAll(service, config));
+      router.service(Health, health.impl);
+      router.service(ReflectionV1, reflection.v1);
+      router.service(ReflectionV1alpha, reflection.v1alpha);
       guardRpcInput(router, (...labels) => metrics.observe(...labels));
     },
     interceptors: [
@@ -206,6 +219,9 @@ export async function startServer(
     registry: state.registry,
     live: serving.live,
     async close() {
+      // NOT_SERVING while draining (as /readyz answers 503), and Watch streams end now instead of holding
+      // the close until its grace period cuts them.
+      health.close();
       await front.close(config.drainMs);
       await control?.close();
       await serving.close();

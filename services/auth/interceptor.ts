@@ -53,6 +53,13 @@ export function defaultPolicy(options: { openPredict: boolean }): Policy {
     "bikeshare.v1.MonitorService/ListAlerts": "reader",
     "bikeshare.v1.MonitorService/ReportActuals": "trainer",
     "bikeshare.v1.MonitorService/RunCheck": "trainer",
+
+    // Kubernetes gRPC probes and grpc-health-probe send no token; reflection describes the public protos.
+    "grpc.health.v1.Health/Check": "open",
+    "grpc.health.v1.Health/Watch": "open",
+    "grpc.health.v1.Health/List": "open",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "open",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "open",
   };
 }
 

@@ -20,6 +20,7 @@ export class LiveModel implements ModelSlot {
   private unsubscribe: (() => void) | undefined;
   private poll: NodeJS.Timeout | undefined;
   private stale = false;
+  private readonly changed = new Set<() => void>();
 
   constructor(
     private readonly registry: Registry,
@@ -36,6 +37,12 @@ export class LiveModel implements ModelSlot {
       if (change.modelName === this.modelName && change.alias === this.alias) void this.reload();
     });
     await this.reload();
+  }
+
+  /** Calls `listener` whenever `current` changes (a version swapped in, or the model stopped); returns its removal. */
+  onChange(listener: () => void): () => void {
+    this.changed.add(listener);
+    return () => this.changed.delete(listener);
   }
 
   /** Reads the alias every `pollMs` as well, for moves made by other processes on a shared database. */
@@ -79,6 +86,7 @@ export class LiveModel implements ModelSlot {
     const next = await ServingModel.load(this.registry, target, this.ortThreads);
     const previous = this.current;
     this.current = next;
+    for (const listener of this.changed) listener();
     if (previous) {
       const labels = { model: previous.name, version: previous.version, alias: this.alias };
       this.metrics.modelInfo.remove(labels);
@@ -103,5 +111,6 @@ export class LiveModel implements ModelSlot {
     await this.loading;
     await this.current?.retire();
     this.current = undefined;
+    for (const listener of this.changed) listener();
   }
 }
