@@ -1,3 +1,4 @@
+export { CompiledModel } from "./compiled-model.js";
 export {
   ONNX_IR_VERSION,
   ONNX_METADATA_KEYS,

@@ -294,7 +294,7 @@ export function encodeModel(m: ModelProto): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Decoder (only what serving needs: metadata_props and the opset imports)
+// Decoder (only what serving needs: metadata_props, the opset imports, and the nodes CompiledModel reads)
 
 export interface ModelSummary {
   irVersion: number;
@@ -344,4 +344,83 @@ export function decodeModelSummary(bytes: Uint8Array): ModelSummary {
   // fromEntries defines own properties, so a key such as "__proto__" cannot touch the prototype.
   out.metadata = Object.fromEntries(entries);
   return out;
+}
+
+/** A decoded node: its op, tensor names and attributes (numbers as read; floats already float32 values). */
+export interface DecodedNode {
+  opType: string;
+  domain: string;
+  inputs: string[];
+  outputs: string[];
+  attributes: Map<string, DecodedAttribute>;
+}
+
+export interface DecodedAttribute {
+  f?: number;
+  i?: number;
+  s?: string;
+  floats: number[];
+  ints: number[];
+  strings: string[];
+}
+
+/** Reads one repeated numeric field, packed (one LEN record) or not (one value per tag). */
+function readRepeated(r: BinaryReader, wt: WireType, out: number[], one: () => number): void {
+  if (wt !== LEN) {
+    out.push(one());
+    return;
+  }
+  const end = r.uint32() + r.pos;
+  while (r.pos < end) out.push(one());
+}
+
+function readAttribute(bytes: Uint8Array): [string, DecodedAttribute] {
+  const r = new BinaryReader(bytes);
+  let name = "";
+  const a: DecodedAttribute = { floats: [], ints: [], strings: [] };
+  while (r.pos < r.len) {
+    const [field, wt] = r.tag();
+    if (field === 1 && wt === LEN) name = r.string();
+    else if (field === 2 && wt === WireType.Bit32) a.f = r.float();
+    else if (field === 3 && wt === VARINT) a.i = Number(r.int64());
+    else if (field === 4 && wt === LEN) a.s = r.string();
+    else if (field === 7) readRepeated(r, wt, a.floats, () => r.float());
+    else if (field === 8) readRepeated(r, wt, a.ints, () => Number(r.int64()));
+    else if (field === 9 && wt === LEN) a.strings.push(r.string());
+    else r.skip(wt, field);
+  }
+  return [name, a];
+}
+
+function readNode(bytes: Uint8Array): DecodedNode {
+  const r = new BinaryReader(bytes);
+  const node: DecodedNode = { opType: "", domain: "", inputs: [], outputs: [], attributes: new Map() };
+  while (r.pos < r.len) {
+    const [field, wt] = r.tag();
+    if (field === 1 && wt === LEN) node.inputs.push(r.string());
+    else if (field === 2 && wt === LEN) node.outputs.push(r.string());
+    else if (field === 4 && wt === LEN) node.opType = r.string();
+    else if (field === 5 && wt === LEN) node.attributes.set(...readAttribute(r.bytes()));
+    else if (field === 7 && wt === LEN) node.domain = r.string();
+    else r.skip(wt, field);
+  }
+  return node;
+}
+
+/** The graph's nodes in order (initializers, inputs and outputs are not read). */
+export function decodeGraphNodes(bytes: Uint8Array): DecodedNode[] {
+  const r = new BinaryReader(bytes);
+  const nodes: DecodedNode[] = [];
+  while (r.pos < r.len) {
+    const [field, wt] = r.tag();
+    if (field === 7 && wt === LEN) {
+      const g = new BinaryReader(r.bytes());
+      while (g.pos < g.len) {
+        const [gf, gwt] = g.tag();
+        if (gf === 1 && gwt === LEN) nodes.push(readNode(g.bytes()));
+        else g.skip(gwt, gf);
+      }
+    } else r.skip(wt, field);
+  }
+  return nodes;
 }

@@ -1,5 +1,6 @@
 import { FEATURE_NAMES, featureMatrix, type RawColumns } from "../../core/features/index.js";
-import { OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
+import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
+import { createLogger } from "../observability/log.js";
 import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
 
@@ -11,8 +12,18 @@ import type { ModelVersion, Registry } from "../registry/registry.js";
 export const WORKER_BATCH_ROWS = 512;
 
 /**
+ * Rows up to which the compiled evaluator predicts instead of ONNX Runtime: below, ONNX Runtime's fixed
+ * cost per run dominates; above, its per-row speed wins (bench/model-compute.ts, docs/benchmarks.md).
+ */
+export const COMPILED_MAX_ROWS = 4;
+
+/** ServingModel.load has no logger of its caller's (LiveModel's is not passed down); the line says which version. */
+const log = createLogger({ service: "bikeshare" });
+
+/**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
- * small requests and one on a worker thread for large batches. Counts the predictions in flight so
+ * small requests and one on a worker thread for large batches; the fewest rows go to the same graph
+ * compiled in TypeScript (`CompiledModel`) when it can evaluate it. Counts the predictions in flight so
  * that a version replaced by a hot reload is released only after its last request.
  */
 export class ServingModel {
@@ -25,6 +36,9 @@ export class ServingModel {
     readonly card: ModelCard,
     private readonly onnx: OnnxModel,
     private readonly onnxWorker: OnnxWorkerModel,
+    private readonly compiled: CompiledModel | undefined,
+    /** Why the compiled evaluator declined this model (its few-row requests then run on ONNX Runtime). */
+    readonly compiledDeclined: string | undefined,
   ) {}
 
   static async load(
@@ -48,15 +62,31 @@ export class ServingModel {
       await onnx.release();
       throw error;
     });
-    return new ServingModel(version.modelName, version.version, card, onnx, onnxWorker);
+    let compiled: CompiledModel | undefined;
+    let declined: string | undefined;
+    try {
+      compiled = CompiledModel.fromOnnx(bytes);
+    } catch (error) {
+      declined = (error as Error).message;
+      log.warn("the compiled evaluator cannot run this model: every request goes to ONNX Runtime", {
+        model: version.modelName,
+        version: version.version,
+        reason: declined,
+      });
+    }
+    return new ServingModel(version.modelName, version.version, card, onnx, onnxWorker, compiled, declined);
   }
 
   async predict(columns: RawColumns): Promise<Float32Array> {
     if (columns.length === 0) return new Float32Array(0);
     this.inFlight++;
     try {
+      const features = featureMatrix(columns);
+      if (this.compiled !== undefined && columns.length <= COMPILED_MAX_ROWS) {
+        return this.compiled.predict(features, columns.length);
+      }
       const session = columns.length > WORKER_BATCH_ROWS ? this.onnxWorker : this.onnx;
-      return await session.predict(featureMatrix(columns), columns.length);
+      return await session.predict(features, columns.length);
     } finally {
       this.inFlight--;
       if (this.retired && this.inFlight === 0) void this.release();
