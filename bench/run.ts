@@ -4,7 +4,8 @@
  * 1,000 rows. The server runs as its own process (compiled dist/), as in production;
  * the throughput load generators run in this process, the fixed-rate latency one (bench/loadgen, Go)
  * in its own, all on the same 2 cores. Writes docs/benchmarks.md; then the prediction-log spool
- * (bench/spool.ts), batch scoring (bench/scoring.ts) and scale-out (bench/scale-out.ts) add their sections.
+ * (bench/spool.ts), batch scoring (bench/scoring.ts), scale-out (bench/scale-out.ts) and in-process model
+ * compute (bench/model-compute.ts) add their sections.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -27,6 +28,11 @@ import { JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
+import {
+  currentModelComputeSection,
+  modelComputeBenchmark,
+  writeModelComputeSection,
+} from "./model-compute.js";
 import { currentScaleOutSection, scaleOutBenchmark, writeScaleOutSection } from "./scale-out.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
 import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
@@ -334,6 +340,7 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
       await currentSpoolSection(),
       await currentScoringSection(),
       await currentScaleOutSection(),
+      await currentModelComputeSection(),
     ];
     await writeFile(join(root, "docs/benchmarks.md"), sections.filter((s) => s !== "").join("\n"));
     console.log("wrote docs/benchmarks.md");
@@ -348,6 +355,7 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
   if (process.env.BENCH_SPOOL !== "0") await writeSpoolSection(await spoolBenchmark());
   if (process.env.BENCH_SCORING !== "0") await writeScoringSection(await scoringBenchmark());
   if (process.env.BENCH_SCALE_OUT !== "0") await writeScaleOutSection(await scaleOutBenchmark());
+  if (process.env.BENCH_MODEL_COMPUTE !== "0") await writeModelComputeSection(await modelComputeBenchmark());
 }
 
 main().catch((error: unknown) => {

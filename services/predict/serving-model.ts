@@ -12,10 +12,11 @@ import type { ModelVersion, Registry } from "../registry/registry.js";
 export const WORKER_BATCH_ROWS = 512;
 
 /**
- * Rows up to which the compiled evaluator predicts instead of ONNX Runtime: below, ONNX Runtime's fixed
- * cost per run dominates; above, its per-row speed wins (bench/model-compute.ts, docs/benchmarks.md).
+ * Rows up to which the compiled evaluator predicts instead of ONNX Runtime. It has no fixed cost per run
+ * but costs ~20% more per row: for 600 trees, one row 8.5 vs 13.7 µs, two 17 vs 20, four 34 vs 29
+ * (bench/model-compute.ts, docs/benchmarks.md).
  */
-export const COMPILED_MAX_ROWS = 4;
+export const COMPILED_MAX_ROWS = 2;
 
 /** ServingModel.load has no logger of its caller's (LiveModel's is not passed down); the line says which version. */
 const log = createLogger({ service: "bikeshare" });
