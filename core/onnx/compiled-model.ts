@@ -57,29 +57,33 @@ function treeEnsemble(node: DecodedNode, numFeatures: number): MarginFn {
     if (a.length !== n) fail(`${name} has ${a.length} entries for ${n} nodes`);
   }
 
-  // (tree, node id) → offset of its record, in the exporter's order (depth first, so a node's left
-  // child usually shares its cache line).
-  const key = (tree: number, id: number) => tree * 2 ** 24 + id;
-  const offset = new Map<number, number>();
+  // Per tree, node id → offset of its record. Records keep the exporter's order (depth first, so a
+  // node's left child usually shares its cache line), trees the order ONNX Runtime sums them in.
+  const offsets = new Map<number, number[]>();
   const treeOrder: number[] = [];
   for (let i = 0; i < n; i++) {
     const t = treeIds[i] as number;
     const id = nodeIds[i] as number;
-    if (!(id >= 0 && id < 2 ** 24)) fail(`node id ${id} out of range`);
-    if (offset.has(key(t, id))) fail(`tree ${t} node ${id} is defined twice`);
-    if (id === 0) treeOrder.push(t);
+    let ofTree = offsets.get(t);
+    if (ofTree === undefined) {
+      ofTree = [];
+      offsets.set(t, ofTree);
+      treeOrder.push(t);
+    }
+    if (!(Number.isInteger(id) && id >= 0 && id < n)) fail(`tree ${t}: node id ${id} out of range`);
+    if (ofTree[id] !== undefined) fail(`tree ${t} node ${id} is defined twice`);
     if (modes[i] !== "LEAF" && modes[i] !== "BRANCH_LT") {
       fail(`node mode ${modes[i]} is not supported (only BRANCH_LT and LEAF)`);
     }
-    offset.set(key(t, id), i * 4);
+    ofTree[id] = i * 4;
   }
   const at = (t: number, id: number) => {
-    const o = offset.get(key(t, id));
+    const o = offsets.get(t)?.[id];
     if (o === undefined) fail(`tree ${t} has no node ${id}`);
     return o;
   };
   // A 16-byte record per node: [input slot, threshold or leaf value (float32 bits), left, right]. The
-  // input slot is the feature's index in the row as `expand` writes it, where a missing value reads
+  // input slot is the feature's index in the row copy `row` below, where a missing value reads
   // as -Infinity (goes left) or, 2F wide further, +Infinity (goes right), so `x >= threshold` alone
   // picks the child. A leaf points at itself, so every walk can take the same number of steps.
   const nodes = new Int32Array(n * 4);
@@ -114,7 +118,6 @@ function treeEnsemble(node: DecodedNode, numFeatures: number): MarginFn {
     values32[o + 1] = Math.fround((values32[o + 1] as number) + (weights[i] as number));
   }
   const roots = Int32Array.from(treeOrder, (t) => at(t, 0));
-  if (new Set(treeIds).size !== roots.length) fail("a tree has no node 0");
   const depthOf = (o: number, limit: number): number => {
     if (limit < 0) fail(`a tree is deeper than ${MAX_DEPTH} levels`);
     return nodes[o + 2] === o

@@ -374,6 +374,22 @@ function readRepeated(r: BinaryReader, wt: WireType, out: number[], one: () => n
   while (r.pos < end) out.push(one());
 }
 
+const utf8 = new TextDecoder();
+
+/**
+ * The string of `bytes[start, end)`. nodes_modes holds one short ASCII string per node: a subarray and a
+ * TextDecoder call for each were most of the time of decoding a 600-tree graph.
+ */
+function stringAt(bytes: Uint8Array, start: number, end: number): string {
+  let s = "";
+  for (let i = start; i < end; i++) {
+    const b = bytes[i] as number;
+    if (b > 127) return utf8.decode(bytes.subarray(start, end));
+    s += String.fromCharCode(b);
+  }
+  return s;
+}
+
 function readAttribute(bytes: Uint8Array): [string, DecodedAttribute] {
   const r = new BinaryReader(bytes);
   let name = "";
@@ -385,9 +401,12 @@ function readAttribute(bytes: Uint8Array): [string, DecodedAttribute] {
     else if (field === 3 && wt === VARINT) a.i = Number(r.int64());
     else if (field === 4 && wt === LEN) a.s = r.string();
     else if (field === 7) readRepeated(r, wt, a.floats, () => r.float());
-    else if (field === 8) readRepeated(r, wt, a.ints, () => Number(r.int64()));
-    else if (field === 9 && wt === LEN) a.strings.push(r.string());
-    else r.skip(wt, field);
+    else if (field === 8) readRepeated(r, wt, a.ints, () => r.int32());
+    else if (field === 9 && wt === LEN) {
+      const end = r.uint32() + r.pos;
+      a.strings.push(stringAt(bytes, r.pos, end));
+      r.pos = end;
+    } else r.skip(wt, field);
   }
   return [name, a];
 }
