@@ -84,6 +84,13 @@ export class LiveModel implements ModelSlot {
     const target = await this.registry.getModelVersion(this.modelName, this.alias);
     if (!target || target.version === this.current?.version) return;
     const next = await ServingModel.load(this.registry, target, this.ortThreads);
+    if (next.compiledDeclined) {
+      this.log.warn("the compiled evaluator cannot run this model: every request goes to ONNX Runtime", {
+        model: next.name,
+        version: next.version,
+        reason: next.compiledDeclined,
+      });
+    }
     const previous = this.current;
     this.current = next;
     for (const listener of this.changed) listener();

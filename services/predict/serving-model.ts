@@ -1,6 +1,5 @@
 import { FEATURE_NAMES, featureMatrix, type RawColumns } from "../../core/features/index.js";
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
-import { createLogger } from "../observability/log.js";
 import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
 
@@ -17,9 +16,6 @@ export const WORKER_BATCH_ROWS = 512;
  * (bench/model-compute.ts, docs/benchmarks.md).
  */
 export const COMPILED_MAX_ROWS = 2;
-
-/** ServingModel.load has no logger of its caller's (LiveModel's is not passed down); the line says which version. */
-const log = createLogger({ service: "bikeshare" });
 
 /**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
@@ -68,12 +64,8 @@ export class ServingModel {
     try {
       compiled = CompiledModel.fromOnnx(bytes);
     } catch (error) {
+      // Not an error: ONNX Runtime serves every request. The caller says so (LiveModel logs it once).
       declined = (error as Error).message;
-      log.warn("the compiled evaluator cannot run this model: every request goes to ONNX Runtime", {
-        model: version.modelName,
-        version: version.version,
-        reason: declined,
-      });
     }
     return new ServingModel(version.modelName, version.version, card, onnx, onnxWorker, compiled, declined);
   }
