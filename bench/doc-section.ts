@@ -31,5 +31,21 @@ export function docSection(name: string) {
           : `${doc.trimEnd()}\n\n${section}`;
       await writeFile(path, next);
     },
+    /**
+     * When the module at `moduleUrl` is the script node runs (`npx tsx bench/<name>.ts`), runs the
+     * benchmark and writes its section; exits 1 on failure.
+     */
+    runIfMain(moduleUrl: string, benchmark: () => Promise<string>): void {
+      if (moduleUrl !== `file://${process.argv[1]}`) return;
+      benchmark()
+        .then((section) => this.write(section))
+        .then(
+          () => console.log(`wrote the ${name} section of docs/benchmarks.md`),
+          (error: unknown) => {
+            console.error(error);
+            process.exit(1);
+          },
+        );
+    },
   };
 }

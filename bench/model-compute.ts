@@ -100,14 +100,4 @@ ${section.end}
 export const currentModelComputeSection = section.current;
 export const writeModelComputeSection = section.write;
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  modelComputeBenchmark()
-    .then(writeModelComputeSection)
-    .then(
-      () => console.log("wrote the model-compute section of docs/benchmarks.md"),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-}
+section.runIfMain(import.meta.url, modelComputeBenchmark);

@@ -424,14 +424,4 @@ ${END}
 export const currentScaleOutSection = section.current;
 export const writeScaleOutSection = section.write;
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  scaleOutBenchmark()
-    .then(writeScaleOutSection)
-    .then(
-      () => console.log("wrote the Scale-out section of docs/benchmarks.md"),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-}
+section.runIfMain(import.meta.url, scaleOutBenchmark);

@@ -233,14 +233,6 @@ if (childIndex >= 0) {
       process.exit(1);
     },
   );
-} else if (import.meta.url === `file://${process.argv[1]}`) {
-  scoringBenchmark()
-    .then(writeScoringSection)
-    .then(
-      () => console.log("wrote the Batch scoring section of docs/benchmarks.md"),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
+} else {
+  section.runIfMain(import.meta.url, scoringBenchmark);
 }

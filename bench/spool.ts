@@ -270,14 +270,4 @@ ${END}
 export const currentSpoolSection = section.current;
 export const writeSpoolSection = section.write;
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  spoolBenchmark()
-    .then(writeSpoolSection)
-    .then(
-      () => console.log("wrote the Prediction-log spool section of docs/benchmarks.md"),
-      (error: unknown) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-}
+section.runIfMain(import.meta.url, spoolBenchmark);
