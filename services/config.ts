@@ -173,7 +173,11 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     host: env.HOST || "127.0.0.1",
     modelsDir: resolve(root, env.BIKESHARE_MODELS_DIR || "models"),
     dbPath: resolve(root, env.BIKESHARE_DB || "data/runtime/bikeshare.duckdb"),
-    ...(env.BIKESHARE_DATABASE_URL ? { databaseUrl: databaseUrlFromEnv(env.BIKESHARE_DATABASE_URL) } : {}),
+    // Set but empty is an error, not the embedded default: an empty secret must not quietly give each
+    // replica a private database of its own.
+    ...(env.BIKESHARE_DATABASE_URL !== undefined
+      ? { databaseUrl: databaseUrlFromEnv(env.BIKESHARE_DATABASE_URL) }
+      : {}),
     ...(env.BIKESHARE_SPOOL_DIR
       ? { spoolDir: env.BIKESHARE_SPOOL_DIR === "off" ? false : resolve(root, env.BIKESHARE_SPOOL_DIR) }
       : {}),

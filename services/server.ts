@@ -120,9 +120,9 @@ export async function startServer(
     worker?: number;
   } = {},
 ): Promise<RunningServer> {
-  if (config.role === "predict" && config.databaseUrl === undefined) {
+  if (config.role !== "all" && config.databaseUrl === undefined) {
     throw new Error(
-      "--role predict needs BIKESHARE_DATABASE_URL: a predict replica reads the registry that the control plane writes, and an embedded DuckDB file (BIKESHARE_DB) can be opened by one process only; run --role all for a single process",
+      `--role ${config.role} needs BIKESHARE_DATABASE_URL: the roles split one deployment over several processes that share the registry, and an embedded DuckDB file (BIKESHARE_DB) can be opened by one process only; run --role all for a single process`,
     );
   }
   const stopTracing = initTracing(log);

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { SERVER_KEEPALIVE_OPTIONS, SESSION_KEEPALIVE } from "../storage/postgres.js";
 
 /** The PostgreSQL channel on which services/registry/aliases.ts announces every committed alias move. */
 export const ALIAS_MOVES_CHANNEL = "bikeshare_alias_moves";
@@ -47,7 +48,8 @@ export function listenOnDatabase(url: string, retryMs = 2000, maxPending = 1000)
     const next = new pg.Client({
       connectionString: url,
       connectionTimeoutMillis: retryMs * 2,
-      keepAlive: true,
+      ...SESSION_KEEPALIVE,
+      options: SERVER_KEEPALIVE_OPTIONS,
       application_name: "bikeshare notifications",
     });
     client = next;

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { SERVER_KEEPALIVE_OPTIONS, SESSION_KEEPALIVE } from "../storage/postgres.js";
 
 /**
  * Which process runs a job when several control processes share one database. Jobs carry no owner in
@@ -71,7 +72,8 @@ export class AdvisoryJobOwnership implements JobOwnership {
     this.client ??= (async () => {
       const client = new pg.Client({
         connectionString: this.url,
-        keepAlive: true,
+        ...SESSION_KEEPALIVE,
+        options: SERVER_KEEPALIVE_OPTIONS,
         application_name: "bikeshare job locks",
       });
       const forget = (error: unknown) => {

@@ -1,5 +1,6 @@
 import pg from "pg";
 import type { Logger } from "../observability/log.js";
+import { SERVER_KEEPALIVE_OPTIONS, SESSION_KEEPALIVE } from "../storage/postgres.js";
 
 /**
  * Which process runs the work that must happen once for the whole deployment: scheduled monitoring
@@ -130,7 +131,8 @@ export class AdvisoryLockLeadership implements Leadership {
       connectionTimeoutMillis: this.retryMs * 2,
       // A leader cut off from the server must notice before a follower could have taken the lock.
       query_timeout: this.retryMs * 2,
-      keepAlive: true,
+      ...SESSION_KEEPALIVE,
+      options: SERVER_KEEPALIVE_OPTIONS,
       application_name: "bikeshare leader election",
     });
     // An idle connection that breaks emits here; the next tick's query fails and steps down.

@@ -85,6 +85,8 @@ export class PredictionLog {
   private spoolErrorReportedAt = Number.NEGATIVE_INFINITY;
   /** Delay before the next try while the database is unreachable; 0 when it is reachable. */
   private retryMs = 0;
+  /** A flush queued behind the one writing, not started yet. */
+  private waitingFlush: Promise<void> | undefined;
 
   private constructor(
     private readonly db: SqlDatabase,
@@ -168,7 +170,10 @@ export class PredictionLog {
     }
     if (kept.length === 0) return DONE;
     for (const entry of kept) this.buffer.push(entry);
-    if (this.buffer.length >= this.options.batchSize) this.flushSoon(0);
+    // While the database is unreachable only the backoff timer tries again: a full batch must not
+    // start a write per request.
+    if (this.retryMs > 0) this.flushSoon(this.retryMs);
+    else if (this.buffer.length >= this.options.batchSize) this.flushSoon(0);
     else this.flushSoon(this.options.flushIntervalMs);
     if (!this.spool) return DONE;
     // One record per call: the rows of a batch request are kept or torn together.
@@ -202,9 +207,14 @@ export class PredictionLog {
     }, delay);
   }
 
-  /** Writes everything buffered so far; resolves when it is committed. */
+  /**
+   * Writes everything buffered so far; resolves when it is committed. A flush already waiting its turn
+   * serves later callers too (it takes the buffer when it starts), so flushes never pile up.
+   */
   flush(): Promise<void> {
-    this.writing = this.writing.then(async () => {
+    if (this.waitingFlush) return this.waitingFlush;
+    this.waitingFlush = this.writing.then(async () => {
+      this.waitingFlush = undefined;
       // Only what is buffered now: entries that arrive while this writes wait for their own timer,
       // instead of a stream of one-row inserts back to back (each insert costs the event loop).
       let remaining = this.buffer.length;
@@ -232,10 +242,16 @@ export class PredictionLog {
             return;
           }
           // The database refused the batch: count it as dropped rather than retry forever and grow without
-          // bound. Its spool segments stay on disk, so the next start still writes it.
+          // bound. Its spool segments stay on disk, so the next start still writes it. Closing with the
+          // database unreachable, the rest is not tried either (each try would wait for a timeout).
           refused = true;
-          this.dropped += batch.length;
-          this.options.onDropped?.(batch.length);
+          let lost = batch.length;
+          if (error instanceof StoreUnavailableError) {
+            lost += this.buffer.splice(0, remaining).length;
+            remaining = 0;
+          }
+          this.dropped += lost;
+          this.options.onDropped?.(lost);
           this.options.onError?.(error);
         }
       }
@@ -248,7 +264,8 @@ export class PredictionLog {
         }
       }
     });
-    return this.writing;
+    this.writing = this.waitingFlush;
+    return this.waitingFlush;
   }
 
   /** `skipLogged`: leave out entries whose (request id, row) the table already holds (a replay). */

@@ -109,6 +109,7 @@ const CONNECTION_CODES = new Set([
   "57P01", // admin_shutdown
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now
+  "53300", // too_many_connections: the server is full for now, not refusing the statement
 ]);
 
 function isConnectionError(error: Error): boolean {
@@ -142,6 +143,16 @@ export interface PgOptions {
   schemaChanges?: boolean;
 }
 
+/**
+ * Keepalives on every session, both ways: the client notices a server that vanished without closing
+ * (a failover, a dead host), and the server ends the session of a client whose host died within ~10 s,
+ * which frees that session's advisory locks (the leadership, job locks, the transaction lock) for
+ * another process instead of holding them for the kernel's default of two hours.
+ */
+export const SESSION_KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 3_000 } as const;
+export const SERVER_KEEPALIVE_OPTIONS =
+  "-c tcp_keepalives_idle=3 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3";
+
 export class PgDatabase implements SqlDatabase {
   readonly dialect = "postgres";
   readonly path: string;
@@ -171,10 +182,9 @@ export class PgDatabase implements SqlDatabase {
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       // TIMESTAMP columns hold UTC, and now()::TIMESTAMP must give UTC too. A process frozen inside a
       // transaction would hold the transaction lock of every process: the server ends such a session.
-      options: `-c TimeZone=UTC -c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`,
+      options: `-c TimeZone=UTC -c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVE_OPTIONS}`,
       application_name: "bikeshare",
-      // A server that vanished without closing the connection (a failover, a dead host) is noticed.
-      keepAlive: true,
+      ...SESSION_KEEPALIVE,
       types,
     });
     // An idle connection the server dropped: the next statement reconnects, and fails loudly if it cannot.
@@ -250,6 +260,12 @@ export class PgDatabase implements SqlDatabase {
       return result;
     } catch (error) {
       if (error instanceof StoreUnavailableError) broken = true;
+      // BEGIN or the lock failed (a statement or lock timeout, a cancel): the session is in an aborted
+      // transaction, which every later statement on it would fail with. ROLLBACK outside one is a no-op.
+      else
+        await client.query("ROLLBACK").catch(() => {
+          broken = true;
+        });
       throw error;
     } finally {
       state.open = false;

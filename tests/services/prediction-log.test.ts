@@ -41,6 +41,26 @@ describe.each(BACKENDS)("prediction log buffer on $name", (backend) => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("shares one waiting flush among the callers that ask meanwhile, so flushes never pile up", async () => {
+    const db = await backend.open(await backend.create(dir));
+    try {
+      const log = await PredictionLog.open(db, { flushIntervalMs: 60_000 });
+      await log.log([entry(1)]);
+      const first = log.flush();
+      expect(log.flush()).toBe(first);
+      await first;
+      await log.log([entry(2)]);
+      const next = log.flush();
+      expect(next).not.toBe(first);
+      await next;
+      const [row] = await db.all<{ n: number }>("SELECT CAST(count(*) AS INTEGER) AS n FROM predictions");
+      expect(Number(row?.n)).toBe(2);
+      await log.close();
+    } finally {
+      await db.close();
+    }
+  });
+
   it("counts what overflows the bounded buffer, and flushes the rest on close", async () => {
     const db = await backend.open(await backend.create(dir));
     let droppedSeen = 0;

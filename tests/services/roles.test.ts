@@ -61,11 +61,20 @@ async function freshDatabase(versions: number): Promise<string> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("bikeshare serve --role", () => {
-  it("refuses --role predict without BIKESHARE_DATABASE_URL, naming the setting and why", async () => {
-    const result = await runCli(["serve", "--role", "predict"], serveEnv(dir, undefined, await freePort()));
-    expect(result.code).toBe(1);
-    expect(result.stderr).toContain("--role predict needs BIKESHARE_DATABASE_URL");
-    expect(result.stderr).toContain("can be opened by one process only");
+  it("refuses --role predict and --role control without BIKESHARE_DATABASE_URL, and an empty one", async () => {
+    for (const role of ["predict", "control"]) {
+      const result = await runCli(["serve", "--role", role], serveEnv(dir, undefined, await freePort()));
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`--role ${role} needs BIKESHARE_DATABASE_URL`);
+      expect(result.stderr).toContain("can be opened by one process only");
+    }
+    // An empty secret must not quietly fall back to a private embedded database.
+    const empty = await runCli(
+      ["serve", "--role", "control"],
+      serveEnv(dir, undefined, await freePort(), { BIKESHARE_DATABASE_URL: "" }),
+    );
+    expect(empty.code).not.toBe(0);
+    expect(empty.stderr).toContain("BIKESHARE_DATABASE_URL must be a URL like postgres://");
   });
 
   it("refuses an unknown role, naming the flag and the allowed values", async () => {
