@@ -96,6 +96,7 @@ async function serve(args: string[], env: NodeJS.ProcessEnv, processes = 1): Pro
   );
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
+    // Refused until the port opens: polled again until the deadline, which then fails loudly.
     if ((await fetch(`${p.baseUrl}/readyz`).catch(() => undefined))?.status === 200) return p;
     await sleep(100);
   }

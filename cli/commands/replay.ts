@@ -24,6 +24,7 @@ async function onCluster<T>(url: string, doing: string, run: (client: pg.Client)
     connectionTimeoutMillis: 10_000,
     application_name: "bikeshare replay",
   });
+  // A connection dropped while idle: the query that needs it fails and is reported below.
   client.on("error", () => {});
   try {
     await client.connect();
@@ -32,6 +33,7 @@ async function onCluster<T>(url: string, doing: string, run: (client: pg.Client)
     const message = error instanceof Error ? error.message : String(error);
     throw new Error(`BIKESHARE_DATABASE_URL=${redactUrl(url)}: ${doing}: ${message}`, { cause: error });
   } finally {
+    // Closing a maintenance connection after its statement's outcome is known (or already thrown).
     await client.end().catch(() => undefined);
   }
 }
