@@ -189,7 +189,7 @@ async function trainingJob(
 
     // Runs left open by an attempt that died with its process are closed, so the record is honest.
     const { runs: orphaned } = await ctx.registry.searchRuns({
-      filter: `tags.job_id = '${jobId}' and attributes.status = 'running'`,
+      filter: `tags.job_id = '${jobId}' and attributes.status = 'RUNNING'`,
     });
     for (const orphan of orphaned) await ctx.registry.endRun(orphan.id, "failed");
 
@@ -379,7 +379,7 @@ async function register(
 /** A final run of this job that finished (all artifacts stored) but never became a version. */
 async function storedFinalRun(ctx: TrainingDeps, jobId: string): Promise<string | undefined> {
   const { runs } = await ctx.registry.searchRuns({
-    filter: `tags.job_id = '${jobId}' and tags.role = 'final' and attributes.status = 'finished'`,
+    filter: `tags.job_id = '${jobId}' and tags.role = 'final' and attributes.status = 'FINISHED'`,
     orderBy: ["attributes.start_time DESC"],
     pageSize: 1,
   });

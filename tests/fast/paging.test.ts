@@ -139,7 +139,7 @@ describe("ListJobs and SearchRuns", () => {
     const first = await registry.searchRuns({ pageSize: 2 });
     expect(first.nextPageToken).not.toBe("");
     const error = await registry
-      .searchRuns({ pageSize: 2, filter: "attributes.status = 'running'", pageToken: first.nextPageToken })
+      .searchRuns({ pageSize: 2, filter: "attributes.status = 'RUNNING'", pageToken: first.nextPageToken })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RegistryError);
     expect((error as RegistryError).violations.map((v) => v.field)).toEqual(["page_token"]);

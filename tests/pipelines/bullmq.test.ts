@@ -144,7 +144,7 @@ describe("jobs on BullMQ workers", () => {
     for (const id of ids) expect(await versionsOfJob(id)).toHaveLength(1);
     // Every candidate's end reached the registry: the last progress of a job is not lost.
     const { runs: open } = await clientAs(RegistryService, t.tokens.reader).searchRuns({
-      filter: "attributes.status = 'running'",
+      filter: "attributes.status = 'RUNNING'",
     });
     expect(open.map((r) => r.name)).toEqual([]);
     const [a, b] = workers as [WorkerProcess, WorkerProcess];

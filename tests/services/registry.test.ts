@@ -700,7 +700,9 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
       expect(await sorted("tags.family LIKE 'gbt%'")).toEqual(["r1", "r2"]);
       expect(await sorted("params.max_depth LIKE '1%'")).toEqual(["r3", "r4"]);
       expect(await sorted("attributes.status = 'FINISHED'")).toEqual(["r1", "r2", "r5"]);
-      expect(await sorted("attributes.status = 'running'")).toEqual(["r4"]);
+      // Case-sensitive with MLflow's status names, as MLflow compares them.
+      expect(await sorted("attributes.status = 'running'")).toEqual([]);
+      expect(await sorted("status = 'RUNNING'")).toEqual(["r4"]);
       expect(await sorted("attributes.run_name = 'r3'")).toEqual(["r3"]);
       expect(await sorted(`attributes.run_id = '${runs.r4?.id}'`)).toEqual(["r4"]);
       const r3Start = runs.r3?.startTime.getTime() as number;
@@ -711,6 +713,50 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
       expect(await sorted("params.max_depth = '6'' OR ''1''=''1'")).toEqual([]);
       expect(await sorted("params.`max_depth' OR 1=1 --` = '6'")).toEqual([]);
       expect(await sorted("")).toEqual(["r1", "r2", "r3", "r4", "r5"]);
+    });
+
+    it("runs the rest of MLflow's grammar: IS NULL, IN lists, run. and bare attributes, user_id, artifact_uri, KILLED", async () => {
+      const sorted = async (filter: string) => (await names({ filter })).sort();
+      const r3 = runs.r3?.id as string;
+      const r4 = runs.r4?.id as string;
+      expect(await sorted("tags.family IS NULL")).toEqual(["r4"]);
+      expect(await sorted("tags.family IS NOT NULL and params.max_depth = '6'")).toEqual(["r1", "r2", "r5"]);
+      expect(await sorted("params.nope is null and metrics.rmse > 60")).toEqual(["r1"]);
+      expect(await sorted(`attributes.run_id IN ('${r3}', '${r4}')`)).toEqual(["r3", "r4"]);
+      expect(await sorted(`run_id NOT IN ('${r3}', "${r4}")`)).toEqual(["r1", "r2", "r5"]);
+      expect(await sorted("run.run_name = 'r2'")).toEqual(["r2"]);
+      expect(await sorted("run_name LIKE 'r%' and status = 'FAILED' and")).toEqual(["r3"]);
+      expect(await sorted('metrics."valid.rmse" > 70')).toEqual(["r1"]);
+      expect(await sorted("`metric`.rmse >= 58 and `tags`.family != 'gbtree'")).toEqual(["r3"]);
+      const uri = `mlflow-artifacts:/${runs.r3?.experimentId}/${r3}/artifacts`;
+      expect(await sorted(`attributes.artifact_uri = '${uri}'`)).toEqual(["r3"]);
+      expect(await sorted("attributes.artifact_uri LIKE '%/artifacts'")).toHaveLength(5);
+      expect(await sorted("attributes.user_id = ''")).toHaveLength(5);
+
+      const killed = await registry.createRun({
+        experiment: "search",
+        name: "r6",
+        tags: { "mlflow.user": "ada" },
+      });
+      await registry.endRun(killed.id, "cancelled");
+      expect(await sorted("status = 'KILLED'")).toEqual(["r6"]);
+      expect(await sorted("status = 'CANCELLED'")).toEqual([]);
+      expect(await sorted("attributes.user_id = 'ada'")).toEqual(["r6"]);
+      expect(await sorted("user_id ILIKE 'AD%'")).toEqual(["r6"]);
+      expect(await names({ filter: "run_name LIKE 'r%'", orderBy: ["status DESC", "run_name"] })).toEqual([
+        "r4", // RUNNING
+        "r6", // KILLED
+        "r1", // FINISHED
+        "r2",
+        "r5",
+        "r3", // FAILED
+      ]);
+
+      // MLflow keeps a doubled quote as written: the filter value 'it''s' reads it''s, both quotes kept.
+      await registry.logRunData(r4, { params: { quote: "it''s", plain: "it's" } });
+      expect(await sorted("params.quote = 'it''s'")).toEqual(["r4"]);
+      expect(await sorted("params.plain = 'it''s'")).toEqual([]);
+      expect(await sorted(`params.plain = "it's"`)).toEqual(["r4"]);
     });
 
     it("orders by metrics, params and attributes, with missing values last, and pages", async () => {
@@ -759,20 +805,21 @@ describe.each(BACKENDS)("registry on $name", (backend) => {
         ],
         [
           "metrics.rmse < 60 or params.a = '1'",
-          'filter: expected "and" or the end of the filter (only and is supported) at position 19, found "or"',
+          'filter: or is not supported; conditions can only be joined by and at position 19, found "or"',
         ],
-        [
-          "rmse < 60",
-          "filter: expected metrics.<key>, params.<key>, tags.<key> or attributes.<key> at position 1",
-        ],
+        ["rmse < 60", 'filter: unknown attribute "rmse"; expected one of status, run_name'],
         ["metricz.rmse < 60", 'filter: unknown entity "metricz"'],
         ["attributes.colour = 'red'", 'filter: unknown attribute "colour"'],
         ["tags.a = 'open", "filter: unterminated string (position 10)"],
-        ["metrics.rmse < 60 and ", 'filter: expected a condition after "and" at position 23'],
+        ["metrics.rmse < 60 and metrics", 'filter: unknown attribute "metrics"'],
         ["metrics.rmse LIKE '6%'", "filter: LIKE cannot be used with metrics.rmse"],
         ["params.a < '1'", "filter: < cannot be used with params.a"],
-        ["attributes.status = 'done'", 'filter: unknown status "done"'],
-        ["metrics.rmse <", "filter: expected a number or a quoted string at position 15, found end of input"],
+        ["attributes.status IN ('FINISHED')", "filter: IN is only supported on attributes.run_id"],
+        ["metrics.rmse == 60", "filter: == is not an operator; use ="],
+        [
+          "metrics.rmse <",
+          "filter: expected a number, a quoted string or a list at position 15, found end of input",
+        ],
       ];
       for (const [filter, message] of cases) {
         const error = await expectError(registry.searchRuns({ filter }), "invalid_argument");
