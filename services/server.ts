@@ -148,6 +148,10 @@ export async function startServer(
     onServed: serving.onServed,
     maxBatchSize: config.maxBatchSize,
     report: async (id) => {
+    reload: () => serving.live.reloadNow(),
+    ...(config.predictNeedsToken ? { adminTokens: state.tokens } : {}),
+    modelName: config.modelName,
+    alias: "production",
       const report = await control?.reports.get(id);
       return report ? renderDriftReport(report) : undefined;
     },

@@ -23,6 +23,16 @@ import { chooseWinner, finalizeWinner } from "./select.js";
 import type { TrainingWindow } from "./splits.js";
 import type { CandidateResult, FinalModel, PreparedData } from "./types.js";
 
+export {
+  checkLevel,
+  fitCalibration,
+  HOUR_BAND_NAMES,
+  hourBand,
+  type IntervalCalibration,
+  IntervalLevelError,
+  intervalBounds,
+  intervalRowsOf,
+} from "./calibration.js";
 export { fitCandidate } from "./fit.js";
 export { prepareData } from "./prepare-data.js";
 export {

@@ -6,6 +6,7 @@ import { type RegressionReport, regressionReport } from "../../core/metrics/inde
 import { OnnxModel, xgboostToOnnx } from "../../core/onnx/index.js";
 import { seededRandom } from "../../core/random/index.js";
 import { type Booster, train } from "../../core/xgboost/index.js";
+import { fitCalibration, type IntervalCalibration } from "./calibration.js";
 import { concatRows, maskDates } from "./matrices.js";
 import type { CandidateResult, FinalModel, LabelledMatrix, PreparedData, ReferenceSample } from "./types.js";
 import { checkNthread, dateMaskShare, specSeed, xgboostParams } from "./xgboost-params.js";
@@ -161,6 +162,26 @@ export async function finalizeWinner(
       aModel.booster.dispose();
     }
 
+    // The winner as it was searched (training rows only, same rounds and date mask): its residuals on
+    // the validation rows, which it has not seen, calibrate the intervals of the final model.
+    const searchSet = maskDates(data.train, share, seed);
+    const searched = await train({
+      params: xgboostParams(spec, searchSet.labels, nthread),
+      rounds,
+      train: searchSet,
+      ...signal,
+    });
+    let calibration: IntervalCalibration;
+    try {
+      calibration = fitCalibration(
+        `${data.windows.valid ?? "valid"} (${data.valid.rows} hours)`,
+        { matrix: data.valid, predictions: searched.booster.predict(data.valid) },
+        { matrix: data.validWithoutDate, predictions: searched.booster.predict(data.validWithoutDate) },
+      );
+    } finally {
+      searched.booster.dispose();
+    }
+
     const nativeJson = booster.saveJson();
     const onnx = xgboostToOnnx(nativeJson, {
       featureNames: [...FEATURE_NAMES],
@@ -172,7 +193,17 @@ export async function finalizeWinner(
     await checkOnnxParity(onnx, booster, [data.test, data.testWithoutDate]);
     const featureImportance = importanceOf(booster, nativeJson, refitSet);
     const reference = referenceSample(fitted, booster.predict(fitted), seed);
-    return { nativeJson, onnx, test, testWithoutDate, splitA, featureImportance, rounds, reference };
+    return {
+      nativeJson,
+      onnx,
+      test,
+      testWithoutDate,
+      splitA,
+      featureImportance,
+      rounds,
+      reference,
+      calibration,
+    };
   } finally {
     booster.dispose();
   }

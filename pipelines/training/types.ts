@@ -4,6 +4,7 @@
  */
 import type { RegressionReport } from "../../core/metrics/index.js";
 import type { DenseMatrix, RoundEvaluation } from "../../core/xgboost/index.js";
+import type { IntervalCalibration } from "./calibration.js";
 
 export type Family = "gbtree" | "random_forest" | "linear";
 export type ObjectiveName = "squared_error" | "poisson" | "tweedie";
@@ -77,4 +78,6 @@ export interface FinalModel {
   featureImportance: Record<string, number>;
   rounds: number;
   reference: ReferenceSample;
+  /** Conformal scores of the searched winner on the validation rows: the final model's intervals. */
+  calibration: IntervalCalibration;
 }

@@ -5,6 +5,7 @@ import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
 import type { CandidateSpec } from "../../pipelines/training/candidates.js";
 import type { TrainingInput, TrainingProgress, TrainingRequest } from "../../pipelines/training/job.js";
 import {
+  ARTIFACT_CALIBRATION,
   ARTIFACT_CARD,
   ARTIFACT_NATIVE,
   ARTIFACT_ONNX,
@@ -255,6 +256,7 @@ async function trainingJob(
       xgboostVersion,
       trainingSeconds: (performance.now() - started) / 1000,
       jobId,
+      calibration: final.calibration,
     };
 
     await stage("register", 0.9, "storing artifacts");
@@ -291,6 +293,12 @@ async function trainingJob(
       finalRun.id,
       ARTIFACT_REFERENCE,
       Buffer.from(JSON.stringify(final.reference)),
+      "application/json",
+    );
+    await ctx.registry.putArtifact(
+      finalRun.id,
+      ARTIFACT_CALIBRATION,
+      Buffer.from(JSON.stringify(final.calibration)),
       "application/json",
     );
     await ctx.registry.putArtifact(

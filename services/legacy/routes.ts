@@ -11,9 +11,17 @@ import {
   ViolationList,
   validateRecord,
 } from "../../core/features/index.js";
+import { principalFromHeader } from "../auth/interceptor.js";
+import type { TokenBook } from "../auth/tokens.js";
 import { httpStatus } from "../errors.js";
 import type { Metrics } from "../observability/metrics.js";
-import { type ModelSlot, type OnServed, requireModel } from "../predict/predict-service.js";
+import {
+  checkIntervalLevel,
+  type ModelSlot,
+  type OnServed,
+  predictWithInterval,
+  requireModel,
+} from "../predict/predict-service.js";
 import { formatPath, jsonTooDeep, MAX_JSON_DEPTH } from "../request-limits.js";
 import { legacyOpenApi, renderDocs } from "./openapi.js";
 
@@ -162,9 +170,91 @@ export interface LegacyOptions {
   maxBatchSize: number;
   /** The HTML of a stored drift report, served at /reports/<id>. */
   report?: (id: string) => Promise<string | undefined>;
+  /** Reads the alias again now (POST /model/reload); absent where nothing follows an alias. */
+  reload?: () => Promise<void>;
+  /** When set, POST /model/reload needs an admin bearer token from this book. */
+  adminTokens?: TokenBook;
+  /** The name and alias POST /model/reload answers with. */
+  modelName?: string;
+  alias?: string;
+}
+
+/** The old API's default level of /predict/confidence. */
+export const DEFAULT_CONFIDENCE_LEVEL = 0.95;
+
+/** The standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9): z of a two-sided level. */
+export function normalQuantile(p: number): number {
+  const a = [
+    -39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716,
+    2.506628277459239,
+  ];
+  const b = [
+    -54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572,
+  ];
+  const c = [
+    -0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968,
+    2.938163982698783,
+  ];
+  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
+  const [a0, a1, a2, a3, a4, a5] = a as [number, number, number, number, number, number];
+  const [b0, b1, b2, b3, b4] = b as [number, number, number, number, number];
+  const [c0, c1, c2, c3, c4, c5] = c as [number, number, number, number, number, number];
+  const [d0, d1, d2, d3] = d as [number, number, number, number];
+  const low = 0.02425;
+  if (p < low) {
+    const q = Math.sqrt(-2 * Math.log(p));
+    return (
+      (((((c0 * q + c1) * q + c2) * q + c3) * q + c4) * q + c5) /
+      ((((d0 * q + d1) * q + d2) * q + d3) * q + 1)
+    );
+  }
+  if (p > 1 - low) return -normalQuantile(1 - p);
+  const q = p - 0.5;
+  const r = q * q;
+  return (
+    ((((((a0 * r + a1) * r + a2) * r + a3) * r + a4) * r + a5) * q) /
+    (((((b0 * r + b1) * r + b2) * r + b3) * r + b4) * r + 1)
+  );
+}
+
+/**
+ * The `confidence_level` query parameter of /predict/confidence (the old API's name), in (0, 1);
+ * absent: 95%.
+ */
+function confidenceLevelOf(req: Request): number {
+  const query = (req.url ?? "").split("?")[1];
+  const given = query === undefined ? null : new URLSearchParams(query).get("confidence_level");
+  if (given === null) return DEFAULT_CONFIDENCE_LEVEL;
+  const level = given.trim() === "" ? Number.NaN : Number(given);
+  if (!(Number.isFinite(level) && level > 0 && level < 1)) {
+    throw unprocessable([
+      {
+        type: "less_than",
+        loc: ["query", "confidence_level"],
+        msg: "confidence_level must be strictly between 0 and 1 (e.g. 0.9 for a 90% interval)",
+        input: echo(given),
+      },
+    ]);
+  }
+  return level;
 }
 
 const HOUR_MS = 3_600_000;
+/** `version` of GET /: the old API's major version, kept so clients that compare it still match. */
+const API_VERSION = "1.0.0";
+
+/** One record body (/predict, /predict/confidence), or FastAPI's 422 naming each bad field. */
+function validOne(body: unknown): RawRecord {
+  const result = validateRecord(body, "");
+  if (result.ok) return result.record;
+  // A body of 64 KiB can hold thousands of unknown keys: list 20, count the rest.
+  const violations = new ViolationList();
+  violations.add(result.violations);
+  const details = toDetails(violations.listed, body, ["body"], "");
+  const rest = violations.summary();
+  if (rest) details.push({ type: "too_many_errors", loc: ["body"], msg: rest, input: null });
+  throw unprocessable(details);
+}
 
 /** The optional `timestamp` of a validated body, as the start of its hour (epoch ms). */
 function hourStartOf(body: unknown): number | undefined {
@@ -183,19 +273,83 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
   const model = () => requireModel(slot);
 
   const routes: Record<string, (req: Request, requestId: string) => Promise<[number, unknown, string?]>> = {
+    "GET /": async () => [
+      200,
+      {
+        message: "Bike Sharing Demand Prediction API",
+        version: API_VERSION,
+        docs: "/docs",
+      },
+    ],
+    "POST /model/reload": async (req) => {
+      if (options.adminTokens) {
+        const principal = principalFromHeader(req.headers.authorization ?? null, options.adminTokens);
+        if (principal === undefined || principal === "malformed") {
+          throw new BikeshareError(
+            "unauthenticated",
+            principal === undefined
+              ? "POST /model/reload needs a bearer token with role admin"
+              : "the bearer token is not valid",
+          );
+        }
+        if (principal.role !== "admin") {
+          throw new BikeshareError(
+            "permission_denied",
+            `${principal.name} has role ${principal.role}; POST /model/reload needs admin`,
+          );
+        }
+      }
+      if (!options.reload) {
+        throw new BikeshareError("failed_precondition", "this process does not follow a model alias");
+      }
+      // Serialised with the alias follower: a version is swapped in only once fully loaded, and the one
+      // it replaces is released after its last request, so a reload under load fails no request.
+      await options.reload();
+      const serving = model();
+      return [
+        200,
+        {
+          message: `Model reloaded: ${serving.name} version ${serving.version}`,
+          timestamp: new Date().toISOString(),
+          model_name: serving.name,
+          model_stage: options.alias ?? "production",
+        },
+      ];
+    },
+    "POST /predict/confidence": async (req, requestId) => {
+      const level = confidenceLevelOf(req);
+      const body = await readJson(req, 64 * 1024);
+      const record = validOne(body);
+      const serving = model();
+      const { predictions, interval } = await predictWithInterval(serving, [record], level);
+      if (!interval) throw new Error("predictWithInterval returned no interval for a level");
+      await onServed({
+        requestId,
+        model: serving,
+        records: [record],
+        hourStarts: [hourStartOf(body)],
+        predictions,
+        interval,
+      });
+      const lower = interval.lower[0] as number;
+      const upper = interval.upper[0] as number;
+      // The old API reported the trees' σ; this is the calibrated band read back as a normal σ.
+      const z = normalQuantile(0.5 + level / 2);
+      return [
+        200,
+        {
+          predictions: [predictions[0]],
+          mean_prediction: predictions[0],
+          confidence_intervals: { lower: [lower], upper: [upper] },
+          prediction_std: [(upper - lower) / (2 * z)],
+          timestamp: new Date().toISOString(),
+          model_version: serving.version,
+        },
+      ];
+    },
     "POST /predict": async (req, requestId) => {
       const body = await readJson(req, 64 * 1024);
-      const result = validateRecord(body, "");
-      if (!result.ok) {
-        // A body of 64 KiB can hold thousands of unknown keys: list 20, count the rest.
-        const violations = new ViolationList();
-        violations.add(result.violations);
-        const details = toDetails(violations.listed, body, ["body"], "");
-        const rest = violations.summary();
-        if (rest) details.push({ type: "too_many_errors", loc: ["body"], msg: rest, input: null });
-        throw unprocessable(details);
-      }
-      const record = result.record;
+      const record = validOne(body);
       const serving = model();
       const predictions = await serving.predict(recordsToColumns([record]));
       await onServed({

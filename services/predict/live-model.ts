@@ -1,3 +1,4 @@
+import { BikeshareError } from "../../core/errors.js";
 import type { Logger } from "../observability/log.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Registry } from "../registry/registry.js";
@@ -60,6 +61,20 @@ export class LiveModel implements ModelSlot {
         (error: unknown) => this.setStale(true, error),
       );
     return this.loading;
+  }
+
+  /**
+   * Reads the alias now (POST /model/reload) and fails when that read or load failed, while the
+   * previous version keeps serving.
+   */
+  async reloadNow(): Promise<void> {
+    await this.reload();
+    if (this.stale) {
+      throw new BikeshareError(
+        "unavailable",
+        `could not load the model behind the ${this.alias} alias; still serving version ${this.current?.version ?? "none"} (see the server log)`,
+      );
+    }
   }
 
   private setStale(stale: boolean, error?: unknown): void {

@@ -31,6 +31,41 @@ export interface Served {
   /** Start of each row's hour (epoch ms) when the caller sent it. */
   hourStarts: readonly (number | undefined)[];
   predictions: Float32Array;
+  /** The interval served with each prediction, when the caller asked for one. */
+  interval?: ServedInterval;
+}
+
+export interface ServedInterval {
+  level: number;
+  lower: ArrayLike<number>;
+  upper: ArrayLike<number>;
+}
+
+/** An `interval_level` is checked before any work: in (0, 1), named in the error. */
+export function checkIntervalLevel(level: number | undefined, field = "interval_level"): void {
+  if (level === undefined) return;
+  if (!(Number.isFinite(level) && level > 0 && level < 1)) {
+    throw invalidArgument([
+      {
+        field,
+        type: "range",
+        description: `must be strictly between 0 and 1 (e.g. 0.9 for a 90% interval), not ${level}`,
+      },
+    ]);
+  }
+}
+
+/** Predicts `records` and, when `level` is set, their calibrated interval (see ServingModel.interval). */
+export async function predictWithInterval(
+  model: ServingModel,
+  records: readonly RawRecord[],
+  level: number | undefined,
+): Promise<{ predictions: Float32Array; interval?: ServedInterval }> {
+  const columns = recordsToColumns(records);
+  const predictions = await model.predict(columns);
+  if (level === undefined) return { predictions };
+  const { lower, upper } = model.interval(columns, predictions, level);
+  return { predictions, interval: { level, lower, upper } };
 }
 
 /** Resolves once what was served is logged durably: the reply is sent only then. */
@@ -73,37 +108,61 @@ export function createPredictService(
     return { records, hourStarts };
   };
 
-  const serve = async (records: RawRecord[], hourStarts: (number | undefined)[]) => {
+  const serve = async (records: RawRecord[], hourStarts: (number | undefined)[], level?: number) => {
     const model = requireModel(slot);
-    const predictions = await model.predict(recordsToColumns(records));
+    const { predictions, interval } = await predictWithInterval(model, records, level);
     const requestId = randomUUID();
-    await onServed({ requestId, model, records, hourStarts, predictions });
-    return { requestId, model, predictions };
+    await onServed({ requestId, model, records, hourStarts, predictions, ...(interval ? { interval } : {}) });
+    return { requestId, model, predictions, interval };
   };
+
+  /** The response fields of an interval: none at all when none was asked for. */
+  const intervalFields = (interval: ServedInterval | undefined) =>
+    interval
+      ? {
+          lower: Array.from(interval.lower),
+          upper: Array.from(interval.upper),
+          intervalLevel: interval.level,
+        }
+      : {};
 
   return {
     startScoring,
 
     async predict(request) {
+      checkIntervalLevel(request.intervalLevel);
       const result = recordFromConditions(request.conditions, "conditions");
       if (!result.ok) throw invalidArgument(result.violations);
-      const { requestId, model, predictions } = await serve([result.record], [result.hourStart]);
+      const { requestId, model, predictions, interval } = await serve(
+        [result.record],
+        [result.hourStart],
+        request.intervalLevel,
+      );
       return {
         prediction: predictions[0] as number,
         modelVersion: model.version,
         requestId,
         timestamp: timestampNow(),
+        ...(interval
+          ? { lower: interval.lower[0], upper: interval.upper[0], intervalLevel: interval.level }
+          : {}),
       };
     },
 
     async predictBatch(request) {
+      checkIntervalLevel(request.intervalLevel);
       const { records, hourStarts } = validateRows(request.rows);
-      const { requestId, model, predictions } = await serve(records, hourStarts);
+      const { requestId, model, predictions, interval } = await serve(
+        records,
+        hourStarts,
+        request.intervalLevel,
+      );
       return {
         predictions: Array.from(predictions),
         modelVersion: model.version,
         requestId,
         timestamp: timestampNow(),
+        ...intervalFields(interval),
       };
     },
 
@@ -111,9 +170,15 @@ export function createPredictService(
       let offset = 0n;
       for await (const chunk of requests) {
         // Row indexes in errors count from the start of the stream (as `offset` does), not the message.
+        checkIntervalLevel(chunk.intervalLevel);
         const { records, hourStarts } = validateRows(chunk.rows, Number(offset));
-        const { model, predictions } = await serve(records, hourStarts);
-        yield { offset, predictions: Array.from(predictions), modelVersion: model.version };
+        const { model, predictions, interval } = await serve(records, hourStarts, chunk.intervalLevel);
+        yield {
+          offset,
+          predictions: Array.from(predictions),
+          modelVersion: model.version,
+          ...intervalFields(interval),
+        };
         offset += BigInt(records.length);
       }
     },
@@ -135,6 +200,7 @@ export function createPredictService(
           metrics: card.metrics,
           dataFingerprint: card.dataFingerprint,
           runtime: "onnxruntime-node",
+          intervalsCalibrated: card.calibration !== undefined,
         }),
       };
     },

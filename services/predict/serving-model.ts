@@ -1,5 +1,7 @@
+import { BikeshareError } from "../../core/errors.js";
 import { FEATURE_NAMES, featureMatrix, type RawColumns } from "../../core/features/index.js";
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
+import { IntervalLevelError, intervalBounds } from "../../pipelines/training/calibration.js";
 import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
 
@@ -83,6 +85,34 @@ export class ServingModel {
     } finally {
       this.inFlight--;
       if (this.retired && this.inFlight === 0) void this.release();
+    }
+  }
+
+  /**
+   * The calibrated interval at `level` around `predictions` of `columns`. A version without a
+   * calibration refuses (failed_precondition) rather than invent a band; a level outside (0, 1), or
+   * beyond what its calibration scores support, is invalid_argument. Both name `field`.
+   */
+  interval(
+    columns: RawColumns,
+    predictions: ArrayLike<number>,
+    level: number,
+    field = "interval_level",
+  ): { lower: Float64Array; upper: Float64Array } {
+    const calibration = this.card.calibration;
+    if (calibration === undefined) {
+      throw new BikeshareError(
+        "failed_precondition",
+        `${field}: model ${this.name} v${this.version} has no interval calibration (trained before intervals existed); retrain it to serve intervals`,
+      );
+    }
+    try {
+      return intervalBounds(calibration, columns, predictions, level);
+    } catch (error) {
+      if (!(error instanceof IntervalLevelError)) throw error;
+      throw new BikeshareError("invalid_argument", `${field} ${error.message}`, {
+        violations: [{ field, description: error.message }],
+      });
     }
   }
 

@@ -1,3 +1,5 @@
+import type { IntervalCalibration } from "../../pipelines/training/calibration.js";
+
 /**
  * metadata.json, stored beside model.json and model.onnx in every final run: what a server
  * needs to know to serve the model, and what a person needs to trust it.
@@ -22,9 +24,16 @@ export interface ModelCard {
   xgboostVersion: string;
   trainingSeconds: number;
   jobId?: string;
+  /**
+   * Conformal scores on the validation window (pipelines/training/calibration.ts): what prediction
+   * intervals are computed from. Absent in versions trained before intervals existed: they serve none.
+   */
+  calibration?: IntervalCalibration;
 }
 
 export const ARTIFACT_NATIVE = "model.json";
 export const ARTIFACT_ONNX = "model.onnx";
 export const ARTIFACT_CARD = "metadata.json";
 export const ARTIFACT_REFERENCE = "reference.json";
+/** The card's calibration on its own, for tools that read the intervals without the rest. */
+export const ARTIFACT_CALIBRATION = "calibration.json";

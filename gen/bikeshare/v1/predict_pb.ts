@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/predict.proto.
  */
 export const file_bikeshare_v1_predict: GenFile = /*@__PURE__*/
-  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxInUKE1N0YXJ0U2NvcmluZ1JlcXVlc3QSDQoFaW5wdXQYASABKAkSDgoGb3V0cHV0GAIgASgJEhYKDmludmFsaWRfb3V0cHV0GAMgASgJEg4KBnJlYXNvbhgEIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkiNgoUU3RhcnRTY29yaW5nUmVzcG9uc2USHgoDam9iGAEgASgLMhEuYmlrZXNoYXJlLnYxLkpvYiJCCg5QcmVkaWN0UmVxdWVzdBIwCgpjb25kaXRpb25zGAEgASgLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zIn8KD1ByZWRpY3RSZXNwb25zZRISCgpwcmVkaWN0aW9uGAEgASgBEhUKDW1vZGVsX3ZlcnNpb24YAiABKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkEKE1ByZWRpY3RCYXRjaFJlcXVlc3QSKgoEcm93cxgBIAMoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucyKFAQoUUHJlZGljdEJhdGNoUmVzcG9uc2USEwoLcHJlZGljdGlvbnMYASADKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoUUHJlZGljdFN0cmVhbVJlcXVlc3QSKgoEcm93cxgBIAMoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucyJTChVQcmVkaWN0U3RyZWFtUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEhMKC3ByZWRpY3Rpb25zGAIgAygBEhUKDW1vZGVsX3ZlcnNpb24YAyABKAkiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCI+ChRHZXRNb2RlbEluZm9SZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8ijwMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHYWxpYXNlcxgDIAMoCRIpCgZmYW1pbHkYBCABKA4yGS5iaWtlc2hhcmUudjEuTW9kZWxGYW1pbHkSEQoJb2JqZWN0aXZlGAUgASgJEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSOwoSZmVhdHVyZV9pbXBvcnRhbmNlGAcgAygLMh8uYmlrZXNoYXJlLnYxLkZlYXR1cmVJbXBvcnRhbmNlEjUKB21ldHJpY3MYCCADKAsyJC5iaWtlc2hhcmUudjEuTW9kZWxJbmZvLk1ldHJpY3NFbnRyeRIYChBkYXRhX2ZpbmdlcnByaW50GAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3J1bnRpbWUYCyABKAkaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEyuwMKDlByZWRpY3RTZXJ2aWNlEkYKB1ByZWRpY3QSHC5iaWtlc2hhcmUudjEuUHJlZGljdFJlcXVlc3QaHS5iaWtlc2hhcmUudjEuUHJlZGljdFJlc3BvbnNlElUKDFByZWRpY3RCYXRjaBIhLmJpa2VzaGFyZS52MS5QcmVkaWN0QmF0Y2hSZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlc3BvbnNlElwKDVByZWRpY3RTdHJlYW0SIi5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlcXVlc3QaIy5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlc3BvbnNlKAEwARJVCgxHZXRNb2RlbEluZm8SIS5iaWtlc2hhcmUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJVCgxTdGFydFNjb3JpbmcSIS5iaWtlc2hhcmUudjEuU3RhcnRTY29yaW5nUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5TdGFydFNjb3JpbmdSZXNwb25zZWIGcHJvdG8z", [file_bikeshare_v1_common, file_bikeshare_v1_train, file_google_protobuf_timestamp]);
+  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxIqUBChNTdGFydFNjb3JpbmdSZXF1ZXN0Eg0KBWlucHV0GAEgASgJEg4KBm91dHB1dBgCIAEoCRIWCg5pbnZhbGlkX291dHB1dBgDIAEoCRIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsIjYKFFN0YXJ0U2NvcmluZ1Jlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLmJpa2VzaGFyZS52MS5Kb2IicgoOUHJlZGljdFJlcXVlc3QSMAoKY29uZGl0aW9ucxgBIAEoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucxIbCg5pbnRlcnZhbF9sZXZlbBgMIAEoAUgAiAEBQhEKD19pbnRlcnZhbF9sZXZlbCLrAQoPUHJlZGljdFJlc3BvbnNlEhIKCnByZWRpY3Rpb24YASABKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoFbG93ZXIYDCABKAFIAIgBARISCgV1cHBlchgNIAEoAUgBiAEBEhsKDmludGVydmFsX2xldmVsGA4gASgBSAKIAQFCCAoGX2xvd2VyQggKBl91cHBlckIRCg9faW50ZXJ2YWxfbGV2ZWwicQoTUHJlZGljdEJhdGNoUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsItMBChRQcmVkaWN0QmF0Y2hSZXNwb25zZRITCgtwcmVkaWN0aW9ucxgBIAMoARIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsb3dlchgMIAMoARINCgV1cHBlchgNIAMoARIbCg5pbnRlcnZhbF9sZXZlbBgOIAEoAUgAiAEBQhEKD19pbnRlcnZhbF9sZXZlbCJyChRQcmVkaWN0U3RyZWFtUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsIqEBChVQcmVkaWN0U3RyZWFtUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEhMKC3ByZWRpY3Rpb25zGAIgAygBEhUKDW1vZGVsX3ZlcnNpb24YAyABKAkSDQoFbG93ZXIYDCADKAESDQoFdXBwZXIYDSADKAESGwoOaW50ZXJ2YWxfbGV2ZWwYDiABKAFIAIgBAUIRCg9faW50ZXJ2YWxfbGV2ZWwiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCI+ChRHZXRNb2RlbEluZm9SZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8irQMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHYWxpYXNlcxgDIAMoCRIpCgZmYW1pbHkYBCABKA4yGS5iaWtlc2hhcmUudjEuTW9kZWxGYW1pbHkSEQoJb2JqZWN0aXZlGAUgASgJEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSOwoSZmVhdHVyZV9pbXBvcnRhbmNlGAcgAygLMh8uYmlrZXNoYXJlLnYxLkZlYXR1cmVJbXBvcnRhbmNlEjUKB21ldHJpY3MYCCADKAsyJC5iaWtlc2hhcmUudjEuTW9kZWxJbmZvLk1ldHJpY3NFbnRyeRIYChBkYXRhX2ZpbmdlcnByaW50GAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3J1bnRpbWUYCyABKAkSHAoUaW50ZXJ2YWxzX2NhbGlicmF0ZWQYDCABKAgaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEyuwMKDlByZWRpY3RTZXJ2aWNlEkYKB1ByZWRpY3QSHC5iaWtlc2hhcmUudjEuUHJlZGljdFJlcXVlc3QaHS5iaWtlc2hhcmUudjEuUHJlZGljdFJlc3BvbnNlElUKDFByZWRpY3RCYXRjaBIhLmJpa2VzaGFyZS52MS5QcmVkaWN0QmF0Y2hSZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlc3BvbnNlElwKDVByZWRpY3RTdHJlYW0SIi5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlcXVlc3QaIy5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlc3BvbnNlKAEwARJVCgxHZXRNb2RlbEluZm8SIS5iaWtlc2hhcmUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJVCgxTdGFydFNjb3JpbmcSIS5iaWtlc2hhcmUudjEuU3RhcnRTY29yaW5nUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5TdGFydFNjb3JpbmdSZXNwb25zZWIGcHJvdG8z", [file_bikeshare_v1_common, file_bikeshare_v1_train, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bikeshare.v1.StartScoringRequest
@@ -52,6 +52,14 @@ export type StartScoringRequest = Message<"bikeshare.v1.StartScoringRequest"> & 
    * @generated from field: string idempotency_key = 5;
    */
   idempotencyKey: string;
+
+  /**
+   * When set, the output gets `lower` and `upper` columns: the model's calibrated interval at this
+   * level, in (0, 1), e.g. 0.9. The model version must carry an interval calibration.
+   *
+   * @generated from field: optional double interval_level = 12;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -86,6 +94,14 @@ export type PredictRequest = Message<"bikeshare.v1.PredictRequest"> & {
    * @generated from field: bikeshare.v1.HourConditions conditions = 1;
    */
   conditions?: HourConditions | undefined;
+
+  /**
+   * When set, the response carries the calibrated prediction interval at this level, in (0, 1), e.g.
+   * 0.9 (split conformal on the validation window, by working day and hour band). Unset: no interval.
+   *
+   * @generated from field: optional double interval_level = 12;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -122,6 +138,23 @@ export type PredictResponse = Message<"bikeshare.v1.PredictResponse"> & {
    * @generated from field: google.protobuf.Timestamp timestamp = 4;
    */
   timestamp?: Timestamp | undefined;
+
+  /**
+   * The interval at the requested `interval_level`; unset when none was asked for. Never below 0.
+   *
+   * @generated from field: optional double lower = 12;
+   */
+  lower?: number | undefined;
+
+  /**
+   * @generated from field: optional double upper = 13;
+   */
+  upper?: number | undefined;
+
+  /**
+   * @generated from field: optional double interval_level = 14;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -139,6 +172,13 @@ export type PredictBatchRequest = Message<"bikeshare.v1.PredictBatchRequest"> & 
    * @generated from field: repeated bikeshare.v1.HourConditions rows = 1;
    */
   rows: HourConditions[];
+
+  /**
+   * As PredictRequest.interval_level, for every row.
+   *
+   * @generated from field: optional double interval_level = 12;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -173,6 +213,23 @@ export type PredictBatchResponse = Message<"bikeshare.v1.PredictBatchResponse"> 
    * @generated from field: google.protobuf.Timestamp timestamp = 4;
    */
   timestamp?: Timestamp | undefined;
+
+  /**
+   * One bound per row when an interval_level was asked for; empty otherwise.
+   *
+   * @generated from field: repeated double lower = 12;
+   */
+  lower: number[];
+
+  /**
+   * @generated from field: repeated double upper = 13;
+   */
+  upper: number[];
+
+  /**
+   * @generated from field: optional double interval_level = 14;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -190,6 +247,13 @@ export type PredictStreamRequest = Message<"bikeshare.v1.PredictStreamRequest"> 
    * @generated from field: repeated bikeshare.v1.HourConditions rows = 1;
    */
   rows: HourConditions[];
+
+  /**
+   * As PredictRequest.interval_level, for the rows of this message.
+   *
+   * @generated from field: optional double interval_level = 12;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -219,6 +283,23 @@ export type PredictStreamResponse = Message<"bikeshare.v1.PredictStreamResponse"
    * @generated from field: string model_version = 3;
    */
   modelVersion: string;
+
+  /**
+   * One bound per row when the request message asked for an interval_level; empty otherwise.
+   *
+   * @generated from field: repeated double lower = 12;
+   */
+  lower: number[];
+
+  /**
+   * @generated from field: repeated double upper = 13;
+   */
+  upper: number[];
+
+  /**
+   * @generated from field: optional double interval_level = 14;
+   */
+  intervalLevel?: number | undefined;
 };
 
 /**
@@ -332,6 +413,13 @@ export type ModelInfo = Message<"bikeshare.v1.ModelInfo"> & {
    * @generated from field: string runtime = 11;
    */
   runtime: string;
+
+  /**
+   * True when the version carries an interval calibration (interval_level can be asked for).
+   *
+   * @generated from field: bool intervals_calibrated = 12;
+   */
+  intervalsCalibrated: boolean;
 };
 
 /**
