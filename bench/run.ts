@@ -4,8 +4,9 @@
  * 1,000 rows. The server runs as its own process (compiled dist/), as in production;
  * the throughput load generators run in this process, the fixed-rate latency one (bench/loadgen, Go)
  * in its own, all on the same 2 cores. Writes docs/benchmarks.md; then the prediction-log spool
- * (bench/spool.ts), batch scoring (bench/scoring.ts), scale-out (bench/scale-out.ts) and in-process model
- * compute (bench/model-compute.ts) add their sections.
+ * (bench/spool.ts), batch scoring (bench/scoring.ts), scale-out (bench/scale-out.ts), in-process model
+ * compute (bench/model-compute.ts) and each protocol against its transport's ceiling (bench/transport.ts)
+ * add their sections.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -29,6 +30,7 @@ import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { docSection } from "./doc-section.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
+import { currentIntervalsSection, intervalsBenchmark, writeIntervalsSection } from "./intervals.js";
 import {
   currentModelComputeSection,
   modelComputeBenchmark,
@@ -37,6 +39,7 @@ import {
 import { currentScaleOutSection, scaleOutBenchmark, writeScaleOutSection } from "./scale-out.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
 import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
+import { currentTransportSection, transportBenchmark, writeTransportSection } from "./transport.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = 8;
@@ -338,10 +341,12 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
 `;
     const sections = [
       doc,
+      await currentIntervalsSection(),
       await currentSpoolSection(),
       await currentScoringSection(),
       await currentScaleOutSection(),
       await currentModelComputeSection(),
+      await currentTransportSection(),
       // Written by hand (a one-off measurement, not a benchmark step): kept as is.
       await docSection("micro-batching").current(),
     ];
@@ -355,10 +360,13 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
   // After the server has stopped, so each has the machine to itself; each adds its own section.
   // BENCH_SPOOL=0, BENCH_SCORING=0 and BENCH_SCALE_OUT=0 keep the section from the last run (scoring takes
   // about 25 minutes).
+  // BENCH_INTERVALS=0 keeps the prediction-interval section (a training search, ~70 s).
+  if (process.env.BENCH_INTERVALS !== "0") await writeIntervalsSection(await intervalsBenchmark());
   if (process.env.BENCH_SPOOL !== "0") await writeSpoolSection(await spoolBenchmark());
   if (process.env.BENCH_SCORING !== "0") await writeScoringSection(await scoringBenchmark());
   if (process.env.BENCH_SCALE_OUT !== "0") await writeScaleOutSection(await scaleOutBenchmark());
   if (process.env.BENCH_MODEL_COMPUTE !== "0") await writeModelComputeSection(await modelComputeBenchmark());
+  if (process.env.BENCH_TRANSPORT !== "0") await writeTransportSection(await transportBenchmark());
 }
 
 main().catch((error: unknown) => {

@@ -1,0 +1,285 @@
+/**
+ * Each protocol against its transport's ceiling (issue 14), in one run, with the load tools in their own
+ * processes: wrk (HTTP/1.1 closed loop), ghz (gRPC, closed loop and fixed rate) and bench/loadgen (HTTP/1.1
+ * open loop at a fixed rate). Ceilings: a bare Node http server that parses the JSON body and answers a
+ * constant (bench/ceilings/http-server.ts) and a bare @grpc/grpc-js server with a constant handler
+ * (bench/ceilings/grpc-server.ts, also with protobuf decode/encode). The machine is shared and noisy, so
+ * every target runs beside its ceiling in the same round, rounds alternate, and each figure is given as a
+ * ratio to its ceiling and as server CPU per request (from /proc: steadier than req/s when other work runs).
+ *
+ *   npx tsx bench/transport.ts      (needs dist/, wrk and ghz: scripts/bench-tools.sh installs them)
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { projectRoot } from "../services/config.js";
+import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
+import { docSection } from "./doc-section.js";
+import { buildLoadgen, fixedRateLoad } from "./fixed-rate.js";
+
+const section = docSection("transport");
+const root = projectRoot();
+const run = promisify(execFile);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONNECTIONS = 8;
+const FIXED_RATE = 1000;
+const TOOLS = process.env.BIKESHARE_TOOLS_DIR ?? join(os.homedir(), ".cache/bikeshare-tools");
+
+interface Sample {
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+  /** Server CPU per answered request, µs (user + system of the server process during the run). */
+  cpuUs: number;
+}
+
+function tool(name: string): string {
+  const dirs = [join(TOOLS, "bin"), "/usr/bin", "/usr/local/bin", join(os.homedir(), "go/bin")];
+  const found = dirs.map((d) => join(d, name)).find((p) => existsSync(p));
+  if (!found) throw new Error(`${name} not found: run scripts/bench-tools.sh`);
+  return found;
+}
+
+/** utime + stime of one process, in µs (Linux clock ticks are 10 ms). */
+async function cpuUs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** Runs `load` and charges the server's CPU during it to the requests it answered. */
+async function measured(pid: number, load: () => Promise<Omit<Sample, "cpuUs">>): Promise<Sample> {
+  const before = await cpuUs(pid);
+  const r = await load();
+  const used = (await cpuUs(pid)) - before;
+  return { ...r, cpuUs: used / Math.max(1, r.rps * SECONDS) };
+}
+
+/** wrk, closed loop over 8 kept-alive HTTP/1.1 connections, one POST in flight on each. */
+async function wrk(url: string, body: string, dir: string): Promise<Omit<Sample, "cpuUs">> {
+  const script = join(dir, "post.lua");
+  await writeFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\nwrk.headers["Content-Type"] = "application/json"\n`,
+  );
+  const { stdout } = await run(
+    tool("wrk"),
+    ["-t", "2", "-c", String(CONNECTIONS), "-d", `${SECONDS}s`, "--latency", "-s", script, url],
+    { maxBuffer: 1 << 20 },
+  );
+  const ms = (label: string) => {
+    const m = stdout.match(new RegExp(`^\\s*${label}%\\s+([\\d.]+)(us|ms|s)\\s*$`, "m"));
+    if (!m) throw new Error(`wrk printed no ${label}th percentile:\n${stdout}`);
+    const scale = { us: 1e-3, ms: 1, s: 1e3 }[m[2] as "us" | "ms" | "s"];
+    return Number(m[1]) * scale;
+  };
+  const rps = Number(stdout.match(/Requests\/sec:\s+([\d.]+)/)?.[1]);
+  const non2xx = Number(stdout.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0);
+  const socket = stdout.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
+  const socketErrors = socket ? socket.slice(1).reduce((s, n) => s + Number(n), 0) : 0;
+  return { rps, p50ms: ms("50"), p99ms: ms("99"), errors: non2xx + socketErrors };
+}
+
+/** ghz over 8 HTTP/2 connections: closed loop with 8 workers, or paced at `rate` req/s. */
+async function ghz(
+  port: number,
+  protoset: string,
+  data: string,
+  rate?: number,
+): Promise<Omit<Sample, "cpuUs">> {
+  const args = [
+    "--insecure",
+    "--protoset",
+    protoset,
+    "--call",
+    "bikeshare.v1.PredictService.Predict",
+    "-d",
+    data,
+    "--connections",
+    String(CONNECTIONS),
+    "-z",
+    `${SECONDS}s`,
+    "--format",
+    "json",
+    ...(rate === undefined ? ["-c", String(CONNECTIONS)] : ["-c", "64", "--rps", String(rate), "--async"]),
+    `127.0.0.1:${port}`,
+  ];
+  const { stdout } = await run(tool("ghz"), args, { maxBuffer: 64 << 20 });
+  const r = JSON.parse(stdout) as {
+    count: number;
+    rps: number;
+    latencyDistribution: { percentage: number; latency: number }[] | null;
+    statusCodeDistribution?: Record<string, number>;
+  };
+  const at = (p: number) =>
+    (r.latencyDistribution?.find((d) => d.percentage === p)?.latency ?? Number.NaN) / 1e6;
+  // ghz cancels the calls still in flight when its time is up; those are not the server's failures.
+  const { OK = 0, Canceled = 0 } = r.statusCodeDistribution ?? {};
+  return { rps: r.rps, p50ms: at(50), p99ms: at(99), errors: r.count - OK - Canceled };
+}
+
+async function startProcess(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{
+  child: ChildProcess;
+  port: number;
+}> {
+  const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
+    child.stdout?.once("data", (chunk: Buffer) => resolve(Number(String(chunk).trim().split("\n")[0])));
+  });
+  return { child, port };
+}
+
+async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}`);
+    const ok = await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false, // not listening yet
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`server did not become ready within ${timeoutMs / 1000} s`);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+};
+
+export async function transportBenchmark(): Promise<string> {
+  const dir = await mkdtemp(join(os.tmpdir(), "bikeshare-transport-"));
+  const children: ChildProcess[] = [];
+  try {
+    const protoset = join(dir, "bikeshare.binpb");
+    await run(join(root, "node_modules/.bin/buf"), ["build", "-o", protoset], { cwd: root });
+    await buildLoadgen();
+    const tsx = ["--import", "tsx"];
+    const httpCeiling = await startProcess([...tsx, join(root, "bench/ceilings/http-server.ts")]);
+    const grpcCeiling = await startProcess([...tsx, join(root, "bench/ceilings/grpc-server.ts")]);
+    const grpcPb = await startProcess([...tsx, join(root, "bench/ceilings/grpc-server.ts"), "--protobuf"]);
+    children.push(httpCeiling.child, grpcCeiling.child, grpcPb.child);
+
+    // The server as `make start` runs it: it trains its first model, then serves with the prediction log on.
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const server = spawn(process.execPath, [join(root, "dist/cli/bikeshare.js"), "serve"], {
+      env: {
+        ...process.env,
+        PORT: String(port),
+        BIKESHARE_MODELS_DIR: join(dir, "models"),
+        BIKESHARE_DB: join(dir, "bikeshare.duckdb"),
+        BIKESHARE_TOKENS_FILE: join(dir, "tokens.json"),
+        BIKESHARE_ADMIN_TOKEN_FILE: join(dir, "admin-token"),
+        LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    children.push(server);
+    const base = `http://127.0.0.1:${port}`;
+    await waitReady(base, server, 300_000);
+    const pid = server.pid as number;
+
+    const one = readHourCsvRecords().map((r) => modelInput(r))[5000] as Record<string, number>;
+    const rest = JSON.stringify(one);
+    const connect = JSON.stringify({ conditions: one });
+    const targets = {
+      httpCeiling: () =>
+        measured(httpCeiling.child.pid as number, () =>
+          wrk(`http://127.0.0.1:${httpCeiling.port}/`, rest, dir),
+        ),
+      rest: () => measured(pid, () => wrk(`${base}/predict`, rest, dir)),
+      connect: () => measured(pid, () => wrk(`${base}/bikeshare.v1.PredictService/Predict`, connect, dir)),
+      grpcCeiling: () =>
+        measured(grpcCeiling.child.pid as number, () => ghz(grpcCeiling.port, protoset, connect)),
+      grpcPb: () => measured(grpcPb.child.pid as number, () => ghz(grpcPb.port, protoset, connect)),
+      grpc: () => measured(pid, () => ghz(port, protoset, connect)),
+    };
+    const samples = Object.fromEntries(Object.keys(targets).map((k) => [k, [] as Sample[]])) as Record<
+      keyof typeof targets,
+      Sample[]
+    >;
+    // Warm-up (JIT, connection pools), then rounds in alternating order so a slow minute hits both sides.
+    for (const load of Object.values(targets)) await load();
+    const names = Object.keys(targets) as (keyof typeof targets)[];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const name of round % 2 ? [...names].reverse() : names) {
+        const s = await targets[name]();
+        samples[name].push(s);
+        console.log(
+          `round ${round + 1} ${name}: ${Math.round(s.rps)} req/s, p50 ${s.p50ms.toFixed(2)} ms, ${Math.round(s.cpuUs)} µs CPU/req`,
+        );
+      }
+    }
+
+    const fixed = {
+      rest: await fixedRateLoad(`${base}/predict`, rest, FIXED_RATE, 15),
+      connect: await fixedRateLoad(`${base}/bikeshare.v1.PredictService/Predict`, connect, FIXED_RATE, 15),
+      grpc: await ghz(port, protoset, connect, FIXED_RATE),
+    };
+
+    const m = (name: keyof typeof targets, key: keyof Sample) => median(samples[name].map((s) => s[key]));
+    const pct = (x: number) => `${Math.round(x * 100)}%`;
+    const row = (label: string, name: keyof typeof targets, ceiling?: keyof typeof targets, goal = "") =>
+      `| ${label} | ${samples[name].map((s) => Math.round(s.rps)).join(", ")} | ${Math.round(m(name, "rps"))} | ${
+        ceiling ? pct(m(name, "rps") / m(ceiling, "rps")) : "ceiling"
+      } | ${ceiling ? pct(m(ceiling, "cpuUs") / m(name, "cpuUs")) : "100%"} | ${Math.round(m(name, "cpuUs"))} | ${m(name, "p50ms").toFixed(2)} | ${m(name, "p99ms").toFixed(2)} | ${samples[name].reduce((s, x) => s + x.errors, 0)} | ${goal} |`;
+    const fixedRow = (
+      label: string,
+      r: { p50ms: number; p99ms: number; errors: number; requestsPerSecond?: number; rps?: number },
+      how: string,
+    ) =>
+      `| ${label} | ${Math.round(r.requestsPerSecond ?? r.rps ?? 0)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.errors} | ${how} |`;
+    const machine = `${os.cpus()[0]?.model ?? "unknown CPU"}, \`nproc\` ${os.availableParallelism()}, Linux ${os.release()}, Node ${process.version}`;
+    return `${section.start}
+## Transport ceilings (issue 14)
+
+Generated by \`npx tsx bench/transport.ts\` (part of \`npm run bench\`) on ${new Date().toISOString().slice(0, 10)}.
+Machine: ${machine}, shared with the load tools. Single-row \`Predict\` (the legacy body for REST), ${CONNECTIONS}
+connections, ${SECONDS} s per run, ${ROUNDS} rounds in alternating order after a warm-up; each load tool runs in its own
+process (wrk -t 2, ghz). Ceilings: a bare Node \`http\` server that parses the JSON body and answers a constant, and a bare
+\`@grpc/grpc-js\` server whose handler answers constant bytes (the issue's trivial handlers); "bare grpc-js + protobuf"
+also decodes the request and encodes the answer with protobuf-es, which any real handler must do.
+"CPU ratio" = ceiling's server CPU per request / this one's (from /proc; steadier than req/s on a shared machine).
+The bikeshare server is \`node dist/cli/bikeshare.js serve\` with the model its first training job made, prediction log on.
+
+| path | req/s of each run | median req/s | / ceiling | CPU ratio | server CPU µs/req | p50 ms | p99 ms | errors | goal |
+|---|---|---|---|---|---|---|---|---|---|
+${row("bare Node http, JSON (HTTP/1.1 ceiling), wrk", "httpCeiling")}
+${row("legacy REST `POST /predict`, wrk", "rest", "httpCeiling", "≥ 50%")}
+${row("Connect JSON over HTTP/1.1, wrk", "connect", "httpCeiling", "≥ 42%")}
+${row("bare grpc-js, constant bytes (gRPC ceiling), ghz", "grpcCeiling")}
+${row("bare grpc-js + protobuf, ghz", "grpcPb", "grpcCeiling")}
+${row("gRPC `PredictService/Predict`, ghz", "grpc", "grpcCeiling", "≥ 75%, p50 < 2 ms")}
+
+At a fixed ${FIXED_RATE} req/s (15 s for REST and Connect through bench/loadgen, open loop, latency from each request's due
+time; ${SECONDS} s for gRPC through ghz \`--rps ${FIXED_RATE} --async\`), prediction log on. Goal: p99 < 5 ms on every protocol.
+
+| protocol | achieved req/s | p50 ms | p99 ms | errors | load |
+|---|---|---|---|---|---|
+${fixedRow("legacy REST", fixed.rest, "bench/loadgen")}
+${fixedRow("Connect JSON, HTTP/1.1", fixed.connect, "bench/loadgen")}
+${fixedRow("gRPC", fixed.grpc, "ghz")}
+${section.end}
+`;
+  } finally {
+    for (const child of children) child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 1000));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export const currentTransportSection = () => section.current();
+export const writeTransportSection = (s: string) => section.write(s);
+
+section.runIfMain(import.meta.url, transportBenchmark);
