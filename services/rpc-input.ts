@@ -16,7 +16,7 @@ export function rpcInputOptions(maxBatchSize: number) {
 }
 
 /** Longest error message an RPC answers with: protobuf-es quotes a client's unknown JSON key in full. */
-const MAX_MESSAGE_CHARS = 1024;
+export const MAX_MESSAGE_CHARS = 1024;
 
 // Errors connect-es raises while it reads and decodes a request, before any interceptor runs (so the
 // metrics interceptor never sees them). connect-es reports an undecodable binary message as `internal`,

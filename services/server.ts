@@ -1,12 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  type ConnectRouter,
-  type Interceptor,
-  type ServiceImpl,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
@@ -59,6 +53,9 @@ import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed, type StartScoring } from "./predict/predict-service.js";
 import { Registry } from "./registry/registry.js";
 import { createRegistryService } from "./registry/registry-service.js";
+import { rpcReadMaxBytes } from "./request-limits.js";
+import { type ServedService, served } from "./rpc/grpc-adapter.js";
+import { createGrpcTransport } from "./rpc/grpc-transport.js";
 import { guardRpcInput, rpcInputOptions } from "./rpc-input.js";
 import type { SqlDatabase } from "./storage/database.js";
 import { openDatabase } from "./storage/open.js";
@@ -164,30 +161,36 @@ export async function startServer(
     ReflectionV1,
     ReflectionV1alpha,
   ]);
+  // One implementation of each service and one interceptor list for both transports: connect-node
+  // (Connect, gRPC-Web, gRPC with JSON, REST) and grpc-js (gRPC proper over HTTP/2).
+  const services: ServedService[] = [
+    served(
+      PredictService,
+      createPredictService(
+        serving.live,
+        serving.onServed,
+        config,
+        control?.startScoring ?? refuse(PredictService.method.startScoring, config),
+      ),
+    ),
+    ...(control?.services ?? CONTROL_SERVICES.map((service) => served(service, refuseAll(service, config)))),
+    served(Health, health.impl),
+    served(ReflectionV1, reflection.v1),
+    served(ReflectionV1alpha, reflection.v1alpha),
+  ];
+  const interceptors = [
+    tracingInterceptor(),
+    metricsInterceptor(metrics),
+    errorInterceptor(log),
+    authInterceptor(state.tokens, defaultPolicy({ openPredict: !config.predictNeedsToken })),
+  ];
+  const observe = (...labels: Parameters<Metrics["observe"]>) => metrics.observe(...labels);
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(
-        PredictService,
-        createPredictService(
-          serving.live,
-          serving.onServed,
-          config,
-          control?.startScoring ?? refuse(PredictService.method.startScoring, config),
-        ),
-      );
-      if (control) control.routes(router);
-      else for (const service of CONTROL_SERVICES) router.service(service, refuseAll(service, config));
-      router.service(Health, health.impl);
-      router.service(ReflectionV1, reflection.v1);
-      router.service(ReflectionV1alpha, reflection.v1alpha);
-      guardRpcInput(router, (...labels) => metrics.observe(...labels));
+      for (const { service, impl } of services) router.service(service, impl);
+      guardRpcInput(router, observe);
     },
-    interceptors: [
-      tracingInterceptor(),
-      metricsInterceptor(metrics),
-      errorInterceptor(log),
-      authInterceptor(state.tokens, defaultPolicy({ openPredict: !config.predictNeedsToken })),
-    ],
+    interceptors,
     ...rpcInputOptions(config.maxBatchSize),
     fallback: (req, res) => {
       legacy(req, res).catch((error: unknown) => {
@@ -198,6 +201,17 @@ export async function startServer(
   });
 
   const worker = options.worker === undefined ? undefined : String(options.worker);
+  const grpcTransport = createGrpcTransport({
+    services,
+    interceptors,
+    observe,
+    maxReceiveMessageBytes: rpcReadMaxBytes(config.maxBatchSize),
+    maxConcurrentStreams: config.http2MaxStreams,
+    responseHeaders: {
+      "x-content-type-options": "nosniff",
+      ...(worker === undefined ? {} : { "x-bikeshare-worker": worker }),
+    },
+  });
   const front = createFrontServer(
     worker === undefined
       ? handler
@@ -208,6 +222,7 @@ export async function startServer(
     config,
     log,
     () => metrics.connectionsRejected.inc(),
+    (serve) => grpcTransport.http2Target(serve),
   );
   const port = await front.listen(config.port, config.host);
   log.info("serving", {
@@ -387,7 +402,7 @@ async function startServing(
 interface ControlPlane {
   reports: DriftReports;
   startScoring: StartScoring;
-  routes(router: ConnectRouter): void;
+  services: ServedService[];
   close(): Promise<void>;
 }
 
@@ -574,8 +589,8 @@ async function startControlPlane(
   return {
     reports,
     startScoring: startScoringHandler({ jobs, queue, scoringDir: config.scoringDir }),
-    routes(router) {
-      router.service(
+    services: [
+      served(
         TrainService,
         createTrainService({
           jobs,
@@ -584,9 +599,9 @@ async function startControlPlane(
           ...(across ? { across } : {}),
           defaultExperiment: config.experiment,
         }),
-      );
-      router.service(RegistryService, createRegistryService(registry));
-      router.service(
+      ),
+      served(RegistryService, createRegistryService(registry)),
+      served(
         MonitorService,
         createMonitorService({
           actuals,
@@ -597,8 +612,8 @@ async function startControlPlane(
           policy,
           flushLog: () => predictionLog.flush(),
         }),
-      );
-    },
+      ),
+    ],
     async close() {
       stopFollowing();
       if (schedule) clearInterval(schedule);

@@ -40,6 +40,17 @@ export interface FrontServer {
 const CLOSE_GRACE_MS = 10_000;
 
 /**
+ * Where HTTP/2 connections go, when not to a plain node:http2 server: the server to emit them on, its
+ * requests answered by `serve` (gRPC proper may be taken before, see services/rpc/grpc-transport.ts).
+ * The server must apply `limits.http2MaxStreams` as SETTINGS_MAX_CONCURRENT_STREAMS itself.
+ */
+export interface Http2Target {
+  server: http2.Http2Server;
+  /** After every session has ended or been cut. */
+  close(): void;
+}
+
+/**
  * A handler that stops reading a body early (a 413 thrown inside `for await`) would destroy the request,
  * and with it the kept-alive connection, whose client then waits for an answer that never comes. Here the
  * rest of the body stays on the wire and is drained after the answer (see `drainAfterAnswer`).
@@ -79,6 +90,7 @@ export function createFrontServer(
   limits: ConnectionLimits,
   log: Logger,
   onRejected: () => void,
+  http2Target?: (serve: Handler) => Http2Target,
 ): FrontServer {
   let draining = false;
   let closing = false;
@@ -113,7 +125,13 @@ export function createFrontServer(
   // Node starts the checks behind headersTimeout and requestTimeout when a server starts listening; this one
   // never listens, and on Node 20 no timeout applied to its sockets until this line.
   h1.emit("listening");
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, serve);
+  const target = http2Target?.(serve) ?? {
+    server: http2.createServer({ settings: { maxConcurrentStreams: limits.http2MaxStreams } }, serve),
+    close() {
+      h2.close();
+    },
+  };
+  const h2 = target.server;
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     // A session that starts while closing (its preface arrived just before) is told to go at once.
@@ -192,7 +210,7 @@ export function createFrontServer(
         }, CLOSE_GRACE_MS).unref();
       });
       h1.close();
-      h2.close();
+      target.close();
     },
   };
 }
