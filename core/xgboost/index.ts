@@ -88,6 +88,8 @@ interface NativeBooster {
   saveJson(): string;
   predict(data: Float32Array, rows: number, cols: number): Float32Array;
   predictAsync(data: Float32Array, rows: number, cols: number): Promise<Float32Array>;
+  predictContribs(data: Float32Array, rows: number, cols: number): Float32Array;
+  predictContribsAsync(data: Float32Array, rows: number, cols: number): Promise<Float32Array>;
   featureScore(importanceType: ImportanceType): [string[], number[]];
   setFeatureNames(names: string[]): void;
   numFeatures(): number;
@@ -361,6 +363,28 @@ export class Booster {
     this.#checkInput(native, m);
     if (m.rows === 0) return new Float32Array(0);
     return native.predictAsync(m.data, m.rows, m.cols);
+  }
+
+  /**
+   * Per-feature contributions to each row's margin, `rows × (cols + 1)` row-major with the bias (the
+   * expected margin) last: XGBoost's own TreeSHAP for tree boosters, weight × value for gblinear (a
+   * missing value contributes 0, as it does to the prediction). A row sums to the margin, which is the
+   * prediction for reg:squarederror and its log for count:poisson and reg:tweedie. Synchronous: one
+   * row costs well under a millisecond for this project's models (bench/explain.ts).
+   */
+  predictContribs(m: DenseMatrix): Float32Array {
+    const native = this.#live();
+    this.#checkInput(native, m);
+    if (m.rows === 0) return new Float32Array(0);
+    return native.predictContribs(m.data, m.rows, m.cols);
+  }
+
+  /** predictContribs on the thread pool, for batches that would stall the event loop; input copied first. */
+  async predictContribsAsync(m: DenseMatrix): Promise<Float32Array> {
+    const native = this.#live();
+    this.#checkInput(native, m);
+    if (m.rows === 0) return new Float32Array(0);
+    return native.predictContribsAsync(m.data, m.rows, m.cols);
   }
 
   /**

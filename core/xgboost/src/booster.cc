@@ -51,9 +51,10 @@ Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float>& value
 // a later booster happens to reuse the address. Bounded, but not zero, per retired model.
 class PredictWorker : public Napi::AsyncWorker {
  public:
-  PredictWorker(Napi::Env env, std::shared_ptr<BoosterState> state, const DenseArg& arg)
-      : Napi::AsyncWorker(env, "xgboost.predictAsync"),
+  PredictWorker(Napi::Env env, std::shared_ptr<BoosterState> state, const DenseArg& arg, bool contribs)
+      : Napi::AsyncWorker(env, contribs ? "xgboost.predictContribsAsync" : "xgboost.predictAsync"),
         deferred_(Napi::Promise::Deferred::New(env)),
+        contribs_(contribs),
         state_(std::move(state)),
         input_(arg.array.Data(), arg.array.Data() + arg.array.ElementLength()),
         rows_(arg.rows),
@@ -64,7 +65,11 @@ class PredictWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       std::shared_lock<std::shared_mutex> lock(state_->mutex);
-      PredictDense(state_.get(), input_.data(), rows_, cols_, &output_);
+      if (contribs_) {
+        PredictContribsDense(state_.get(), input_.data(), rows_, cols_, &output_);
+      } else {
+        PredictDense(state_.get(), input_.data(), rows_, cols_, &output_);
+      }
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -77,6 +82,7 @@ class PredictWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
+  bool contribs_;
   std::shared_ptr<BoosterState> state_;
   std::vector<float> input_;
   std::vector<float> output_;
@@ -96,6 +102,8 @@ Napi::Function NativeBooster::DefineClass(Napi::Env env) {
           InstanceMethod<&NativeBooster::SaveJson>("saveJson"),
           InstanceMethod<&NativeBooster::Predict>("predict"),
           InstanceMethod<&NativeBooster::PredictAsync>("predictAsync"),
+          InstanceMethod<&NativeBooster::PredictContribs>("predictContribs"),
+          InstanceMethod<&NativeBooster::PredictContribsAsync>("predictContribsAsync"),
           InstanceMethod<&NativeBooster::FeatureScore>("featureScore"),
           InstanceMethod<&NativeBooster::SetFeatureNames>("setFeatureNames"),
           InstanceMethod<&NativeBooster::NumFeatures>("numFeatures"),
@@ -164,7 +172,31 @@ Napi::Value NativeBooster::PredictAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto state = Live(env);
   DenseArg arg = ReadDense(info, 0, "matrix");
-  auto* worker = new PredictWorker(env, std::move(state), arg);
+  auto* worker = new PredictWorker(env, std::move(state), arg, false);
+  auto promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value NativeBooster::PredictContribs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = Live(env);
+  DenseArg arg = ReadDense(info, 0, "matrix");
+  return TranslateErrors(env, [&]() {
+    std::vector<float> out;
+    {
+      std::shared_lock<std::shared_mutex> lock(state->mutex);
+      PredictContribsDense(state.get(), arg.array.Data(), arg.rows, arg.cols, &out);
+    }
+    return ToFloat32Array(env, out);
+  });
+}
+
+Napi::Value NativeBooster::PredictContribsAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = Live(env);
+  DenseArg arg = ReadDense(info, 0, "matrix");
+  auto* worker = new PredictWorker(env, std::move(state), arg, true);
   auto promise = worker->Promise();
   worker->Queue();
   return promise;

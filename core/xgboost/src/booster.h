@@ -48,6 +48,8 @@ class NativeBooster : public Napi::ObjectWrap<NativeBooster> {
   Napi::Value SaveJson(const Napi::CallbackInfo& info);
   Napi::Value Predict(const Napi::CallbackInfo& info);
   Napi::Value PredictAsync(const Napi::CallbackInfo& info);
+  Napi::Value PredictContribs(const Napi::CallbackInfo& info);
+  Napi::Value PredictContribsAsync(const Napi::CallbackInfo& info);
   Napi::Value FeatureScore(const Napi::CallbackInfo& info);
   void SetFeatureNames(const Napi::CallbackInfo& info);
   Napi::Value NumFeatures(const Napi::CallbackInfo& info);

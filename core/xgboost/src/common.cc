@@ -75,7 +75,33 @@ void PredictViaDMatrix(BoosterHandle handle, const float* data, uint64_t rows, u
   CopyPrediction(shape, dim, result, out);
 }
 
+// type 2 is exact TreeSHAP (3 would be Saabas' approximation, which is not additive per path).
+const char* const kContribsConfig =
+    "{\"type\":2,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,"
+    "\"strict_shape\":false}";
+
 }  // namespace
+
+void PredictContribsDense(BoosterState* state, const float* data, uint64_t rows, uint64_t cols,
+                          std::vector<float>* out) {
+  DMatrixOwner dmat;
+  Check(XGDMatrixCreateFromMat(data, rows, cols, std::numeric_limits<float>::quiet_NaN(), dmat.out()),
+        "XGDMatrixCreateFromMat");
+  const bst_ulong* shape = nullptr;
+  bst_ulong dim = 0;
+  const float* result = nullptr;
+  Check(XGBoosterPredictFromDMatrix(state->owner.get(), dmat.get(), kContribsConfig, &shape, &dim, &result),
+        "XGBoosterPredictFromDMatrix");
+  uint64_t total = dim == 0 ? 0 : 1;
+  for (bst_ulong i = 0; i < dim; ++i) total *= shape[i];
+  // A multi-output model yields [rows, groups, cols+1]; callers index [rows, cols+1] and would
+  // silently read another group's values as this row's.
+  if (total != rows * (cols + 1)) {
+    throw XgbError("contribution prediction returned " + std::to_string(total) + " values, expected " +
+                   std::to_string(rows * (cols + 1)) + " (multi-output models are not supported)");
+  }
+  out->assign(result, result + total);
+}
 
 void PredictDense(BoosterState* state, const float* data, uint64_t rows, uint64_t cols,
                   std::vector<float>* out) {

@@ -110,4 +110,11 @@ struct BoosterState {
 void PredictDense(BoosterState* state, const float* data, uint64_t rows, uint64_t cols,
                   std::vector<float>* out);
 
+// Per-feature contributions in margin space (TreeSHAP for tree boosters, weight x value
+// for gblinear): rows*(cols+1) row-major floats, the bias (expected margin) last in each
+// row, so that a row's values sum to its untransformed margin. Needs a DMatrix: XGBoost
+// 1.7 has no in-place contribution prediction. Caller holds at least a shared lock.
+void PredictContribsDense(BoosterState* state, const float* data, uint64_t rows, uint64_t cols,
+                          std::vector<float>* out);
+
 }  // namespace xgbaddon
