@@ -168,6 +168,11 @@ export async function intervalsBenchmark(): Promise<string> {
     .map(([k, v]) => `${k}: ${v.length}`)
     .join(", ");
   const date = new Date().toISOString().slice(0, 10);
+  const at90 = results.find((r) => r.name === "with the date" && r.level === 0.9);
+  if (!at90) throw new Error("no 90% result");
+  const lowestBand = Math.min(...at90.bands.map((b) => b.covered / b.rows));
+  const goalMet = at90.overall.covered / at90.overall.rows;
+  const verdict = goalMet >= 0.88 && goalMet <= 0.92 && lowestBand >= 0.8 ? "met" : "**not met**";
   return `${section.start}
 ## Prediction intervals (split T test, Sep–Dec 2012)
 
@@ -184,6 +189,11 @@ Coverage on the ${data.test.rows} test hours, overall and per hour band (${HOUR_
 | rows | level | coverage | ${HOUR_BAND_NAMES.join(" | ")} | mean width | width per band |
 |---|---|---|${HOUR_BAND_NAMES.map(() => "---").join("|")}|---|---|
 ${rows.join("\n")}
+
+Goal of issue 15 (90% intervals cover 88–92% overall, no hour band below 80%): ${verdict} — ${pct(at90.overall)},
+lowest band ${(100 * lowestBand).toFixed(1)}%. A score scaled by the prediction (|y − ŷ| / sqrt(ŷ + 10), same groups)
+was tried and dropped: 86.5% at 90% with the 06–09 band at 80.6%, for a mean width of 152 instead of 165 —
+the summer validation window's errors relative to ŷ are smaller than the autumn test's.
 
 The old API's band on the same hours: a random forest of this project's RF family (the baseline spec,
 ${rf.trees} trees, fitted on train+valid) ± 1.96 σ, σ the standard deviation of its trees' own forecasts.

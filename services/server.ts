@@ -357,7 +357,7 @@ async function startServing(
     onReplayed: (replay) => log.info("replayed the prediction spool of the last run", { ...replay }),
   });
   metrics.trackQueueDepth("prediction_log", () => predictionLog.depth);
-  const onServed: OnServed = ({ requestId, model, records, hourStarts, predictions }) => {
+  const onServed: OnServed = ({ requestId, model, records, hourStarts, predictions, interval }) => {
     metrics.predictions.inc({ model_version: model.version }, records.length);
     const servedAt = Date.now();
     // Resolves once the entries are in the spool: the handlers answer after that.
@@ -411,6 +411,13 @@ interface ControlPlane {
  * services. Every control process serves the RPCs and runs the jobs it accepts; only the leader
  * resumes unfinished jobs, bootstraps and runs the scheduled checks (and the retraining they decide).
  */
+          ...(interval
+            ? {
+                lower: interval.lower[row] as number,
+                upper: interval.upper[row] as number,
+                intervalLevel: interval.level,
+              }
+            : {}),
 async function startControlPlane(
   config: ServerConfig,
   log: Logger,

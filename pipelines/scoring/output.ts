@@ -4,7 +4,8 @@
  * run never leaves a truncated file that looks like a result.
  *
  * Columns: `row` (the input row, 1-based), the 12 raw fields as read, `prediction` (float32, as the
- * model computes it). Only valid rows appear; the others are in the invalid-rows file with the same
+ * model computes it), and when an interval was asked for, `lower` and `upper` (double: the calibrated
+ * interval, see pipelines/training/calibration.ts). Only valid rows appear; the others are in the invalid-rows file with the same
  * row numbers.
  */
 
@@ -30,6 +31,9 @@ export interface ScoredChunk {
   readonly rows: Int32Array;
   readonly fields: Record<RawField, Float64Array>;
   readonly predictions: Float32Array;
+  /** The interval of each row, when the output has interval columns. */
+  readonly lower?: Float64Array;
+  readonly upper?: Float64Array;
 }
 
 export interface ScoringOutput {
@@ -57,23 +61,37 @@ const COLUMNS: readonly ParquetColumn[] = [
   ...RAW_FIELDS.map((f): ParquetColumn => ({ name: f.name, type: f.kind === "integer" ? "int8" : "double" })),
   { name: "prediction", type: "float" },
 ];
+const INTERVAL_COLUMNS: readonly ParquetColumn[] = [
+  { name: "lower", type: "double" },
+  { name: "upper", type: "double" },
+];
 
-function columnValues(chunk: ScoredChunk): ParquetValues[] {
-  return [
+function columnValues(chunk: ScoredChunk, intervals: boolean): ParquetValues[] {
+  const values: ParquetValues[] = [
     chunk.rows,
     ...RAW_FIELDS.map((f) =>
       f.kind === "integer" ? Int8Array.from(chunk.fields[f.name]) : chunk.fields[f.name],
     ),
     chunk.predictions,
   ];
+  if (!intervals) return values;
+  if (chunk.lower === undefined || chunk.upper === undefined)
+    throw new Error("a scored chunk has no interval, but the output has lower/upper columns");
+  return [...values, chunk.lower, chunk.upper];
 }
 
-function emptyChunk(): ScoredChunk {
+function emptyChunk(intervals: boolean): ScoredChunk {
   const fields = Object.fromEntries(RAW_FIELDS.map((f) => [f.name, new Float64Array(0)])) as Record<
     RawField,
     Float64Array
   >;
-  return { length: 0, rows: new Int32Array(0), fields, predictions: new Float32Array(0) };
+  return {
+    length: 0,
+    rows: new Int32Array(0),
+    fields,
+    predictions: new Float32Array(0),
+    ...(intervals ? { lower: new Float64Array(0), upper: new Float64Array(0) } : {}),
+  };
 }
 
 /** A sibling temp name, so the final rename stays on one file system. */
@@ -91,17 +109,23 @@ export async function clearPartial(temp: string): Promise<"wx"> {
   return "wx";
 }
 
-export async function openScoringOutput(path: string, format = outputFormatOf(path)): Promise<ScoringOutput> {
+export async function openScoringOutput(
+  path: string,
+  format = outputFormatOf(path),
+  options: { intervals?: boolean } = {},
+): Promise<ScoringOutput> {
+  const intervals = options.intervals === true;
+  const columns = intervals ? [...COLUMNS, ...INTERVAL_COLUMNS] : COLUMNS;
   const temp = partialPath(path);
   const discard = async () => {
     await rm(temp, { force: true });
   };
   if (format === "parquet") {
     const file: FileHandle = await open(temp, await clearPartial(temp));
-    const writer = new ParquetStreamWriter(file, COLUMNS);
+    const writer = new ParquetStreamWriter(file, columns);
     return {
       format,
-      write: (chunk) => writer.writeRowGroup(columnValues(chunk), chunk.length),
+      write: (chunk) => writer.writeRowGroup(columnValues(chunk, intervals), chunk.length),
       async finish() {
         try {
           await writer.finish();
@@ -132,10 +156,10 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
   pump.catch(() => undefined);
   let wrote = false;
   const write = async (chunk: ScoredChunk) => {
-    const values = columnValues(chunk);
+    const values = columnValues(chunk, intervals);
     const batch = new RecordBatch(
       Object.fromEntries(
-        COLUMNS.map((c, i) => [c.name, makeVector(values[i] as ParquetValues).data[0] as Data]),
+        columns.map((c, i) => [c.name, makeVector(values[i] as ParquetValues).data[0] as Data]),
       ),
     );
     writer.write(batch);
@@ -146,7 +170,7 @@ export async function openScoringOutput(path: string, format = outputFormatOf(pa
     write,
     async finish() {
       // Without a batch the writer has no schema and would write nothing: readers need at least that.
-      if (!wrote) await write(emptyChunk());
+      if (!wrote) await write(emptyChunk(intervals));
       writer.finish();
       await pump;
       stream.end();

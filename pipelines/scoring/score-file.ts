@@ -65,6 +65,8 @@ export interface ScoreFileOptions {
   signal?: AbortSignal;
   /** Called after every chunk is written, and once at the end. */
   onProgress?: (progress: ScoringProgress) => void;
+  /** When set, the output gets `lower` and `upper` columns: the interval of each row's prediction. */
+  interval?: (columns: RawColumns, predictions: Float32Array) => { lower: Float64Array; upper: Float64Array };
 }
 
 export interface ScoringSummary extends ScoringProgress {
@@ -238,11 +240,17 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
     ...(input.totalRows !== undefined ? { totalRows: input.totalRows } : {}),
   };
   let violationCount = 0;
-  const inFlight: { scored: Prepared["scored"]; prediction: Promise<Float32Array> }[] = [];
+  const inFlight: {
+    scored: Prepared["scored"];
+    columns: RawColumns;
+    prediction: Promise<Float32Array>;
+  }[] = [];
   let output: Awaited<ReturnType<typeof openScoringOutput>> | undefined;
   let invalid: InvalidRowsFile | undefined;
   try {
-    output = await openScoringOutput(options.output).catch((error: unknown) => {
+    output = await openScoringOutput(options.output, undefined, {
+      intervals: options.interval !== undefined,
+    }).catch((error: unknown) => {
       throw new Error(`cannot write ${options.output}: ${(error as Error).message}`, { cause: error });
     });
     invalid = await InvalidRowsFile.open(invalidOutput).catch((error: unknown) => {
@@ -260,7 +268,8 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
         throw new Error(
           `the model returned ${predictions.length} predictions for ${head.scored.length} rows`,
         );
-      predicted.push({ ...head.scored, predictions });
+      const interval = options.interval?.(head.columns, predictions);
+      predicted.push({ ...head.scored, predictions, ...interval });
     };
     const writePredicted = async () => {
       for (let chunk = predicted.shift(); chunk !== undefined; chunk = predicted.shift()) {
@@ -292,7 +301,7 @@ export async function scoreFile(options: ScoreFileOptions): Promise<ScoringSumma
             : model.predict(features as Float32Array, length);
       // Awaited in order by awaitHead; this only keeps a failure from counting as unhandled meanwhile.
       prediction.catch(() => undefined);
-      inFlight.push({ scored: prepared.scored, prediction });
+      inFlight.push({ scored: prepared.scored, columns: prepared.columns, prediction });
       await writePredicted();
     }
     while (inFlight.length > 0) await awaitHead();

@@ -4,9 +4,11 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { StartScoringRequest, StartScoringResponse } from "../../gen/bikeshare/v1/predict_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
 import type { JobExecutor } from "../../pipelines/jobs/tasks.js";
+import type { ScoringTaskInput } from "../../pipelines/scoring/job.js";
 import { actorOf } from "../auth/principal.js";
 import { invalidArgument } from "../errors.js";
-import { ARTIFACT_ONNX } from "../registry/model-card.js";
+import { checkIntervalLevel } from "../predict/predict-service.js";
+import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { Registry } from "../registry/registry.js";
 import { jobMessage } from "./job-message.js";
 import { type JobContext, type JobHandler, type JobRun, jobRunner, withDeps } from "./lifecycle.js";
@@ -19,6 +21,8 @@ export interface ScoringRequest {
   output: string;
   invalidOutput: string;
   reason: string;
+  /** `lower`/`upper` columns at this level (StartScoringRequest.interval_level). */
+  intervalLevel?: number;
 }
 
 export interface ScoringResult {
@@ -49,11 +53,13 @@ export function startScoringHandler(deps: ScoringJobDeps) {
       : undefined;
     const violations = [input.error, output.error, invalidOutput?.error].flatMap((e) => (e ? [e] : []));
     if (violations.length > 0) throw invalidArgument(violations);
+    checkIntervalLevel(req.intervalLevel);
     const request: ScoringRequest = {
       input: req.input,
       output: req.output,
       invalidOutput: req.invalidOutput || `${req.output}.invalid.csv`,
       reason: req.reason || "manual",
+      ...(req.intervalLevel !== undefined ? { intervalLevel: req.intervalLevel } : {}),
     };
     const { job, created } = await deps.jobs.add(
       "score",
@@ -118,6 +124,19 @@ async function scoringJob(
   const production = await ctx.registry.getModelVersion(ctx.modelName, "production");
   if (!production) throw new Error(`model ${ctx.modelName} has no production version to score with`);
   const onnx = await ctx.registry.readArtifact(production.runId, ARTIFACT_ONNX);
+  const level = job.request.intervalLevel;
+  let interval: ScoringTaskInput["interval"];
+  if (level !== undefined) {
+    const card = JSON.parse(
+      (await ctx.registry.readArtifact(production.runId, ARTIFACT_CARD)).toString("utf8"),
+    ) as ModelCard;
+    if (card.calibration === undefined) {
+      throw new Error(
+        `interval_level: model ${ctx.modelName} v${production.version} has no interval calibration (trained before intervals existed); retrain it or score without interval_level`,
+      );
+    }
+    interval = { level, calibration: card.calibration };
+  }
   const path = (p: string) => resolve(ctx.scoringDir, p);
   // Outputs may name sub-folders of the scoring directory, created on demand.
   for (const p of [job.request.output, job.request.invalidOutput]) {
@@ -131,6 +150,7 @@ async function scoringJob(
       output: path(job.request.output),
       invalidOutput: path(job.request.invalidOutput),
       onnx,
+      ...(interval ? { interval } : {}),
     },
     (p) => {
       const message = `${p.rowsScored} rows scored, ${p.rowsInvalid} invalid`;

@@ -102,6 +102,77 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
           },
         },
       },
+      "/predict/confidence": {
+        post: {
+          summary:
+            "Forecast one hour with its prediction interval, in the old API's shape (arrays of one element). " +
+            "Query parameter confidence_level in (0, 1), default 0.95. The interval is split conformal, " +
+            "calibrated on the validation window the model was not fitted on, by working day and hour band " +
+            "(not the old random forest's ± 1.96 σ, which covered ~69% on Sep–Dec 2012). prediction_std is " +
+            "derived from that interval under a normal assumption: (upper − lower) / (2 z), z the normal " +
+            "quantile of the level; it is not a measured spread. A model version trained before intervals " +
+            "existed answers 400 naming interval_level.",
+          requestBody: { required: true, ...json(input) },
+          responses: {
+            "200": {
+              description: "The forecast and its interval",
+              ...json({
+                type: "object",
+                properties: {
+                  predictions: { type: "array", items: { type: "number" } },
+                  mean_prediction: { type: "number" },
+                  confidence_intervals: {
+                    type: "object",
+                    properties: {
+                      lower: { type: "array", items: { type: "number" } },
+                      upper: { type: "array", items: { type: "number" } },
+                    },
+                  },
+                  prediction_std: { type: "array", items: { type: "number" } },
+                  timestamp: { type: "string", format: "date-time" },
+                  model_version: { type: "string" },
+                },
+              }),
+            },
+            "400": { description: "The serving model version has no interval calibration" },
+            "413": tooLarge,
+            "422": validationError,
+          },
+        },
+      },
+      "/model/reload": {
+        post: {
+          summary:
+            "Read the production alias again now and serve its version (loaded completely before it " +
+            "replaces the current one: no request fails). Needs an admin bearer token when the server " +
+            "requires tokens (BIKESHARE_PREDICT_AUTH=required).",
+          responses: {
+            "200": {
+              description: "Reloaded: message, timestamp, model_name, model_stage",
+              ...json({
+                type: "object",
+                properties: {
+                  message: { type: "string" },
+                  timestamp: { type: "string", format: "date-time" },
+                  model_name: { type: "string" },
+                  model_stage: { type: "string" },
+                },
+              }),
+            },
+            "401": { description: "No valid bearer token (when tokens are required)" },
+            "403": { description: "The token's role is not admin" },
+            "503": {
+              description: "The alias could not be read or its version loaded; the previous one serves",
+            },
+          },
+        },
+      },
+      "/": {
+        get: {
+          summary: "The API's name and version, and where its docs are",
+          responses: { "200": { description: "{message, version, docs}" } },
+        },
+      },
       "/health": {
         get: {
           summary: "Liveness and whether a model is loaded",

@@ -14,6 +14,17 @@ export interface VersionPerformance {
   rmse: number;
   mae: number;
   within20: number;
+  /** Live coverage of the intervals this version served, one entry per level asked for. */
+  intervals: IntervalCoverage[];
+}
+
+export interface IntervalCoverage {
+  level: number;
+  /** Labelled hours predicted with an interval at this level (the latest such prediction per hour). */
+  labelledHours: number;
+  /** Share of them whose actual count fell inside [lower, upper]. */
+  coverage: number;
+  meanWidth: number;
 }
 
 export interface Window {
@@ -101,6 +112,7 @@ export class Actuals {
        WHERE rn = 1`,
       params,
     );
+    const intervals = await this.intervalCoverage(window);
     const byVersion = new Map<string, { predicted: number[]; actual: number[] }>();
     for (const r of rows) {
       const v = byVersion.get(r.version) ?? { predicted: [], actual: [] };
@@ -118,7 +130,50 @@ export class Actuals {
           rmse: rmse(v.actual, v.predicted),
           mae: mae(v.actual, v.predicted),
           within20: within20Percent(v.actual, v.predicted),
+          intervals: intervals.get(modelVersion) ?? [],
         };
       });
+  }
+
+  /**
+   * Coverage of the served intervals per version and level over labelled hours in the window: the
+   * latest interval per (version, level, hour), so a client asking again does not weigh more.
+   */
+  async intervalCoverage(window: Window = {}): Promise<Map<string, IntervalCoverage[]>> {
+    const params: unknown[] = [];
+    const where = windowSql(window, "p.hour", params);
+    const rows = await this.db.all<{
+      version: string;
+      level: number;
+      hours: number;
+      covered: number;
+      width: number;
+    }>(
+      `SELECT version, level, count(*)::INTEGER AS hours,
+              sum(CASE WHEN cnt >= lower AND cnt <= upper THEN 1 ELSE 0 END)::INTEGER AS covered,
+              avg(upper - lower)::DOUBLE PRECISION AS width
+       FROM (
+         SELECT p.model_version AS version, p.interval_level AS level, p.lower, p.upper, a.cnt,
+                row_number() OVER (
+                  PARTITION BY p.model_version, p.interval_level, p.hour ORDER BY p.served_at DESC) AS rn
+         FROM predictions p JOIN actuals a ON a.hour = p.hour
+         WHERE p.hour IS NOT NULL AND p.interval_level IS NOT NULL ${where}) latest
+       WHERE rn = 1
+       GROUP BY version, level
+       ORDER BY version, level`,
+      params,
+    );
+    const out = new Map<string, IntervalCoverage[]>();
+    for (const r of rows) {
+      const list = out.get(r.version) ?? [];
+      list.push({
+        level: Number(r.level),
+        labelledHours: Number(r.hours),
+        coverage: Number(r.covered) / Number(r.hours),
+        meanWidth: Number(r.width),
+      });
+      out.set(r.version, list);
+    }
+    return out;
   }
 }

@@ -134,6 +134,7 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
   const testRmse = card.metrics.test_rmse;
   const limit = testRmse === undefined ? undefined : policy.rmseFactor * testRmse;
   if (live) metrics.setLiveAccuracy(production.version, live.rmse, live.labelledHours, limit);
+  metrics.setLiveIntervalCoverage(production.version, live?.intervals ?? []);
   if (
     live &&
     testRmse !== undefined &&

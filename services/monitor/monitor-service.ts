@@ -199,6 +199,7 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
           rmse: v.rmse,
           mae: v.mae,
           within20pct: v.within20,
+          intervals: v.intervals,
         })),
       };
     },

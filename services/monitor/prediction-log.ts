@@ -16,6 +16,10 @@ export interface LoggedPrediction {
   prediction: number;
   /** When the prediction was served (epoch ms). */
   servedAt: number;
+  /** The interval served with the prediction, when the caller asked for one (live coverage is computed from these). */
+  lower?: number;
+  upper?: number;
+  intervalLevel?: number;
 }
 
 /** What a start found in the spool of an earlier process and put into the table. */
@@ -64,6 +68,9 @@ const COLUMN_NAMES = [
   "hour",
   ...RAW_FIELD_NAMES.map((f) => `"${f}"`),
   "prediction",
+  "lower",
+  "upper",
+  "interval_level",
 ].join(", ");
 
 /**
@@ -107,6 +114,15 @@ export class PredictionLog {
             ${RAW_FIELD_NAMES.map((f) => `"${f}" DOUBLE PRECISION NOT NULL`).join(",\n            ")},
             prediction DOUBLE PRECISION NOT NULL
           )`,
+        ],
+      },
+      {
+        // Intervals (issue 15): NULL for predictions served without one, and for every earlier row.
+        version: 2,
+        statements: () => [
+          "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS lower DOUBLE PRECISION",
+          "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS upper DOUBLE PRECISION",
+          "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS interval_level DOUBLE PRECISION",
         ],
       },
     ]);
@@ -286,6 +302,9 @@ export class PredictionLog {
       json((e) => e.hourStart ?? null),
       ...RAW_FIELD_NAMES.map((f) => json((e) => e.record[f])),
       json((e) => e.prediction),
+      json((e) => e.lower ?? null),
+      json((e) => e.upper ?? null),
+      json((e) => e.intervalLevel ?? null),
     ];
     const list = (i: number, type: string) =>
       postgres
@@ -299,6 +318,9 @@ export class PredictionLog {
       `epoch_ms(${list(4, "BIGINT")}) AS hour`,
       ...RAW_FIELD_NAMES.map((f, i) => `${list(5 + i, "DOUBLE")} AS "${f}"`),
       `${list(5 + RAW_FIELD_NAMES.length, "DOUBLE")} AS prediction`,
+      `${list(6 + RAW_FIELD_NAMES.length, "DOUBLE")} AS lower`,
+      `${list(7 + RAW_FIELD_NAMES.length, "DOUBLE")} AS upper`,
+      `${list(8 + RAW_FIELD_NAMES.length, "DOUBLE")} AS interval_level`,
     ].join(", ");
     if (!skipLogged) {
       await this.db.run(`INSERT INTO predictions (${COLUMN_NAMES}) SELECT ${select}`, columns);

@@ -248,6 +248,36 @@ export class Metrics {
   }
 
   /** Live accuracy of the production version, replacing the figures of any version served before. */
+  readonly liveIntervalCoverage = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_live_interval_coverage",
+    help: "Share of the labelled hours of the last check's window whose count fell inside the interval the production version served at `level` (interval_level).",
+    labelNames: ["model_version", "level"] as const,
+    registers: [this.registry],
+  });
+
+  readonly liveIntervalHours = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_live_interval_labelled_hours",
+    help: "Labelled hours behind bikeshare_live_interval_coverage.",
+    labelNames: ["model_version", "level"] as const,
+    registers: [this.registry],
+  });
+
+  /** Replaces the interval coverage series: a level no longer asked for must not keep its old value. */
+  setLiveIntervalCoverage(
+    modelVersion: string,
+    levels: readonly { level: number; coverage: number; labelledHours: number }[],
+  ): void {
+    this.liveIntervalCoverage.reset();
+    this.liveIntervalHours.reset();
+    for (const l of levels) {
+      const labels = { model_version: modelVersion, level: String(l.level) };
+      this.liveIntervalCoverage.set(labels, l.coverage);
+      this.liveIntervalHours.set(labels, l.labelledHours);
+    }
+  }
+
   setLiveAccuracy(modelVersion: string, rmse: number, labelledHours: number, threshold?: number): void {
     for (const gauge of [this.liveRmse, this.liveRmseThreshold, this.liveLabelledHours]) gauge.reset();
     const labels = { model_version: modelVersion };

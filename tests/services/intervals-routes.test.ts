@@ -1,12 +1,15 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RAW_FIELD_NAMES } from "../../core/features/index.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
+import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { normalQuantile } from "../../services/legacy/routes.js";
 import type { LoadSummary } from "../helpers/fixed-rate-load.js";
 import { SUMMER_EVENING } from "../helpers/hour-csv.js";
@@ -110,6 +113,19 @@ describe("legacy routes the old API had", () => {
     const missing = await http("POST", "/predict/confidence", { ...conditions, hr: undefined });
     expect(missing.status).toBe(422);
     expect(missing.json.detail[0].loc).toEqual(["body", "hr"]);
+  });
+
+  it("the new routes are documented in /openapi.json and /docs", async () => {
+    const spec = (await (await fetch(`${t.baseUrl}/openapi.json`)).json()) as {
+      paths: Record<string, { post?: { summary: string } }>;
+    };
+    expect(Object.keys(spec.paths)).toEqual(
+      expect.arrayContaining(["/", "/model/reload", "/predict/confidence"]),
+    );
+    expect(spec.paths["/predict/confidence"]?.post?.summary).toContain("normal assumption");
+    const page = await (await fetch(`${t.baseUrl}/docs`)).text();
+    expect(page).toContain("/predict/confidence");
+    expect(page).toContain("/model/reload");
   });
 
   it("POST /model/reload needs an admin token when tokens are required", async () => {
@@ -237,6 +253,64 @@ describe.each(transports)("interval_level over %s", (_name, transport) => {
   });
 });
 
+describe("file scoring with interval_level", () => {
+  async function waitForJob(jobId: string) {
+    const train = connectClient(t.baseUrl, TrainService, t.tokens.trainer);
+    for (;;) {
+      const { job } = await train.getJob({ jobId });
+      if (job && [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED].includes(job.state)) return job;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async function readParquet(path: string) {
+    const instance = await DuckDBInstance.create(":memory:");
+    const connection = await instance.connect();
+    try {
+      return (await connection.runAndReadAll(`SELECT * FROM read_parquet('${path}')`)).getRowObjectsJS();
+    } finally {
+      connection.closeSync();
+      instance.closeSync();
+    }
+  }
+
+  it("adds lower/upper columns equal to PredictBatch's when asked, none otherwise", async () => {
+    const hours = [conditions, NIGHT, { ...conditions, hr: 8 }];
+    await mkdir(t.config.scoringDir, { recursive: true });
+    await writeFile(
+      join(t.config.scoringDir, "hours.csv"),
+      `${RAW_FIELD_NAMES.join(",")}\n${hours.map((h) => RAW_FIELD_NAMES.map((f) => h[f]).join(",")).join("\n")}\n`,
+    );
+    const predict = connectClient(t.baseUrl, PredictService, t.tokens.trainer);
+    const { job } = await predict.startScoring({
+      input: "hours.csv",
+      output: "with.parquet",
+      intervalLevel: 0.9,
+      reason: "test",
+    });
+    expect((await waitForJob(job?.id as string)).error).toBe("");
+    const { job: plainJob } = await predict.startScoring({ input: "hours.csv", output: "plain.parquet" });
+    expect((await waitForJob(plainJob?.id as string)).error).toBe("");
+
+    const scored = await readParquet(join(t.config.scoringDir, "with.parquet"));
+    const batch = await predict.predictBatch({ rows: hours, intervalLevel: 0.9 });
+    expect(scored.map((r) => Number(r.lower))).toEqual(batch.lower.map((x) => expect.closeTo(x, 3)));
+    expect(scored.map((r) => Number(r.upper))).toEqual(batch.upper.map((x) => expect.closeTo(x, 3)));
+    const plain = await readParquet(join(t.config.scoringDir, "plain.parquet"));
+    expect(Object.keys(plain[0] ?? {})).not.toContain("lower");
+    expect(Object.keys(plain[0] ?? {})).not.toContain("upper");
+  }, 60_000);
+
+  it("refuses a bad interval_level before queueing, naming the field", async () => {
+    const predict = connectClient(t.baseUrl, PredictService, t.tokens.trainer);
+    const error = await predict
+      .startScoring({ input: "hours.csv", output: "bad.parquet", intervalLevel: 2 })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect((error as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((error as ConnectError).rawMessage).toContain("interval_level");
+  });
+});
+
 describe("a version without a calibration", () => {
   it("refuses interval_level with failed_precondition naming the field, on every protocol", async () => {
     const registry = connectClient(t.baseUrl, RegistryService, t.tokens.admin);
@@ -271,6 +345,24 @@ describe("a version without a calibration", () => {
       const legacy = await http("POST", "/predict/confidence", conditions);
       expect(legacy.status).toBe(400);
       expect(legacy.json.detail).toContain("interval_level");
+      // A scoring job that asks for intervals fails, naming the field, instead of writing made-up bounds.
+      const scoring = connectClient(t.baseUrl, PredictService, t.tokens.trainer);
+      const { job } = await scoring.startScoring({
+        input: "hours.csv",
+        output: "uncalibrated.parquet",
+        intervalLevel: 0.9,
+      });
+      const train = connectClient(t.baseUrl, TrainService, t.tokens.trainer);
+      let state = JobState.QUEUED;
+      let message = "";
+      while (![JobState.SUCCEEDED, JobState.FAILED].includes(state)) {
+        await new Promise((r) => setTimeout(r, 100));
+        const { job: now } = await train.getJob({ jobId: job?.id as string });
+        state = now?.state ?? JobState.QUEUED;
+        message = now?.error ?? "";
+      }
+      expect(state).toBe(JobState.FAILED);
+      expect(message).toContain("interval_level");
     } finally {
       await registry.setAlias({
         modelName: "bike-demand",

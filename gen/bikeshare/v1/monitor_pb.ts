@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/monitor.proto.
  */
 export const file_bikeshare_v1_monitor: GenFile = /*@__PURE__*/
-  fileDesc("ChpiaWtlc2hhcmUvdjEvbW9uaXRvci5wcm90bxIMYmlrZXNoYXJlLnYxIj8KBkFjdHVhbBIoCgRob3VyGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNjbnQYAiABKA0iPQoUUmVwb3J0QWN0dWFsc1JlcXVlc3QSJQoHYWN0dWFscxgBIAMoCzIULmJpa2VzaGFyZS52MS5BY3R1YWwiPAoVUmVwb3J0QWN0dWFsc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEhEKCXVubWF0Y2hlZBgCIAEoDSJeCgpUaW1lV2luZG93EigKBGZyb20YASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKAnRvGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKAQoMRmVhdHVyZURyaWZ0Eg8KB2ZlYXR1cmUYASABKAkSJQoEdGVzdBgCIAEoDjIXLmJpa2VzaGFyZS52MS5EcmlmdFRlc3QSEQoJc3RhdGlzdGljGAMgASgBEhEKCXRocmVzaG9sZBgEIAEoARIPCgdkcmlmdGVkGAUgASgIEgsKA3BzaRgGIAEoASLdAgoLRHJpZnRSZXBvcnQSCgoCaWQYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIoCgZ3aW5kb3cYAyABKAsyGC5iaWtlc2hhcmUudjEuVGltZVdpbmRvdxIWCg5yZWZlcmVuY2Vfcm93cxgEIAEoDRIUCgxjdXJyZW50X3Jvd3MYBSABKA0SLAoIZmVhdHVyZXMYBiADKAsyGi5iaWtlc2hhcmUudjEuRmVhdHVyZURyaWZ0EhUKDWRyaWZ0ZWRfc2hhcmUYByABKAESFQoNZGF0YXNldF9kcmlmdBgIIAEoCBI0ChBwcmVkaWN0aW9uX2RyaWZ0GAkgASgLMhouYmlrZXNoYXJlLnYxLkZlYXR1cmVEcmlmdBIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglodG1sX3BhdGgYCyABKAkiVAoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhEKCXJlcG9ydF9pZBgBIAEoCRIoCgZ3aW5kb3cYAiABKAsyGC5iaWtlc2hhcmUudjEuVGltZVdpbmRvdyJDChZHZXREcmlmdFJlcG9ydFJlc3BvbnNlEikKBnJlcG9ydBgBIAEoCzIZLmJpa2VzaGFyZS52MS5EcmlmdFJlcG9ydCI7ChJMaXN0UmVwb3J0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWgoTTGlzdFJlcG9ydHNSZXNwb25zZRIqCgdyZXBvcnRzGAEgAygLMhkuYmlrZXNoYXJlLnYxLkRyaWZ0UmVwb3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ0ChJWZXJzaW9uUGVyZm9ybWFuY2USFQoNbW9kZWxfdmVyc2lvbhgBIAEoCRIWCg5sYWJlbGxlZF9ob3VycxgCIAEoDRIMCgRybXNlGAMgASgBEgsKA21hZRgEIAEoARIUCgx3aXRoaW5fMjBwY3QYBSABKAEiQQoVR2V0UGVyZm9ybWFuY2VSZXF1ZXN0EigKBndpbmRvdxgBIAEoCzIYLmJpa2VzaGFyZS52MS5UaW1lV2luZG93IkwKFkdldFBlcmZvcm1hbmNlUmVzcG9uc2USMgoIdmVyc2lvbnMYASADKAsyIC5iaWtlc2hhcmUudjEuVmVyc2lvblBlcmZvcm1hbmNlIqcBCgVBbGVydBIKCgJpZBgBIAEoCRIlCgRydWxlGAIgASgOMhcuYmlrZXNoYXJlLnYxLkFsZXJ0UnVsZRIPCgdtZXNzYWdlGAMgASgJEg0KBXZhbHVlGAQgASgBEhEKCXRocmVzaG9sZBgFIAEoARIoCgR0aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZqb2JfaWQYByABKAkiZAoRTGlzdEFsZXJ0c1JlcXVlc3QSKAoGd2luZG93GAEgASgLMhguYmlrZXNoYXJlLnYxLlRpbWVXaW5kb3cSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiUgoSTGlzdEFsZXJ0c1Jlc3BvbnNlEiMKBmFsZXJ0cxgBIAMoCzITLmJpa2VzaGFyZS52MS5BbGVydBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUgoPUnVuQ2hlY2tSZXF1ZXN0EigKBndpbmRvdxgBIAEoCzIYLmJpa2VzaGFyZS52MS5UaW1lV2luZG93EhUKDWFsbG93X3JldHJhaW4YAiABKAgiegoQUnVuQ2hlY2tSZXNwb25zZRIpCgZyZXBvcnQYASABKAsyGS5iaWtlc2hhcmUudjEuRHJpZnRSZXBvcnQSIwoGYWxlcnRzGAIgAygLMhMuYmlrZXNoYXJlLnYxLkFsZXJ0EhYKDnJldHJhaW5fam9iX2lkGAMgASgJKrIBCglEcmlmdFRlc3QSGgoWRFJJRlRfVEVTVF9VTlNQRUNJRklFRBAAEiEKHURSSUZUX1RFU1RfS09MTU9HT1JPVl9TTUlSTk9WEAESGQoVRFJJRlRfVEVTVF9DSElfU1FVQVJFEAISGgoWRFJJRlRfVEVTVF9XQVNTRVJTVEVJThADEh0KGURSSUZUX1RFU1RfSkVOU0VOX1NIQU5OT04QBBIQCgxEUklGVF9URVNUX1oQBSqAAQoJQWxlcnRSdWxlEhoKFkFMRVJUX1JVTEVfVU5TUEVDSUZJRUQQABIcChhBTEVSVF9SVUxFX0RBVEFTRVRfRFJJRlQQARIYChRBTEVSVF9SVUxFX0xJVkVfUk1TRRACEh8KG0FMRVJUX1JVTEVfUFJFRElDVElPTl9EUklGVBADMpQECg5Nb25pdG9yU2VydmljZRJYCg1SZXBvcnRBY3R1YWxzEiIuYmlrZXNoYXJlLnYxLlJlcG9ydEFjdHVhbHNSZXF1ZXN0GiMuYmlrZXNoYXJlLnYxLlJlcG9ydEFjdHVhbHNSZXNwb25zZRJbCg5HZXREcmlmdFJlcG9ydBIjLmJpa2VzaGFyZS52MS5HZXREcmlmdFJlcG9ydFJlcXVlc3QaJC5iaWtlc2hhcmUudjEuR2V0RHJpZnRSZXBvcnRSZXNwb25zZRJSCgtMaXN0UmVwb3J0cxIgLmJpa2VzaGFyZS52MS5MaXN0UmVwb3J0c1JlcXVlc3QaIS5iaWtlc2hhcmUudjEuTGlzdFJlcG9ydHNSZXNwb25zZRJbCg5HZXRQZXJmb3JtYW5jZRIjLmJpa2VzaGFyZS52MS5HZXRQZXJmb3JtYW5jZVJlcXVlc3QaJC5iaWtlc2hhcmUudjEuR2V0UGVyZm9ybWFuY2VSZXNwb25zZRJPCgpMaXN0QWxlcnRzEh8uYmlrZXNoYXJlLnYxLkxpc3RBbGVydHNSZXF1ZXN0GiAuYmlrZXNoYXJlLnYxLkxpc3RBbGVydHNSZXNwb25zZRJJCghSdW5DaGVjaxIdLmJpa2VzaGFyZS52MS5SdW5DaGVja1JlcXVlc3QaHi5iaWtlc2hhcmUudjEuUnVuQ2hlY2tSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChpiaWtlc2hhcmUvdjEvbW9uaXRvci5wcm90bxIMYmlrZXNoYXJlLnYxIj8KBkFjdHVhbBIoCgRob3VyGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNjbnQYAiABKA0iPQoUUmVwb3J0QWN0dWFsc1JlcXVlc3QSJQoHYWN0dWFscxgBIAMoCzIULmJpa2VzaGFyZS52MS5BY3R1YWwiPAoVUmVwb3J0QWN0dWFsc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgNEhEKCXVubWF0Y2hlZBgCIAEoDSJeCgpUaW1lV2luZG93EigKBGZyb20YASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKAnRvGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKAQoMRmVhdHVyZURyaWZ0Eg8KB2ZlYXR1cmUYASABKAkSJQoEdGVzdBgCIAEoDjIXLmJpa2VzaGFyZS52MS5EcmlmdFRlc3QSEQoJc3RhdGlzdGljGAMgASgBEhEKCXRocmVzaG9sZBgEIAEoARIPCgdkcmlmdGVkGAUgASgIEgsKA3BzaRgGIAEoASLdAgoLRHJpZnRSZXBvcnQSCgoCaWQYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIoCgZ3aW5kb3cYAyABKAsyGC5iaWtlc2hhcmUudjEuVGltZVdpbmRvdxIWCg5yZWZlcmVuY2Vfcm93cxgEIAEoDRIUCgxjdXJyZW50X3Jvd3MYBSABKA0SLAoIZmVhdHVyZXMYBiADKAsyGi5iaWtlc2hhcmUudjEuRmVhdHVyZURyaWZ0EhUKDWRyaWZ0ZWRfc2hhcmUYByABKAESFQoNZGF0YXNldF9kcmlmdBgIIAEoCBI0ChBwcmVkaWN0aW9uX2RyaWZ0GAkgASgLMhouYmlrZXNoYXJlLnYxLkZlYXR1cmVEcmlmdBIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglodG1sX3BhdGgYCyABKAkiVAoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhEKCXJlcG9ydF9pZBgBIAEoCRIoCgZ3aW5kb3cYAiABKAsyGC5iaWtlc2hhcmUudjEuVGltZVdpbmRvdyJDChZHZXREcmlmdFJlcG9ydFJlc3BvbnNlEikKBnJlcG9ydBgBIAEoCzIZLmJpa2VzaGFyZS52MS5EcmlmdFJlcG9ydCI7ChJMaXN0UmVwb3J0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWgoTTGlzdFJlcG9ydHNSZXNwb25zZRIqCgdyZXBvcnRzGAEgAygLMhkuYmlrZXNoYXJlLnYxLkRyaWZ0UmVwb3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKnAQoSVmVyc2lvblBlcmZvcm1hbmNlEhUKDW1vZGVsX3ZlcnNpb24YASABKAkSFgoObGFiZWxsZWRfaG91cnMYAiABKA0SDAoEcm1zZRgDIAEoARILCgNtYWUYBCABKAESFAoMd2l0aGluXzIwcGN0GAUgASgBEjEKCWludGVydmFscxgGIAMoCzIeLmJpa2VzaGFyZS52MS5JbnRlcnZhbENvdmVyYWdlIl8KEEludGVydmFsQ292ZXJhZ2USDQoFbGV2ZWwYASABKAESFgoObGFiZWxsZWRfaG91cnMYAiABKA0SEAoIY292ZXJhZ2UYAyABKAESEgoKbWVhbl93aWR0aBgEIAEoASJBChVHZXRQZXJmb3JtYW5jZVJlcXVlc3QSKAoGd2luZG93GAEgASgLMhguYmlrZXNoYXJlLnYxLlRpbWVXaW5kb3ciTAoWR2V0UGVyZm9ybWFuY2VSZXNwb25zZRIyCgh2ZXJzaW9ucxgBIAMoCzIgLmJpa2VzaGFyZS52MS5WZXJzaW9uUGVyZm9ybWFuY2UipwEKBUFsZXJ0EgoKAmlkGAEgASgJEiUKBHJ1bGUYAiABKA4yFy5iaWtlc2hhcmUudjEuQWxlcnRSdWxlEg8KB21lc3NhZ2UYAyABKAkSDQoFdmFsdWUYBCABKAESEQoJdGhyZXNob2xkGAUgASgBEigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmpvYl9pZBgHIAEoCSJkChFMaXN0QWxlcnRzUmVxdWVzdBIoCgZ3aW5kb3cYASABKAsyGC5iaWtlc2hhcmUudjEuVGltZVdpbmRvdxIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJSChJMaXN0QWxlcnRzUmVzcG9uc2USIwoGYWxlcnRzGAEgAygLMhMuYmlrZXNoYXJlLnYxLkFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJSCg9SdW5DaGVja1JlcXVlc3QSKAoGd2luZG93GAEgASgLMhguYmlrZXNoYXJlLnYxLlRpbWVXaW5kb3cSFQoNYWxsb3dfcmV0cmFpbhgCIAEoCCJ6ChBSdW5DaGVja1Jlc3BvbnNlEikKBnJlcG9ydBgBIAEoCzIZLmJpa2VzaGFyZS52MS5EcmlmdFJlcG9ydBIjCgZhbGVydHMYAiADKAsyEy5iaWtlc2hhcmUudjEuQWxlcnQSFgoOcmV0cmFpbl9qb2JfaWQYAyABKAkqsgEKCURyaWZ0VGVzdBIaChZEUklGVF9URVNUX1VOU1BFQ0lGSUVEEAASIQodRFJJRlRfVEVTVF9LT0xNT0dPUk9WX1NNSVJOT1YQARIZChVEUklGVF9URVNUX0NISV9TUVVBUkUQAhIaChZEUklGVF9URVNUX1dBU1NFUlNURUlOEAMSHQoZRFJJRlRfVEVTVF9KRU5TRU5fU0hBTk5PThAEEhAKDERSSUZUX1RFU1RfWhAFKoABCglBbGVydFJ1bGUSGgoWQUxFUlRfUlVMRV9VTlNQRUNJRklFRBAAEhwKGEFMRVJUX1JVTEVfREFUQVNFVF9EUklGVBABEhgKFEFMRVJUX1JVTEVfTElWRV9STVNFEAISHwobQUxFUlRfUlVMRV9QUkVESUNUSU9OX0RSSUZUEAMylAQKDk1vbml0b3JTZXJ2aWNlElgKDVJlcG9ydEFjdHVhbHMSIi5iaWtlc2hhcmUudjEuUmVwb3J0QWN0dWFsc1JlcXVlc3QaIy5iaWtlc2hhcmUudjEuUmVwb3J0QWN0dWFsc1Jlc3BvbnNlElsKDkdldERyaWZ0UmVwb3J0EiMuYmlrZXNoYXJlLnYxLkdldERyaWZ0UmVwb3J0UmVxdWVzdBokLmJpa2VzaGFyZS52MS5HZXREcmlmdFJlcG9ydFJlc3BvbnNlElIKC0xpc3RSZXBvcnRzEiAuYmlrZXNoYXJlLnYxLkxpc3RSZXBvcnRzUmVxdWVzdBohLmJpa2VzaGFyZS52MS5MaXN0UmVwb3J0c1Jlc3BvbnNlElsKDkdldFBlcmZvcm1hbmNlEiMuYmlrZXNoYXJlLnYxLkdldFBlcmZvcm1hbmNlUmVxdWVzdBokLmJpa2VzaGFyZS52MS5HZXRQZXJmb3JtYW5jZVJlc3BvbnNlEk8KCkxpc3RBbGVydHMSHy5iaWtlc2hhcmUudjEuTGlzdEFsZXJ0c1JlcXVlc3QaIC5iaWtlc2hhcmUudjEuTGlzdEFsZXJ0c1Jlc3BvbnNlEkkKCFJ1bkNoZWNrEh0uYmlrZXNoYXJlLnYxLlJ1bkNoZWNrUmVxdWVzdBoeLmJpa2VzaGFyZS52MS5SdW5DaGVja1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bikeshare.v1.Actual
@@ -331,6 +331,13 @@ export type VersionPerformance = Message<"bikeshare.v1.VersionPerformance"> & {
    * @generated from field: double within_20pct = 5;
    */
   within20pct: number;
+
+  /**
+   * Live coverage of the prediction intervals this version served (interval_level), per level.
+   *
+   * @generated from field: repeated bikeshare.v1.IntervalCoverage intervals = 6;
+   */
+  intervals: IntervalCoverage[];
 };
 
 /**
@@ -339,6 +346,46 @@ export type VersionPerformance = Message<"bikeshare.v1.VersionPerformance"> & {
  */
 export const VersionPerformanceSchema: GenMessage<VersionPerformance> = /*@__PURE__*/
   messageDesc(file_bikeshare_v1_monitor, 10);
+
+/**
+ * How often the actual count fell inside the intervals served at one level.
+ *
+ * @generated from message bikeshare.v1.IntervalCoverage
+ */
+export type IntervalCoverage = Message<"bikeshare.v1.IntervalCoverage"> & {
+  /**
+   * The interval_level the clients asked for, e.g. 0.9.
+   *
+   * @generated from field: double level = 1;
+   */
+  level: number;
+
+  /**
+   * Labelled hours predicted with an interval at this level (the latest such prediction per hour).
+   *
+   * @generated from field: uint32 labelled_hours = 2;
+   */
+  labelledHours: number;
+
+  /**
+   * Share of those hours whose actual count was inside [lower, upper]; ~level when calibrated.
+   *
+   * @generated from field: double coverage = 3;
+   */
+  coverage: number;
+
+  /**
+   * @generated from field: double mean_width = 4;
+   */
+  meanWidth: number;
+};
+
+/**
+ * Describes the message bikeshare.v1.IntervalCoverage.
+ * Use `create(IntervalCoverageSchema)` to create a new message.
+ */
+export const IntervalCoverageSchema: GenMessage<IntervalCoverage> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_monitor, 11);
 
 /**
  * @generated from message bikeshare.v1.GetPerformanceRequest
@@ -355,7 +402,7 @@ export type GetPerformanceRequest = Message<"bikeshare.v1.GetPerformanceRequest"
  * Use `create(GetPerformanceRequestSchema)` to create a new message.
  */
 export const GetPerformanceRequestSchema: GenMessage<GetPerformanceRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 11);
+  messageDesc(file_bikeshare_v1_monitor, 12);
 
 /**
  * @generated from message bikeshare.v1.GetPerformanceResponse
@@ -372,7 +419,7 @@ export type GetPerformanceResponse = Message<"bikeshare.v1.GetPerformanceRespons
  * Use `create(GetPerformanceResponseSchema)` to create a new message.
  */
 export const GetPerformanceResponseSchema: GenMessage<GetPerformanceResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 12);
+  messageDesc(file_bikeshare_v1_monitor, 13);
 
 /**
  * @generated from message bikeshare.v1.Alert
@@ -421,7 +468,7 @@ export type Alert = Message<"bikeshare.v1.Alert"> & {
  * Use `create(AlertSchema)` to create a new message.
  */
 export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 13);
+  messageDesc(file_bikeshare_v1_monitor, 14);
 
 /**
  * @generated from message bikeshare.v1.ListAlertsRequest
@@ -448,7 +495,7 @@ export type ListAlertsRequest = Message<"bikeshare.v1.ListAlertsRequest"> & {
  * Use `create(ListAlertsRequestSchema)` to create a new message.
  */
 export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 14);
+  messageDesc(file_bikeshare_v1_monitor, 15);
 
 /**
  * @generated from message bikeshare.v1.ListAlertsResponse
@@ -470,7 +517,7 @@ export type ListAlertsResponse = Message<"bikeshare.v1.ListAlertsResponse"> & {
  * Use `create(ListAlertsResponseSchema)` to create a new message.
  */
 export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 15);
+  messageDesc(file_bikeshare_v1_monitor, 16);
 
 /**
  * @generated from message bikeshare.v1.RunCheckRequest
@@ -494,7 +541,7 @@ export type RunCheckRequest = Message<"bikeshare.v1.RunCheckRequest"> & {
  * Use `create(RunCheckRequestSchema)` to create a new message.
  */
 export const RunCheckRequestSchema: GenMessage<RunCheckRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 16);
+  messageDesc(file_bikeshare_v1_monitor, 17);
 
 /**
  * @generated from message bikeshare.v1.RunCheckResponse
@@ -521,7 +568,7 @@ export type RunCheckResponse = Message<"bikeshare.v1.RunCheckResponse"> & {
  * Use `create(RunCheckResponseSchema)` to create a new message.
  */
 export const RunCheckResponseSchema: GenMessage<RunCheckResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_monitor, 17);
+  messageDesc(file_bikeshare_v1_monitor, 18);
 
 /**
  * @generated from enum bikeshare.v1.DriftTest
