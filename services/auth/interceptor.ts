@@ -54,6 +54,15 @@ export function defaultPolicy(options: { openPredict: boolean }): Policy {
     "bikeshare.v1.MonitorService/ReportActuals": "trainer",
     "bikeshare.v1.MonitorService/RunCheck": "trainer",
 
+    // Open Inference Protocol v2 (services/oip): health answers without a token, like the probes below;
+    // the model's metadata and inference need what Predict needs.
+    "inference.GRPCInferenceService/ServerLive": "open",
+    "inference.GRPCInferenceService/ServerReady": "open",
+    "inference.GRPCInferenceService/ServerMetadata": "open",
+    "inference.GRPCInferenceService/ModelReady": predict,
+    "inference.GRPCInferenceService/ModelMetadata": predict,
+    "inference.GRPCInferenceService/ModelInfer": predict,
+
     // Kubernetes gRPC probes and grpc-health-probe send no token; reflection describes the public protos.
     "grpc.health.v1.Health/Check": "open",
     "grpc.health.v1.Health/Watch": "open",
