@@ -2,6 +2,7 @@
  * The types the training pieces share: candidate specs, prepared data, fitted candidates and the final
  * model.
  */
+import type { ShapImportance } from "../../core/explain/index.js";
 import type { RegressionReport } from "../../core/metrics/index.js";
 import type { DenseMatrix, RoundEvaluation } from "../../core/xgboost/index.js";
 import type { IntervalCalibration } from "./calibration.js";
@@ -80,4 +81,6 @@ export interface FinalModel {
   reference: ReferenceSample;
   /** Conformal scores of the searched winner on the validation rows: the final model's intervals. */
   calibration: IntervalCalibration;
+  /** Mean |SHAP| on (a seeded sample of) the validation window: the global importance of explanations. */
+  shapImportance: ShapImportance & { window: string };
 }

@@ -257,6 +257,7 @@ async function trainingJob(
       trainingSeconds: (performance.now() - started) / 1000,
       jobId,
       calibration: final.calibration,
+      shapImportance: final.shapImportance,
     };
 
     await stage("register", 0.9, "storing artifacts");

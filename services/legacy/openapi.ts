@@ -181,8 +181,60 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
       },
       "/model/info": {
         get: {
-          summary: "Serving model: name, version, metrics, feature importance",
+          summary:
+            "Serving model: name, version, metrics, feature importance (normalised total gain) and, for " +
+            "versions trained since explanations exist, shap_importance: mean |SHAP| per input field on " +
+            "the validation window (shap_feature_importance per model feature; shap_importance_space, " +
+            "shap_importance_window say in which units and on which rows)",
           responses: { "200": { description: "Model info" } },
+        },
+      },
+      "/predict/explain": {
+        post: {
+          summary:
+            "Forecast one hour and explain it (not in the old API): XGBoost's TreeSHAP contributions " +
+            "(weight × value for a linear model) of each input field, so that bias + the sum of " +
+            "contributions = the forecast (space `prediction`), or its logarithm for Poisson and Tweedie " +
+            "models (space `log`). A derived feature counts towards the field(s) it is computed from: " +
+            "workingday_hr half to hr and half to workingday; days_to_holiday, days_since_holiday and " +
+            "year_end_break to timestamp, also when it was not sent (not knowing the date moves the " +
+            "forecast too). `derived` lists those features' own contributions. Costs milliseconds, " +
+            "not microseconds.",
+          requestBody: { required: true, ...json(input) },
+          responses: {
+            "200": {
+              description: "The forecast and its explanation",
+              ...json({
+                type: "object",
+                properties: {
+                  prediction: { type: "number" },
+                  bias: { type: "number" },
+                  contributions: {
+                    type: "object",
+                    description: "One entry per input field (the 12 fields, then timestamp)",
+                    additionalProperties: { type: "number" },
+                  },
+                  derived: {
+                    type: "array",
+                    items: {
+                      type: "object",
+                      properties: {
+                        feature: { type: "string" },
+                        value: { type: "number" },
+                        from: { type: "array", items: { type: "string" } },
+                      },
+                    },
+                  },
+                  space: { type: "string", enum: ["prediction", "log"] },
+                  timestamp: { type: "string", format: "date-time" },
+                  model_version: { type: "string" },
+                },
+              }),
+            },
+            "400": { description: "The serving model version cannot be explained (no native model)" },
+            "413": tooLarge,
+            "422": validationError,
+          },
         },
       },
       "/metrics": {

@@ -8,6 +8,7 @@ import {
   type RawRecord,
   recordsToColumns,
   shortKey,
+  TIMESTAMP_FIELD,
   ViolationList,
   validateRecord,
 } from "../../core/features/index.js";
@@ -17,6 +18,7 @@ import { httpStatus } from "../errors.js";
 import type { Metrics } from "../observability/metrics.js";
 import {
   checkIntervalLevel,
+  explainRecords,
   type ModelSlot,
   type OnServed,
   predictWithInterval,
@@ -364,6 +366,34 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         { prediction: predictions[0], timestamp: new Date().toISOString(), model_version: serving.version },
       ];
     },
+    // Not in the old API: the forecast of one record with why (core/explain), named by the body's keys.
+    "POST /predict/explain": async (req, requestId) => {
+      const body = await readJson(req, 64 * 1024);
+      const record = validOne(body);
+      const serving = model();
+      const predictions = await serving.predict(recordsToColumns([record]));
+      const [explanation] = await explainRecords(serving, [record], TIMESTAMP_FIELD);
+      if (!explanation) throw new Error("explainRecords returned no explanation for one record");
+      await onServed({
+        requestId,
+        model: serving,
+        records: [record],
+        hourStarts: [hourStartOf(body)],
+        predictions,
+      });
+      return [
+        200,
+        {
+          prediction: predictions[0],
+          bias: explanation.bias,
+          contributions: Object.fromEntries(explanation.contributions.map((c) => [c.feature, c.value])),
+          derived: explanation.derived,
+          space: explanation.space,
+          timestamp: new Date().toISOString(),
+          model_version: serving.version,
+        },
+      ];
+    },
     "POST /predict/batch": async (req, requestId) => {
       const body = await readJson(req, 1024 + maxBatchSize * 1024);
       const inputs = (body as { inputs?: unknown } | null)?.inputs;
@@ -451,6 +481,14 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
           runtime: "onnxruntime-node",
           features: card.featureNames,
           feature_importance: card.featureImportance,
+          ...(card.shapImportance
+            ? {
+                shap_importance: card.shapImportance.fields,
+                shap_feature_importance: card.shapImportance.features,
+                shap_importance_space: card.shapImportance.space,
+                shap_importance_window: card.shapImportance.window,
+              }
+            : {}),
           metrics: card.metrics,
           feature_schema_version: card.featureSchemaVersion,
           data_fingerprint: card.dataFingerprint,

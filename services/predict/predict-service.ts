@@ -3,13 +3,15 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { BikeshareError } from "../../core/errors.js";
+import type { Explanation } from "../../core/explain/index.js";
 import { type RawRecord, recordsToColumns, ViolationList } from "../../core/features/index.js";
 import { type HourConditions, ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { ModelInfoSchema, type PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { invalidArgument, invalidRequest } from "../errors.js";
 import { modelFamilyOf } from "../model-family.js";
+import type { ModelCard } from "../registry/model-card.js";
 import { recordFromConditions } from "./conversions.js";
-import type { ServingModel } from "./serving-model.js";
+import { EXPLAIN_MAX_ROWS, type ServingModel } from "./serving-model.js";
 
 /** Holds the model being served; swapped as a whole, so a request sees one version from start to end. */
 export interface ModelSlot {
@@ -68,6 +70,52 @@ export async function predictWithInterval(
   return { predictions, interval: { level, lower, upper } };
 }
 
+/** Explanations are dearer than predictions (milliseconds a row): a request asks for a bounded number. */
+export function checkExplainRows(rows: number, field: string): void {
+  if (rows > EXPLAIN_MAX_ROWS) {
+    throw invalidArgument([
+      {
+        field,
+        type: "range",
+        description: `has ${rows} rows; explanations are computed for at most ${EXPLAIN_MAX_ROWS} rows a request`,
+      },
+    ]);
+  }
+}
+
+/** Explanations of `records` by `model`, named as an RPC client sent them (the date is `hour`). */
+export function explainRecords(
+  model: ServingModel,
+  records: readonly RawRecord[],
+  dateField = "hour",
+): Promise<Explanation[]> {
+  return model.explain(recordsToColumns(records), dateField);
+}
+
+function explanationMessage(e: Explanation) {
+  return {
+    contributions: e.contributions.map(({ feature, value }) => ({ feature, value })),
+    bias: e.bias,
+    derived: e.derived.map(({ feature, value, from }) => ({ feature, value, from })),
+    space: e.space,
+  };
+}
+
+/** ModelInfo's SHAP importance fields (largest first), empty for a card that has none. */
+function shapImportanceFields(card: ModelCard) {
+  const shap = card.shapImportance;
+  if (shap === undefined) return {};
+  const list = (values: Record<string, number>) =>
+    Object.entries(values)
+      .sort((a, b) => b[1] - a[1])
+      .map(([feature, meanAbsShap]) => ({ feature, meanAbsShap, space: shap.space }));
+  return {
+    shapImportance: list(shap.fields),
+    shapFeatureImportance: list(shap.features),
+    shapImportanceWindow: shap.window,
+  };
+}
+
 /** Resolves once what was served is logged durably: the reply is sent only then. */
 export type OnServed = (served: Served) => Promise<void>;
 
@@ -108,12 +156,19 @@ export function createPredictService(
     return { records, hourStarts };
   };
 
-  const serve = async (records: RawRecord[], hourStarts: (number | undefined)[], level?: number) => {
+  const serve = async (
+    records: RawRecord[],
+    hourStarts: (number | undefined)[],
+    level?: number,
+    explain = false,
+  ) => {
     const model = requireModel(slot);
     const { predictions, interval } = await predictWithInterval(model, records, level);
+    // The same version explains what it predicted: `model` is held, not re-read from the slot.
+    const explanations = explain ? await explainRecords(model, records) : undefined;
     const requestId = randomUUID();
     await onServed({ requestId, model, records, hourStarts, predictions, ...(interval ? { interval } : {}) });
-    return { requestId, model, predictions, interval };
+    return { requestId, model, predictions, interval, explanations };
   };
 
   /** The response fields of an interval: none at all when none was asked for. */
@@ -133,10 +188,11 @@ export function createPredictService(
       checkIntervalLevel(request.intervalLevel);
       const result = recordFromConditions(request.conditions, "conditions");
       if (!result.ok) throw invalidArgument(result.violations);
-      const { requestId, model, predictions, interval } = await serve(
+      const { requestId, model, predictions, interval, explanations } = await serve(
         [result.record],
         [result.hourStart],
         request.intervalLevel,
+        request.explain,
       );
       return {
         prediction: predictions[0] as number,
@@ -146,16 +202,19 @@ export function createPredictService(
         ...(interval
           ? { lower: interval.lower[0], upper: interval.upper[0], intervalLevel: interval.level }
           : {}),
+        ...(explanations ? { explanation: explanationMessage(explanations[0] as Explanation) } : {}),
       };
     },
 
     async predictBatch(request) {
       checkIntervalLevel(request.intervalLevel);
+      if (request.explain) checkExplainRows(request.rows.length, "rows");
       const { records, hourStarts } = validateRows(request.rows);
-      const { requestId, model, predictions, interval } = await serve(
+      const { requestId, model, predictions, interval, explanations } = await serve(
         records,
         hourStarts,
         request.intervalLevel,
+        request.explain,
       );
       return {
         predictions: Array.from(predictions),
@@ -163,6 +222,7 @@ export function createPredictService(
         requestId,
         timestamp: timestampNow(),
         ...intervalFields(interval),
+        ...(explanations ? { explanations: explanations.map(explanationMessage) } : {}),
       };
     },
 
@@ -201,6 +261,7 @@ export function createPredictService(
           dataFingerprint: card.dataFingerprint,
           runtime: "onnxruntime-node",
           intervalsCalibrated: card.calibration !== undefined,
+          ...shapImportanceFields(card),
         }),
       };
     },

@@ -1,8 +1,10 @@
 import { BikeshareError } from "../../core/errors.js";
-import { FEATURE_NAMES, featureMatrix, type RawColumns } from "../../core/features/index.js";
+import { type Explanation, explainContributions, explanationSpace } from "../../core/explain/index.js";
+import { FEATURE_NAMES, featureMatrix, NUM_FEATURES, type RawColumns } from "../../core/features/index.js";
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
+import { Booster } from "../../core/xgboost/index.js";
 import { IntervalLevelError, intervalBounds } from "../../pipelines/training/calibration.js";
-import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
+import { ARTIFACT_CARD, ARTIFACT_NATIVE, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
 
 /**
@@ -18,6 +20,12 @@ export const WORKER_BATCH_ROWS = 512;
  * (bench/model-compute.ts, docs/benchmarks.md).
  */
 export const COMPILED_MAX_ROWS = 2;
+
+/**
+ * Rows one request may ask explanations for. TreeSHAP costs milliseconds a row for a forest or a
+ * 600-tree model (bench/explain.ts), so a full batch would hold a thread-pool thread for minutes.
+ */
+export const EXPLAIN_MAX_ROWS = 100;
 
 /**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
@@ -38,7 +46,12 @@ export class ServingModel {
     private readonly compiled: CompiledModel | undefined,
     /** Why the compiled evaluator declined this model (its few-row requests then run on ONNX Runtime). */
     readonly compiledDeclined: string | undefined,
+    /** The version's XGBoost model JSON, read only when the first explanation is asked for. */
+    private readonly readNative: () => Promise<Buffer>,
   ) {}
+
+  /** The native booster, loaded once on the first explanation: most servers never explain. */
+  private native: Promise<Booster> | undefined;
 
   static async load(
     registry: Registry,
@@ -69,7 +82,69 @@ export class ServingModel {
       // Not an error: ONNX Runtime serves every request. The caller says so (LiveModel logs it once).
       declined = (error as Error).message;
     }
-    return new ServingModel(version.modelName, version.version, card, onnx, onnxWorker, compiled, declined);
+    return new ServingModel(
+      version.modelName,
+      version.version,
+      card,
+      onnx,
+      onnxWorker,
+      compiled,
+      declined,
+      () => registry.readArtifact(version.runId, ARTIFACT_NATIVE),
+    );
+  }
+
+  /**
+   * Per-row contributions of every input field to the forecast (core/explain), from XGBoost's own
+   * TreeSHAP on the version's native model. Runs on the libuv thread pool: a row takes milliseconds.
+   * `dateField` is what the caller's transport calls the hour's date (`hour` in RPCs).
+   */
+  async explain(columns: RawColumns, dateField?: string): Promise<Explanation[]> {
+    if (columns.length === 0) return [];
+    let space: ReturnType<typeof explanationSpace>;
+    try {
+      space = explanationSpace(this.card.objective);
+    } catch (error) {
+      throw new BikeshareError(
+        "failed_precondition",
+        `model ${this.name} v${this.version} cannot be explained: ${(error as Error).message}`,
+      );
+    }
+    this.inFlight++;
+    try {
+      const booster = await this.nativeBooster();
+      const contribs = await booster.predictContribsAsync({
+        data: featureMatrix(columns),
+        rows: columns.length,
+        cols: NUM_FEATURES,
+      });
+      return explainContributions(contribs, columns.length, space, dateField);
+    } finally {
+      this.inFlight--;
+      if (this.retired && this.inFlight === 0) void this.release();
+    }
+  }
+
+  private nativeBooster(): Promise<Booster> {
+    this.native ??= this.readNative().then(
+      (json) => {
+        const booster = Booster.loadJson(json.toString("utf8"));
+        // One OpenMP thread: explanations run on the thread pool beside other requests, and one row
+        // (the usual request) cannot use a second thread anyway (XGBoost parallelises over rows).
+        booster.setParam("nthread", 1);
+        return booster;
+      },
+      (error: unknown) => {
+        // A read that failed (a missing artifact, or the database briefly away) is tried again next time.
+        this.native = undefined;
+        throw new BikeshareError(
+          "failed_precondition",
+          `model ${this.name} v${this.version} cannot be explained: its native model (${ARTIFACT_NATIVE}) could not be read: ${(error as Error).message}`,
+          { cause: error },
+        );
+      },
+    );
+    return this.native;
   }
 
   async predict(columns: RawColumns): Promise<Float32Array> {
@@ -123,6 +198,13 @@ export class ServingModel {
   }
 
   private async release(): Promise<void> {
+    const native = this.native;
+    this.native = undefined;
+    void native?.then(
+      (booster) => booster.dispose(),
+      // A failed load was already reported to the request that asked for it; nothing to free.
+      () => {},
+    );
     await Promise.all([this.onnx.release(), this.onnxWorker.release()]);
   }
 }

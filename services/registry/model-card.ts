@@ -1,3 +1,4 @@
+import type { ShapImportance } from "../../core/explain/index.js";
 import type { IntervalCalibration } from "../../pipelines/training/calibration.js";
 
 /**
@@ -29,6 +30,11 @@ export interface ModelCard {
    * intervals are computed from. Absent in versions trained before intervals existed: they serve none.
    */
   calibration?: IntervalCalibration;
+  /**
+   * Mean |SHAP| of the final model per input field and per feature on the validation window
+   * (pipelines/training/select.ts). Absent in versions trained before explanations existed.
+   */
+  shapImportance?: ShapImportance & { window: string };
 }
 
 export const ARTIFACT_NATIVE = "model.json";

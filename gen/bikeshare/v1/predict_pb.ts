@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/predict.proto.
  */
 export const file_bikeshare_v1_predict: GenFile = /*@__PURE__*/
-  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxIqUBChNTdGFydFNjb3JpbmdSZXF1ZXN0Eg0KBWlucHV0GAEgASgJEg4KBm91dHB1dBgCIAEoCRIWCg5pbnZhbGlkX291dHB1dBgDIAEoCRIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsIjYKFFN0YXJ0U2NvcmluZ1Jlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLmJpa2VzaGFyZS52MS5Kb2IicgoOUHJlZGljdFJlcXVlc3QSMAoKY29uZGl0aW9ucxgBIAEoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucxIbCg5pbnRlcnZhbF9sZXZlbBgMIAEoAUgAiAEBQhEKD19pbnRlcnZhbF9sZXZlbCLrAQoPUHJlZGljdFJlc3BvbnNlEhIKCnByZWRpY3Rpb24YASABKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoFbG93ZXIYDCABKAFIAIgBARISCgV1cHBlchgNIAEoAUgBiAEBEhsKDmludGVydmFsX2xldmVsGA4gASgBSAKIAQFCCAoGX2xvd2VyQggKBl91cHBlckIRCg9faW50ZXJ2YWxfbGV2ZWwicQoTUHJlZGljdEJhdGNoUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsItMBChRQcmVkaWN0QmF0Y2hSZXNwb25zZRITCgtwcmVkaWN0aW9ucxgBIAMoARIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsb3dlchgMIAMoARINCgV1cHBlchgNIAMoARIbCg5pbnRlcnZhbF9sZXZlbBgOIAEoAUgAiAEBQhEKD19pbnRlcnZhbF9sZXZlbCJyChRQcmVkaWN0U3RyZWFtUmVxdWVzdBIqCgRyb3dzGAEgAygLMhwuYmlrZXNoYXJlLnYxLkhvdXJDb25kaXRpb25zEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsIqEBChVQcmVkaWN0U3RyZWFtUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEhMKC3ByZWRpY3Rpb25zGAIgAygBEhUKDW1vZGVsX3ZlcnNpb24YAyABKAkSDQoFbG93ZXIYDCADKAESDQoFdXBwZXIYDSADKAESGwoOaW50ZXJ2YWxfbGV2ZWwYDiABKAFIAIgBAUIRCg9faW50ZXJ2YWxfbGV2ZWwiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCI+ChRHZXRNb2RlbEluZm9SZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8irQMKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHYWxpYXNlcxgDIAMoCRIpCgZmYW1pbHkYBCABKA4yGS5iaWtlc2hhcmUudjEuTW9kZWxGYW1pbHkSEQoJb2JqZWN0aXZlGAUgASgJEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSOwoSZmVhdHVyZV9pbXBvcnRhbmNlGAcgAygLMh8uYmlrZXNoYXJlLnYxLkZlYXR1cmVJbXBvcnRhbmNlEjUKB21ldHJpY3MYCCADKAsyJC5iaWtlc2hhcmUudjEuTW9kZWxJbmZvLk1ldHJpY3NFbnRyeRIYChBkYXRhX2ZpbmdlcnByaW50GAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3J1bnRpbWUYCyABKAkSHAoUaW50ZXJ2YWxzX2NhbGlicmF0ZWQYDCABKAgaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEyuwMKDlByZWRpY3RTZXJ2aWNlEkYKB1ByZWRpY3QSHC5iaWtlc2hhcmUudjEuUHJlZGljdFJlcXVlc3QaHS5iaWtlc2hhcmUudjEuUHJlZGljdFJlc3BvbnNlElUKDFByZWRpY3RCYXRjaBIhLmJpa2VzaGFyZS52MS5QcmVkaWN0QmF0Y2hSZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlc3BvbnNlElwKDVByZWRpY3RTdHJlYW0SIi5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlcXVlc3QaIy5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlc3BvbnNlKAEwARJVCgxHZXRNb2RlbEluZm8SIS5iaWtlc2hhcmUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJVCgxTdGFydFNjb3JpbmcSIS5iaWtlc2hhcmUudjEuU3RhcnRTY29yaW5nUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5TdGFydFNjb3JpbmdSZXNwb25zZWIGcHJvdG8z", [file_bikeshare_v1_common, file_bikeshare_v1_train, file_google_protobuf_timestamp]);
+  fileDesc("ChpiaWtlc2hhcmUvdjEvcHJlZGljdC5wcm90bxIMYmlrZXNoYXJlLnYxIqUBChNTdGFydFNjb3JpbmdSZXF1ZXN0Eg0KBWlucHV0GAEgASgJEg4KBm91dHB1dBgCIAEoCRIWCg5pbnZhbGlkX291dHB1dBgDIAEoCRIOCgZyZWFzb24YBCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhsKDmludGVydmFsX2xldmVsGAwgASgBSACIAQFCEQoPX2ludGVydmFsX2xldmVsIjYKFFN0YXJ0U2NvcmluZ1Jlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLmJpa2VzaGFyZS52MS5Kb2IigwEKDlByZWRpY3RSZXF1ZXN0EjAKCmNvbmRpdGlvbnMYASABKAsyHC5iaWtlc2hhcmUudjEuSG91ckNvbmRpdGlvbnMSGwoOaW50ZXJ2YWxfbGV2ZWwYDCABKAFIAIgBARIPCgdleHBsYWluGBQgASgIQhEKD19pbnRlcnZhbF9sZXZlbCKbAgoPUHJlZGljdFJlc3BvbnNlEhIKCnByZWRpY3Rpb24YASABKAESFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEi0KCXRpbWVzdGFtcBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoFbG93ZXIYDCABKAFIAIgBARISCgV1cHBlchgNIAEoAUgBiAEBEhsKDmludGVydmFsX2xldmVsGA4gASgBSAKIAQESLgoLZXhwbGFuYXRpb24YFCABKAsyGS5iaWtlc2hhcmUudjEuRXhwbGFuYXRpb25CCAoGX2xvd2VyQggKBl91cHBlckIRCg9faW50ZXJ2YWxfbGV2ZWwiggEKE1ByZWRpY3RCYXRjaFJlcXVlc3QSKgoEcm93cxgBIAMoCzIcLmJpa2VzaGFyZS52MS5Ib3VyQ29uZGl0aW9ucxIbCg5pbnRlcnZhbF9sZXZlbBgMIAEoAUgAiAEBEg8KB2V4cGxhaW4YFCABKAhCEQoPX2ludGVydmFsX2xldmVsIoQCChRQcmVkaWN0QmF0Y2hSZXNwb25zZRITCgtwcmVkaWN0aW9ucxgBIAMoARIVCg1tb2RlbF92ZXJzaW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsb3dlchgMIAMoARINCgV1cHBlchgNIAMoARIbCg5pbnRlcnZhbF9sZXZlbBgOIAEoAUgAiAEBEi8KDGV4cGxhbmF0aW9ucxgUIAMoCzIZLmJpa2VzaGFyZS52MS5FeHBsYW5hdGlvbkIRCg9faW50ZXJ2YWxfbGV2ZWwikQEKC0V4cGxhbmF0aW9uEjEKDWNvbnRyaWJ1dGlvbnMYASADKAsyGi5iaWtlc2hhcmUudjEuQ29udHJpYnV0aW9uEgwKBGJpYXMYAiABKAESMgoHZGVyaXZlZBgDIAMoCzIhLmJpa2VzaGFyZS52MS5EZXJpdmVkQ29udHJpYnV0aW9uEg0KBXNwYWNlGAQgASgJIi4KDENvbnRyaWJ1dGlvbhIPCgdmZWF0dXJlGAEgASgJEg0KBXZhbHVlGAIgASgBIkMKE0Rlcml2ZWRDb250cmlidXRpb24SDwoHZmVhdHVyZRgBIAEoCRINCgV2YWx1ZRgCIAEoARIMCgRmcm9tGAMgAygJInIKFFByZWRpY3RTdHJlYW1SZXF1ZXN0EioKBHJvd3MYASADKAsyHC5iaWtlc2hhcmUudjEuSG91ckNvbmRpdGlvbnMSGwoOaW50ZXJ2YWxfbGV2ZWwYDCABKAFIAIgBAUIRCg9faW50ZXJ2YWxfbGV2ZWwioQEKFVByZWRpY3RTdHJlYW1SZXNwb25zZRIOCgZvZmZzZXQYASABKAQSEwoLcHJlZGljdGlvbnMYAiADKAESFQoNbW9kZWxfdmVyc2lvbhgDIAEoCRINCgVsb3dlchgMIAMoARINCgV1cHBlchgNIAMoARIbCg5pbnRlcnZhbF9sZXZlbBgOIAEoAUgAiAEBQhEKD19pbnRlcnZhbF9sZXZlbCIVChNHZXRNb2RlbEluZm9SZXF1ZXN0Ij4KFEdldE1vZGVsSW5mb1Jlc3BvbnNlEiYKBW1vZGVsGAEgASgLMhcuYmlrZXNoYXJlLnYxLk1vZGVsSW5mbyLDBAoJTW9kZWxJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIPCgdhbGlhc2VzGAMgAygJEikKBmZhbWlseRgEIAEoDjIZLmJpa2VzaGFyZS52MS5Nb2RlbEZhbWlseRIRCglvYmplY3RpdmUYBSABKAkSFQoNZmVhdHVyZV9uYW1lcxgGIAMoCRI7ChJmZWF0dXJlX2ltcG9ydGFuY2UYByADKAsyHy5iaWtlc2hhcmUudjEuRmVhdHVyZUltcG9ydGFuY2USNQoHbWV0cmljcxgIIAMoCzIkLmJpa2VzaGFyZS52MS5Nb2RlbEluZm8uTWV0cmljc0VudHJ5EhgKEGRhdGFfZmluZ2VycHJpbnQYCSABKAkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcnVudGltZRgLIAEoCRIcChRpbnRlcnZhbHNfY2FsaWJyYXRlZBgMIAEoCBI1Cg9zaGFwX2ltcG9ydGFuY2UYFCADKAsyHC5iaWtlc2hhcmUudjEuU2hhcEltcG9ydGFuY2USPQoXc2hhcF9mZWF0dXJlX2ltcG9ydGFuY2UYFSADKAsyHC5iaWtlc2hhcmUudjEuU2hhcEltcG9ydGFuY2USHgoWc2hhcF9pbXBvcnRhbmNlX3dpbmRvdxgWIAEoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJHCg5TaGFwSW1wb3J0YW5jZRIPCgdmZWF0dXJlGAEgASgJEhUKDW1lYW5fYWJzX3NoYXAYAiABKAESDQoFc3BhY2UYAyABKAkyuwMKDlByZWRpY3RTZXJ2aWNlEkYKB1ByZWRpY3QSHC5iaWtlc2hhcmUudjEuUHJlZGljdFJlcXVlc3QaHS5iaWtlc2hhcmUudjEuUHJlZGljdFJlc3BvbnNlElUKDFByZWRpY3RCYXRjaBIhLmJpa2VzaGFyZS52MS5QcmVkaWN0QmF0Y2hSZXF1ZXN0GiIuYmlrZXNoYXJlLnYxLlByZWRpY3RCYXRjaFJlc3BvbnNlElwKDVByZWRpY3RTdHJlYW0SIi5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlcXVlc3QaIy5iaWtlc2hhcmUudjEuUHJlZGljdFN0cmVhbVJlc3BvbnNlKAEwARJVCgxHZXRNb2RlbEluZm8SIS5iaWtlc2hhcmUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJVCgxTdGFydFNjb3JpbmcSIS5iaWtlc2hhcmUudjEuU3RhcnRTY29yaW5nUmVxdWVzdBoiLmJpa2VzaGFyZS52MS5TdGFydFNjb3JpbmdSZXNwb25zZWIGcHJvdG8z", [file_bikeshare_v1_common, file_bikeshare_v1_train, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bikeshare.v1.StartScoringRequest
@@ -102,6 +102,14 @@ export type PredictRequest = Message<"bikeshare.v1.PredictRequest"> & {
    * @generated from field: optional double interval_level = 12;
    */
   intervalLevel?: number | undefined;
+
+  /**
+   * Also explain the forecast (PredictResponse.explanation): XGBoost's TreeSHAP, which costs
+   * milliseconds per row, not microseconds (docs/benchmarks.md).
+   *
+   * @generated from field: bool explain = 20;
+   */
+  explain: boolean;
 };
 
 /**
@@ -155,6 +163,13 @@ export type PredictResponse = Message<"bikeshare.v1.PredictResponse"> & {
    * @generated from field: optional double interval_level = 14;
    */
   intervalLevel?: number | undefined;
+
+  /**
+   * Set when the request asked for it (`explain`).
+   *
+   * @generated from field: bikeshare.v1.Explanation explanation = 20;
+   */
+  explanation?: Explanation | undefined;
 };
 
 /**
@@ -179,6 +194,13 @@ export type PredictBatchRequest = Message<"bikeshare.v1.PredictBatchRequest"> & 
    * @generated from field: optional double interval_level = 12;
    */
   intervalLevel?: number | undefined;
+
+  /**
+   * Also explain every forecast (PredictBatchResponse.explanations).
+   *
+   * @generated from field: bool explain = 20;
+   */
+  explain: boolean;
 };
 
 /**
@@ -230,6 +252,13 @@ export type PredictBatchResponse = Message<"bikeshare.v1.PredictBatchResponse"> 
    * @generated from field: optional double interval_level = 14;
    */
   intervalLevel?: number | undefined;
+
+  /**
+   * One per row, in request order, when the request asked for them (`explain`).
+   *
+   * @generated from field: repeated bikeshare.v1.Explanation explanations = 20;
+   */
+  explanations: Explanation[];
 };
 
 /**
@@ -238,6 +267,104 @@ export type PredictBatchResponse = Message<"bikeshare.v1.PredictBatchResponse"> 
  */
 export const PredictBatchResponseSchema: GenMessage<PredictBatchResponse> = /*@__PURE__*/
   messageDesc(file_bikeshare_v1_predict, 5);
+
+/**
+ * Why the model forecast what it did for one hour: XGBoost's TreeSHAP contributions (weight × value
+ * for a linear model), named by the fields the client sent. bias + the sum of contributions is the
+ * forecast (in `space`).
+ *
+ * @generated from message bikeshare.v1.Explanation
+ */
+export type Explanation = Message<"bikeshare.v1.Explanation"> & {
+  /**
+   * One per input field (season … windspeed, then `hour`): a derived feature's contribution is added
+   * to the field(s) it is computed from (see `derived`). The date features count towards `hour`, also
+   * when it was not sent (not knowing the date moves the forecast too).
+   *
+   * @generated from field: repeated bikeshare.v1.Contribution contributions = 1;
+   */
+  contributions: Contribution[];
+
+  /**
+   * The model's expected output over its training data: the forecast knowing nothing of this hour.
+   *
+   * @generated from field: double bias = 2;
+   */
+  bias: number;
+
+  /**
+   * The derived features' own contributions, already included in `contributions`.
+   *
+   * @generated from field: repeated bikeshare.v1.DerivedContribution derived = 3;
+   */
+  derived: DerivedContribution[];
+
+  /**
+   * "prediction": contributions add up to the forecast (squared error). "log": they add up to its
+   * logarithm (Poisson and Tweedie models), so forecast = exp(bias + sum).
+   *
+   * @generated from field: string space = 4;
+   */
+  space: string;
+};
+
+/**
+ * Describes the message bikeshare.v1.Explanation.
+ * Use `create(ExplanationSchema)` to create a new message.
+ */
+export const ExplanationSchema: GenMessage<Explanation> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 6);
+
+/**
+ * @generated from message bikeshare.v1.Contribution
+ */
+export type Contribution = Message<"bikeshare.v1.Contribution"> & {
+  /**
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * @generated from field: double value = 2;
+   */
+  value: number;
+};
+
+/**
+ * Describes the message bikeshare.v1.Contribution.
+ * Use `create(ContributionSchema)` to create a new message.
+ */
+export const ContributionSchema: GenMessage<Contribution> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 7);
+
+/**
+ * @generated from message bikeshare.v1.DerivedContribution
+ */
+export type DerivedContribution = Message<"bikeshare.v1.DerivedContribution"> & {
+  /**
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * @generated from field: double value = 2;
+   */
+  value: number;
+
+  /**
+   * The input fields it is computed from; with two, each received half of `value`.
+   *
+   * @generated from field: repeated string from = 3;
+   */
+  from: string[];
+};
+
+/**
+ * Describes the message bikeshare.v1.DerivedContribution.
+ * Use `create(DerivedContributionSchema)` to create a new message.
+ */
+export const DerivedContributionSchema: GenMessage<DerivedContribution> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 8);
 
 /**
  * @generated from message bikeshare.v1.PredictStreamRequest
@@ -261,7 +388,7 @@ export type PredictStreamRequest = Message<"bikeshare.v1.PredictStreamRequest"> 
  * Use `create(PredictStreamRequestSchema)` to create a new message.
  */
 export const PredictStreamRequestSchema: GenMessage<PredictStreamRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 6);
+  messageDesc(file_bikeshare_v1_predict, 9);
 
 /**
  * @generated from message bikeshare.v1.PredictStreamResponse
@@ -307,7 +434,7 @@ export type PredictStreamResponse = Message<"bikeshare.v1.PredictStreamResponse"
  * Use `create(PredictStreamResponseSchema)` to create a new message.
  */
 export const PredictStreamResponseSchema: GenMessage<PredictStreamResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 7);
+  messageDesc(file_bikeshare_v1_predict, 10);
 
 /**
  * @generated from message bikeshare.v1.GetModelInfoRequest
@@ -320,7 +447,7 @@ export type GetModelInfoRequest = Message<"bikeshare.v1.GetModelInfoRequest"> & 
  * Use `create(GetModelInfoRequestSchema)` to create a new message.
  */
 export const GetModelInfoRequestSchema: GenMessage<GetModelInfoRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 8);
+  messageDesc(file_bikeshare_v1_predict, 11);
 
 /**
  * @generated from message bikeshare.v1.GetModelInfoResponse
@@ -337,7 +464,7 @@ export type GetModelInfoResponse = Message<"bikeshare.v1.GetModelInfoResponse"> 
  * Use `create(GetModelInfoResponseSchema)` to create a new message.
  */
 export const GetModelInfoResponseSchema: GenMessage<GetModelInfoResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 9);
+  messageDesc(file_bikeshare_v1_predict, 12);
 
 /**
  * What a client needs to know about the serving model.
@@ -420,6 +547,28 @@ export type ModelInfo = Message<"bikeshare.v1.ModelInfo"> & {
    * @generated from field: bool intervals_calibrated = 12;
    */
   intervalsCalibrated: boolean;
+
+  /**
+   * Global importance from explanations: mean |contribution| per input field over the validation
+   * window, largest first. Empty for a version trained before it existed.
+   *
+   * @generated from field: repeated bikeshare.v1.ShapImportance shap_importance = 20;
+   */
+  shapImportance: ShapImportance[];
+
+  /**
+   * The same per model feature (derived ones included).
+   *
+   * @generated from field: repeated bikeshare.v1.ShapImportance shap_feature_importance = 21;
+   */
+  shapFeatureImportance: ShapImportance[];
+
+  /**
+   * The rows it was computed on, e.g. "500 of 1488 validation rows (seeded sample)".
+   *
+   * @generated from field: string shap_importance_window = 22;
+   */
+  shapImportanceWindow: string;
 };
 
 /**
@@ -427,7 +576,36 @@ export type ModelInfo = Message<"bikeshare.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_predict, 10);
+  messageDesc(file_bikeshare_v1_predict, 13);
+
+/**
+ * @generated from message bikeshare.v1.ShapImportance
+ */
+export type ShapImportance = Message<"bikeshare.v1.ShapImportance"> & {
+  /**
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * Mean |SHAP|: in the forecast's units ("prediction" space) or in log units ("log" space).
+   *
+   * @generated from field: double mean_abs_shap = 2;
+   */
+  meanAbsShap: number;
+
+  /**
+   * @generated from field: string space = 3;
+   */
+  space: string;
+};
+
+/**
+ * Describes the message bikeshare.v1.ShapImportance.
+ * Use `create(ShapImportanceSchema)` to create a new message.
+ */
+export const ShapImportanceSchema: GenMessage<ShapImportance> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_predict, 14);
 
 /**
  * Demand forecasts from the model version behind the `production` alias.
