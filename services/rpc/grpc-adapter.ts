@@ -207,9 +207,11 @@ function streamHandler(
               yield checked(call.request, started);
             })()
           : inputOf(call, started);
-      const output = transformInvokeImplementation(spec, context, [...interceptors])(
-        input as AsyncIterable<never>,
-      );
+      const output = transformInvokeImplementation(
+        spec,
+        context,
+        interceptors as Interceptor[],
+      )(input as AsyncIterable<never>);
       if (callback) {
         // client streaming: one answer at the end
         let answer: unknown;

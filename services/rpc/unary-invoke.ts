@@ -117,7 +117,11 @@ class LeanContext implements HandlerContext {
   }
 }
 
-/** The request object interceptors get; `signal` is the context's lazy one. */
+/**
+ * The request object interceptors get; `signal` is the context's lazy one, a getter on the prototype, so an
+ * interceptor that passes on a spread copy (`{ ...req, header }`) passes no signal: pass the object itself
+ * or set `signal: req.signal` explicitly. The copy keeps `context`, which is how the innermost step finds it.
+ */
 class LeanRequest {
   readonly stream = false;
   readonly service;
