@@ -30,6 +30,7 @@ import { AdvisoryLockLeadership, type Leadership, notLeader, soleLeader } from "
 import { errorInterceptor } from "./errors.js";
 import { createHealthService, Health } from "./health/health-service.js";
 import { createReflectionService, ReflectionV1, ReflectionV1alpha } from "./health/reflection-service.js";
+import { createConnectUnaryHandler } from "./http/connect-unary.js";
 import { createFrontServer } from "./http/front.js";
 import { CancelsAcrossProcesses, sharedJobEvents } from "./jobs/across-processes.js";
 import { JobEvents } from "./jobs/events.js";
@@ -198,7 +199,7 @@ export async function startServer(
     authInterceptor(state.tokens, defaultPolicy({ openPredict: !config.predictNeedsToken })),
   ];
   const observe = (...labels: Parameters<Metrics["observe"]>) => metrics.observe(...labels);
-  const handler = connectNodeAdapter({
+  const connectNode = connectNodeAdapter({
     routes: (router) => {
       for (const { service, impl } of services) router.service(service, impl);
       guardRpcInput(router, observe);
@@ -212,6 +213,16 @@ export async function startServer(
       });
     },
   });
+  // Unary Connect calls take the lean path (same services, interceptors and limits); connect-node the rest.
+  const connectUnary = createConnectUnaryHandler({
+    services,
+    interceptors,
+    observe,
+    ...rpcInputOptions(config.maxBatchSize),
+  });
+  const handler = (...[req, res]: Parameters<typeof connectUnary>): void => {
+    if (!connectUnary(req, res)) connectNode(req, res);
+  };
 
   const worker = options.worker === undefined ? undefined : String(options.worker);
   const grpcTransport = createGrpcTransport({
