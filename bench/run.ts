@@ -29,6 +29,7 @@ import { JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { docSection } from "./doc-section.js";
+import { currentExplainSection, explainBenchmark, writeExplainSection } from "./explain.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
 import { currentIntervalsSection, intervalsBenchmark, writeIntervalsSection } from "./intervals.js";
 import {
@@ -347,6 +348,7 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
       await currentScaleOutSection(),
       await currentModelComputeSection(),
       await currentTransportSection(),
+      await currentExplainSection(),
       // Written by hand (a one-off measurement, not a benchmark step): kept as is.
       await docSection("micro-batching").current(),
     ];
@@ -368,6 +370,8 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
   if (process.env.BENCH_MODEL_COMPUTE !== "0") await writeModelComputeSection(await modelComputeBenchmark());
   if (process.env.BENCH_TRANSPORT !== "0") await writeTransportSection(await transportBenchmark());
 }
+  // BENCH_EXPLAIN=0 keeps the explanation section (three trainings and TreeSHAP timings, ~2 min).
+  if (process.env.BENCH_EXPLAIN !== "0") await writeExplainSection(await explainBenchmark());
 
 main().catch((error: unknown) => {
   console.error(error);
