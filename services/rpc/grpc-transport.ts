@@ -57,36 +57,31 @@ export function isGrpcProper(contentType: string | undefined): boolean {
   return type === "application/grpc" || type === "application/grpc+proto";
 }
 
-/** The gRPC status code an ended stream answered with, if it got that far. */
-function statusOf(stream: http2.ServerHttp2Stream): Code | undefined {
-  const status = stream.sentTrailers?.["grpc-status"] ?? stream.sentHeaders?.["grpc-status"];
-  return status === undefined ? undefined : (Number(status) as Code);
+/** One gRPC stream from the dispatch to its answer: what counting a call grpc-js refused needs. */
+interface Dispatched {
+  readonly started: number;
+  /** Set by the interceptor: grpc-js runs one only for a path it has a handler for. */
+  service?: string;
+  method?: string;
+  /** The handler got the message; from there the interceptor chain (or the adapter) counts the call. */
+  delivered: boolean;
 }
 
 export function createGrpcTransport(options: GrpcTransportOptions): GrpcTransport {
   const { observe } = options;
   /** The stream grpc-js is setting a call up for: its interceptors run synchronously in the dispatch. */
-  let dispatching: { stream: http2.ServerHttp2Stream; started: number } | undefined;
+  let dispatching: Dispatched | undefined;
 
   // grpc-js refuses some requests before any handler runs (too large: RESOURCE_EXHAUSTED, a bad
-  // grpc-timeout, no message): no connect interceptor sees them, so they are counted here, from the status
-  // the stream was answered with, as guardRpcInput counts connect-node's decode failures.
-  const countRejected: grpc.ServerInterceptor = (descriptor, call) => {
+  // grpc-timeout, no message): no connect interceptor sees them, so the dispatch counts them from the
+  // trailers-only answer grpc-js sends, as guardRpcInput counts connect-node's decode failures. This
+  // interceptor tells it which method the stream is for and whether the handler took over.
+  const trackDelivery: grpc.ServerInterceptor = (descriptor, call) => {
     const at = dispatching;
-    let delivered = false;
-    if (at !== undefined) {
-      const [, service = "", method = ""] = descriptor.path.split("/");
-      at.stream.once("close", () => {
-        const code = delivered ? undefined : statusOf(at.stream);
-        if (code !== undefined) {
-          observe(service, method, codeName(code), "grpc", (performance.now() - at.started) / 1000);
-        }
-      });
-    }
+    if (at !== undefined) [, at.service = "", at.method = ""] = descriptor.path.split("/");
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMessage((message, next) => {
-        // From here the handler answers, and the interceptor chain (or the adapter) counts the call.
-        delivered = true;
+        if (at !== undefined) at.delivered = true;
         next(message);
       })
       .build();
@@ -102,7 +97,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
     "grpc.enable_channelz": 0,
     // Node's default (MB): grpc-js lifts the limit, which would let one session hold unbounded memory.
     "grpc-node.max_session_memory": 10,
-    interceptors: [countRejected],
+    interceptors: [trackDelivery],
   });
   for (const served of options.services) {
     const { definition, implementation } = grpcServiceOf(served, options.interceptors, observe);
@@ -137,9 +132,17 @@ export function createGrpcTransport(options: GrpcTransportOptions): GrpcTranspor
           toCompat.call(h2, stream, headers, flags, rawHeaders);
           return;
         }
+        const at: Dispatched = { started: performance.now(), delivered: false };
         const respond = stream.respond;
-        stream.respond = (fields, opts) => respond.call(stream, { ...fields, ...extra }, opts);
-        dispatching = { stream, started: performance.now() };
+        stream.respond = (fields, opts) => {
+          const status = fields?.["grpc-status"];
+          if (status !== undefined && !at.delivered && at.service !== undefined && at.method !== undefined) {
+            const seconds = (performance.now() - at.started) / 1000;
+            observe(at.service, at.method, codeName(Number(status) as Code), "grpc", seconds);
+          }
+          respond.call(stream, { ...fields, ...extra }, opts);
+        };
+        dispatching = at;
         try {
           toGrpc.call(h2, stream, headers, flags, rawHeaders);
         } finally {
