@@ -7,6 +7,8 @@ import {
   shapImportance,
 } from "../../core/explain/index.js";
 import { FEATURE_NAMES, NUM_FEATURES, RAW_FIELD_NAMES } from "../../core/features/index.js";
+import { seededRandom } from "../../core/random/index.js";
+import { train } from "../../core/xgboost/index.js";
 
 // Additivity on real models over all of hour.csv is tests/pipelines/explain-additivity.test.ts (minutes
 // of TreeSHAP: the integration tier). Here: how contributions are named and aggregated.
@@ -71,5 +73,39 @@ describe("contributions are named by the raw fields", () => {
     );
     expect(() => explanationSpace("reg:pseudohubererror")).toThrow(/reg:pseudohubererror/);
     expect(explanationSpace("reg:tweedie")).toBe("log");
+  });
+});
+
+describe("Booster.predictContribs (the addon)", () => {
+  it("returns rows × (features + 1) adding up to the prediction, and checks its input like predict", async () => {
+    const random = seededRandom(7);
+    const rows = 400;
+    const cols = 3;
+    const data = Float32Array.from({ length: rows * cols }, () => random() * 2 - 1);
+    const labels = Float32Array.from({ length: rows }, (_, r) => 5 * (data[r * cols] as number) + 1);
+    const { booster } = await train({
+      params: { max_depth: 3, eta: 0.3, nthread: 1, base_score: 1 },
+      rounds: 20,
+      train: { data, rows, cols, labels },
+    });
+    const m = { data: data.subarray(0, 10 * cols), rows: 10, cols };
+    const contribs = booster.predictContribs(m);
+    expect(contribs).toHaveLength(10 * (cols + 1));
+    expect(await booster.predictContribsAsync(m)).toEqual(contribs);
+    const predictions = booster.predict(m);
+    for (let r = 0; r < 10; r++) {
+      const sum = contribs.subarray(r * (cols + 1), (r + 1) * (cols + 1)).reduce((a, b) => a + b, 0);
+      expect(sum).toBeCloseTo(predictions[r] as number, 4);
+      // Only column 0 carries signal: the noise columns explain (almost) nothing.
+      expect(Math.abs(contribs[r * (cols + 1)] as number)).toBeGreaterThan(
+        Math.abs(contribs[r * (cols + 1) + 1] as number),
+      );
+    }
+    expect(booster.predictContribs({ data: new Float32Array(0), rows: 0, cols })).toHaveLength(0);
+    expect(() => booster.predictContribs({ data: new Float32Array(4), rows: 1, cols: 4 })).toThrow(
+      /matrix.cols 4 does not match numFeatures 3/,
+    );
+    booster.dispose();
+    expect(() => booster.predictContribs(m)).toThrow(/disposed/);
   });
 });
