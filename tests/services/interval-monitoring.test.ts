@@ -3,10 +3,13 @@
  * migrated to hold them), joined to actuals for GetPerformance's live coverage, and exported as the
  * Prometheus gauge the BikeshareIntervalCoverageLow rule reads.
  */
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dayNumber, instantOfLocalHour } from "../../core/features/index.js";
 import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
@@ -14,6 +17,7 @@ import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import type { ServerConfig } from "../../services/config.js";
 import { Actuals } from "../../services/monitor/actuals.js";
 import { PredictionLog } from "../../services/monitor/prediction-log.js";
+import { Database } from "../../services/storage/database.js";
 import { BACKENDS, type Backend, testPostgres } from "../helpers/backends.js";
 import { MODEL_FIELDS, readHourCsvRecords } from "../helpers/hour-csv.js";
 import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
@@ -68,6 +72,13 @@ describe.each(BACKENDS)("interval coverage on $name", (backend) => {
     expect(versions).toHaveLength(1);
     const intervals = versions[0]?.intervals ?? [];
     expect(intervals.map((i) => i.level)).toEqual([0.9, 0.95]);
+    // The same answer over gRPC.
+    const grpcMonitor = createClient(MonitorService, createGrpcTransport({ baseUrl: t.baseUrl }));
+    const viaGrpc = await grpcMonitor.getPerformance(
+      { window },
+      { headers: { authorization: `Bearer ${t.tokens.trainer}` } },
+    );
+    expect(viaGrpc.versions[0]?.intervals).toEqual(intervals);
 
     // Computed here from the bounds the client received and the counts it reported.
     let covered = 0;
@@ -135,4 +146,58 @@ describe.each(BACKENDS)("the prediction log's interval columns on $name", (backe
       await rm(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("the prediction log's spool", () => {
+  it("keeps the interval of an acknowledged prediction through a crash: the replay writes it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bikeshare-ispool-"));
+    try {
+      const dbPath = join(dir, "log.duckdb");
+      const spoolDir = join(dir, "spool");
+      const out = await new Promise<string>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          [
+            "--import",
+            "tsx",
+            join(import.meta.dirname, "../helpers/interval-spool-child.ts"),
+            dbPath,
+            spoolDir,
+          ],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        );
+        let text = "";
+        child.stdout.on("data", (d: Buffer) => {
+          text += d.toString();
+        });
+        child.on("error", reject);
+        child.on("exit", (code, signal) =>
+          signal === "SIGKILL"
+            ? resolve(text)
+            : reject(new Error(`child ended with ${code ?? signal}: ${text}`)),
+        );
+      });
+      // Both entries were still in memory only (and in the spool) when the process died.
+      expect(out.trim()).toBe("2");
+      const db = await Database.open(dbPath);
+      try {
+        const log = await PredictionLog.open(db, { spoolDir });
+        await log.close();
+        const stored = await db.all<{
+          request_id: string;
+          lower: number | null;
+          upper: number | null;
+          interval_level: number | null;
+        }>("SELECT request_id, lower, upper, interval_level FROM predictions ORDER BY request_id");
+        expect(stored.map((r) => [r.request_id, r.lower, r.upper, r.interval_level])).toEqual([
+          ["with", 250.5, 361.25, 0.8],
+          ["without", null, null, null],
+        ]);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
