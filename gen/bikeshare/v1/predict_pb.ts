@@ -196,7 +196,8 @@ export type PredictBatchRequest = Message<"bikeshare.v1.PredictBatchRequest"> & 
   intervalLevel?: number | undefined;
 
   /**
-   * Also explain every forecast (PredictBatchResponse.explanations).
+   * Also explain every forecast (PredictBatchResponse.explanations); at most 100 rows, as each
+   * costs milliseconds (a larger batch with explain is invalid_argument naming `rows`).
    *
    * @generated from field: bool explain = 20;
    */
