@@ -186,6 +186,12 @@ describe("legacy routes the old API had", () => {
       expect(summary.unanswered).toBe(0);
       expect(summary.acknowledged.length).toBeGreaterThan(900);
       expect(new Set(summary.acknowledged.map((a) => a.version)).size).toBeGreaterThanOrEqual(2);
+      // The version swapped in by the reloads serves its own calibration.
+      const after = await predictClient(transports[0]?.[1]() as Transport).predict(
+        { conditions, intervalLevel: 0.9 },
+        auth(),
+      );
+      expect(after.upper as number).toBeGreaterThan(after.prediction);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -250,6 +256,23 @@ describe.each(transports)("interval_level over %s", (_name, transport) => {
     const client = predictClient(transport());
     const { model } = await client.getModelInfo({}, auth());
     expect(model?.intervalsCalibrated).toBe(true);
+  });
+});
+
+describe("the calibration of a trained version", () => {
+  it("the calibration is stored with the version: its run's calibration.json and model card", async () => {
+    const registry = connectClient(t.baseUrl, RegistryService, t.tokens.reader);
+    const { version } = await registry.getModelVersion({
+      modelName: "bike-demand",
+      versionOrAlias: "production",
+    });
+    const { artifacts } = await registry.listArtifacts({ runId: version?.runId as string });
+    const paths = artifacts.map((a) => a.path);
+    expect(paths).toContain("calibration.json");
+    const card = t.server.live.current?.card;
+    expect(card?.calibration?.method).toBe("split_conformal_mondrian");
+    expect(card?.calibration?.window).toContain(card?.windows.valid as string);
+    expect(Object.keys(card?.calibration?.dated.groups ?? {}).length).toBe(10);
   });
 });
 
