@@ -5,8 +5,8 @@
  * the throughput load generators run in this process, the fixed-rate latency one (bench/loadgen, Go)
  * in its own, all on the same 2 cores. Writes docs/benchmarks.md; then the prediction-log spool
  * (bench/spool.ts), batch scoring (bench/scoring.ts), scale-out (bench/scale-out.ts), in-process model
- * compute (bench/model-compute.ts) and each protocol against its transport's ceiling (bench/transport.ts)
- * add their sections.
+ * compute (bench/model-compute.ts), each protocol against its transport's ceiling (bench/transport.ts) and the
+ * Open Inference Protocol v2 beside the native protocols (bench/oip.ts) add their sections.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -37,6 +37,7 @@ import {
   modelComputeBenchmark,
   writeModelComputeSection,
 } from "./model-compute.js";
+import { currentOipSection, oipBenchmark, writeOipSection } from "./oip.js";
 import { currentScaleOutSection, scaleOutBenchmark, writeScaleOutSection } from "./scale-out.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
 import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
@@ -347,8 +348,9 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
       await currentScoringSection(),
       await currentScaleOutSection(),
       await currentModelComputeSection(),
-      await currentTransportSection(),
       await currentExplainSection(),
+      await currentTransportSection(),
+      await currentOipSection(),
       // Written by hand (a one-off measurement, not a benchmark step): kept as is.
       await docSection("micro-batching").current(),
     ];
@@ -368,10 +370,12 @@ ONNX Runtime ≈ 10 ms, protobuf decoding ≈ 3.5 ms, validation ≈ 2 ms, featu
   if (process.env.BENCH_SCORING !== "0") await writeScoringSection(await scoringBenchmark());
   if (process.env.BENCH_SCALE_OUT !== "0") await writeScaleOutSection(await scaleOutBenchmark());
   if (process.env.BENCH_MODEL_COMPUTE !== "0") await writeModelComputeSection(await modelComputeBenchmark());
-  if (process.env.BENCH_TRANSPORT !== "0") await writeTransportSection(await transportBenchmark());
-}
   // BENCH_EXPLAIN=0 keeps the explanation section (three trainings and TreeSHAP timings, ~2 min).
   if (process.env.BENCH_EXPLAIN !== "0") await writeExplainSection(await explainBenchmark());
+  if (process.env.BENCH_TRANSPORT !== "0") await writeTransportSection(await transportBenchmark());
+  // OIP v2 REST and gRPC beside the native protocols, on one server of its own (~4 minutes).
+  if (process.env.BENCH_OIP !== "0") await writeOipSection(await oipBenchmark());
+}
 
 main().catch((error: unknown) => {
   console.error(error);
