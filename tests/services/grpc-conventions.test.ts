@@ -215,6 +215,7 @@ describe("server reflection", () => {
       "grpc.health.v1.Health",
       "grpc.reflection.v1.ServerReflection",
       "grpc.reflection.v1alpha.ServerReflection",
+      "inference.GRPCInferenceService",
     ]);
 
     const describe = await run(grpcurl, ["-plaintext", address(), "describe", "bikeshare.v1.PredictService"]);
