@@ -8,6 +8,7 @@ import type { BikeshareError } from "../../core/errors.js";
 import {
   type FieldViolation,
   RAW_FIELD_NAMES,
+  RAW_FIELDS,
   type RawRecord,
   TIMESTAMP_FIELD,
   ViolationList,
@@ -23,16 +24,7 @@ export const TIMESTAMP_TENSOR = TIMESTAMP_FIELD;
 export const OUTPUT_TENSOR = "cnt";
 
 /** Integer fields are listed as INT32, the others FP32; any numeric datatype is accepted for any field. */
-const INTEGER_FIELDS = new Set([
-  "season",
-  "yr",
-  "mnth",
-  "hr",
-  "holiday",
-  "weekday",
-  "workingday",
-  "weathersit",
-]);
+const INTEGER_FIELDS = new Set(RAW_FIELDS.filter((f) => f.kind === "integer").map((f) => f.name));
 
 export interface TensorMetadata {
   name: string;
