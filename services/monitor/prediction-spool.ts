@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { type FileHandle, mkdir, open, readdir, readFile, unlink } from "node:fs/promises";
+import { type FileHandle, link, mkdir, open, readdir, readFile, truncate, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 
@@ -8,10 +8,16 @@ const HEADER_BYTES = 8;
 const SEGMENT_NAME = /^(\d{12})\.spool$/;
 
 const segmentName = (seq: number) => `${String(seq).padStart(12, "0")}.spool`;
+/** The next segment's file while it is being made ready (zero-filled); never replayed. */
+const SPARE_NAME = "spare.spool.tmp";
+const MIN_CAPACITY = 64 * 1024;
+const MAX_CAPACITY = 8 * 1024 * 1024;
 
 /** One record as written: header, then the payload. */
 export function encodeRecord(payload: string): Buffer {
   const body = Buffer.from(payload, "utf8");
+  // A zero length marks the zero-filled space after the last record (see PredictionSpool).
+  if (body.length === 0) throw new Error("a spool record cannot be empty");
   const record = Buffer.allocUnsafe(HEADER_BYTES + body.length);
   record.writeUInt32LE(body.length, 0);
   record.writeUInt32LE(crc32(body), 4);
@@ -22,13 +28,15 @@ export function encodeRecord(payload: string): Buffer {
 /**
  * The whole records at the start of a segment's bytes. Reading stops at the first record that is cut
  * short or fails its checksum: a kill during a write leaves such a tail, and its write had not
- * returned, so nobody was told that entry was kept.
+ * returned, so nobody was told that entry was kept. It also stops at a zero length: the segment's
+ * zero-filled space that no record reached, which `validBytes` then covers too.
  */
 export function decodeRecords(bytes: Buffer): { payloads: string[]; validBytes: number } {
   const payloads: string[] = [];
   let at = 0;
   while (at + HEADER_BYTES <= bytes.length) {
     const length = bytes.readUInt32LE(at);
+    if (length === 0) return { payloads, validBytes: isZero(bytes.subarray(at)) ? bytes.length : at };
     const end = at + HEADER_BYTES + length;
     if (end > bytes.length) break;
     const body = bytes.subarray(at + HEADER_BYTES, end);
@@ -37,6 +45,11 @@ export function decodeRecords(bytes: Buffer): { payloads: string[]; validBytes: 
     at = end;
   }
   return { payloads, validBytes: at };
+}
+
+function isZero(bytes: Buffer): boolean {
+  for (const byte of bytes) if (byte !== 0) return false;
+  return true;
 }
 
 /** A segment left by an earlier process, to be replayed and then removed. */
@@ -51,6 +64,13 @@ export interface LeftSegment {
 export interface Sealed {
   upTo: number;
   written: Promise<void>;
+}
+
+/** The segment being written: the next group goes at `position`; bytes up to `capacity` are zeros on disk. */
+interface OpenSegment {
+  segment: number;
+  handle: FileHandle;
+  position: number;
 }
 
 interface Group {
@@ -70,6 +90,12 @@ interface Group {
  *
  * The file is cut into numbered segments so that what is safely stored elsewhere can be removed: the
  * owner calls `seal()` when it snapshots its entries, and `release(sealed)` once those are committed.
+ *
+ * Each segment starts as a zero-filled file made ready in the background while the previous one is in
+ * use, and records overwrite its zeros. A synchronous write that grows a file must also commit the new
+ * size to the file system's journal: on ext4 here ~2 ms and ~200 µs of CPU per write, against ~0.15 ms
+ * and ~80 µs for one that overwrites blocks already on disk, and every acknowledged prediction waits for
+ * one. Reading stops at the first zero length, so the unused space is never mistaken for records.
  */
 export class PredictionSpool {
   private active: number;
@@ -77,7 +103,13 @@ export class PredictionSpool {
   private readonly waiting: Group[] = [];
   private draining = false;
   private last: Promise<Error | undefined> = Promise.resolve(undefined);
-  private file: { segment: number; handle: FileHandle } | undefined;
+  private file: OpenSegment | undefined;
+  /** The next segment's file, zero-filled and synced, or undefined when it could not be made. */
+  private spare: Promise<{ handle: FileHandle; capacity: number } | undefined> | undefined;
+  /** How much to zero-fill for the next segment: twice what the last one used, within bounds. */
+  private nextCapacity = 4 * MIN_CAPACITY;
+  /** Bytes written to each created segment that the writer has moved past. */
+  private readonly used = new Map<number, number>();
   /** Segments this process created and has not released. */
   private readonly created = new Set<number>();
   private abandoned = false;
@@ -111,6 +143,8 @@ export class PredictionSpool {
       const { payloads, validBytes } = decodeRecords(bytes);
       left.push({ path, payloads, tornBytes: bytes.length - validBytes });
     }
+    // Made ready by a process that stopped before using it: it holds no record.
+    await unlink(join(dir, SPARE_NAME)).catch(() => undefined);
     // New segments never reuse a left one's number: a torn tail must not have records appended after it.
     return { spool: new PredictionSpool(dir, (seqs.at(-1) ?? 0) + 1, sync), left };
   }
@@ -145,15 +179,25 @@ export class PredictionSpool {
     await sealed.written;
     for (const seq of [...this.created].filter((s) => s <= sealed.upTo)) {
       this.created.delete(seq);
+      this.used.delete(seq);
       // The writer closes a segment's handle when it moves to the next one; unlinking an open file is fine.
       await unlink(join(this.dir, segmentName(seq)));
     }
   }
 
-  /** Leaves the sealed segments on disk for the next start to replay (their entries could not be stored). */
+  /**
+   * Leaves the sealed segments on disk for the next start to replay (their entries could not be stored),
+   * without their unused zero-filled space: a long database outage must not fill the disk with zeros.
+   */
   async keep(sealed: Sealed): Promise<void> {
     await sealed.written;
-    for (const seq of [...this.created].filter((s) => s <= sealed.upTo)) this.created.delete(seq);
+    for (const seq of [...this.created].filter((s) => s <= sealed.upTo)) {
+      this.created.delete(seq);
+      const used = this.file?.segment === seq ? this.file.position : this.used.get(seq);
+      this.used.delete(seq);
+      // Only space, not records, is at stake: a segment left longer is still read correctly.
+      if (used !== undefined) await truncate(join(this.dir, segmentName(seq)), used).catch(() => undefined);
+    }
   }
 
   /** Waits for every append, then closes the file. Later appends are refused. */
@@ -162,6 +206,12 @@ export class PredictionSpool {
     this.abandoned = true;
     await this.file?.handle.close();
     this.file = undefined;
+    const spare = await this.spare;
+    this.spare = undefined;
+    if (spare) {
+      await spare.handle.close();
+      await unlink(join(this.dir, SPARE_NAME));
+    }
   }
 
   private async drain(): Promise<void> {
@@ -181,12 +231,13 @@ export class PredictionSpool {
     // Writing a group into a later segment than its tag is safe: that segment is released later, never earlier.
     const segment = Math.max(group.segment, this.minSegment);
     try {
-      const handle = await this.handleFor(segment);
+      const file = await this.fileFor(segment);
       const bytes = group.records.length === 1 ? (group.records[0] as Buffer) : Buffer.concat(group.records);
       for (let at = 0; at < bytes.length; ) {
-        const { bytesWritten } = await handle.write(bytes, at, bytes.length - at);
+        const { bytesWritten } = await file.handle.write(bytes, at, bytes.length - at, file.position + at);
         at += bytesWritten;
       }
+      file.position += bytes.length;
       return undefined;
     } catch (error) {
       // A failed write may have left part of a record: later records must not follow it in the same
@@ -210,21 +261,28 @@ export class PredictionSpool {
     }
   }
 
-  private async handleFor(segment: number): Promise<FileHandle> {
-    if (this.file?.segment === segment) return this.file.handle;
+  private async fileFor(segment: number): Promise<OpenSegment> {
+    if (this.file?.segment === segment) return this.file;
     await this.closeFile();
-    // O_DSYNC: a write returns once its data (and the file size) is on disk, as write + fdatasync would,
-    // in one call on the threadpool instead of two (each hop costs a thread wake-up on a busy machine).
-    const flags =
-      constants.O_WRONLY |
-      constants.O_APPEND |
-      constants.O_CREAT |
-      constants.O_EXCL |
-      (this.sync ? constants.O_DSYNC : 0);
-    const handle = await open(join(this.dir, segmentName(segment)), flags, 0o600);
-    this.file = { segment, handle };
+    const path = join(this.dir, segmentName(segment));
+    const spare = await this.takeSpare();
+    let handle: FileHandle;
+    if (spare) {
+      // link, not rename: it fails instead of replacing a segment that exists.
+      await link(join(this.dir, SPARE_NAME), path).catch(async (error: unknown) => {
+        await spare.handle.close();
+        await unlink(join(this.dir, SPARE_NAME));
+        throw error;
+      });
+      await unlink(join(this.dir, SPARE_NAME));
+      handle = spare.handle;
+    } else {
+      handle = await open(path, this.flags(), 0o600);
+    }
+    const file = { segment, handle, position: 0 };
+    this.file = file;
     this.created.add(segment);
-    if (!this.sync) return handle;
+    if (!this.sync) return file;
     // The new file's directory entry must be durable too, or a power loss could drop the whole segment.
     const dir = await open(this.dir, "r");
     try {
@@ -232,12 +290,51 @@ export class PredictionSpool {
     } finally {
       await dir.close();
     }
-    return handle;
+    this.prepareSpare();
+    return file;
+  }
+
+  /**
+   * O_DSYNC: a write returns once its data (and the file size) is on disk, as write + fdatasync would,
+   * in one call on the threadpool instead of two (each hop costs a thread wake-up on a busy machine).
+   */
+  private flags(): number {
+    return constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (this.sync ? constants.O_DSYNC : 0);
+  }
+
+  private async takeSpare() {
+    const spare = await this.spare;
+    this.spare = undefined;
+    return spare;
+  }
+
+  /** Zero-fills the next segment's file on the threadpool, off the path of the appends that wait. */
+  private prepareSpare(): void {
+    const capacity = this.nextCapacity;
+    const path = join(this.dir, SPARE_NAME);
+    this.spare = (async () => {
+      await unlink(path).catch(() => undefined); // one whose segment could not be made
+      const handle = await open(path, this.flags(), 0o600);
+      try {
+        const zeros = Buffer.alloc(capacity);
+        for (let at = 0; at < capacity; )
+          at += (await handle.write(zeros, at, capacity - at, at)).bytesWritten;
+        return { handle, capacity };
+      } catch {
+        // E.g. a full disk: segments are then made as they are needed, and their own writes say why they fail.
+        await handle.close();
+        await unlink(path);
+        return undefined;
+      }
+    })().catch(() => undefined);
   }
 
   private async closeFile(): Promise<void> {
     const file = this.file;
     this.file = undefined;
-    await file?.handle.close();
+    if (!file) return;
+    this.used.set(file.segment, file.position);
+    this.nextCapacity = Math.min(MAX_CAPACITY, Math.max(MIN_CAPACITY, 2 * file.position));
+    await file.handle.close();
   }
 }

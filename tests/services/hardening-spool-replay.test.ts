@@ -44,6 +44,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** The spool's segments, without the next one's zero-filled file that it keeps ready. */
+const segments = async (spoolDir: string) => (await readdir(spoolDir)).filter((n) => n !== "spare.spool.tmp");
+
 async function keys(db: SqlDatabase): Promise<string[]> {
   const rows = await db.all<{ k: string }>(
     `SELECT request_id || '/' || row_index AS k FROM predictions ORDER BY request_id, row_index`,
@@ -185,7 +188,7 @@ describe("prediction log spool", () => {
         });
         // New entries go to a new segment, never after the torn tail (which is gone with its segment).
         await log.log([entry(10)]);
-        expect(await readdir(spoolDir)).toEqual(["000000000008.spool"]);
+        expect(await segments(spoolDir)).toEqual(["000000000008.spool"]);
         await log.close();
         expect(await readdir(spoolDir)).toEqual([]);
         expect((await keys(db)).length).toBe(13);
@@ -213,9 +216,9 @@ describe("prediction log spool", () => {
         onError: (e) => errors.push(e),
       });
       await log.log([entry(1)]);
-      expect(await readdir(spoolDir)).toEqual(["000000000001.spool"]);
+      expect(await segments(spoolDir)).toEqual(["000000000001.spool"]);
       await log.flush();
-      expect(await readdir(spoolDir)).toEqual([]);
+      expect(await segments(spoolDir)).toEqual([]);
       expect(await keys(db)).toEqual(["r1/0"]);
 
       // The table is gone: the insert fails, the entry is counted as dropped, and its segment stays.
@@ -224,12 +227,12 @@ describe("prediction log spool", () => {
       await log.flush();
       expect(log.dropped).toBe(1);
       expect(errors).toHaveLength(1);
-      expect(await readdir(spoolDir)).toEqual(["000000000002.spool"]);
+      expect(await segments(spoolDir)).toEqual(["000000000002.spool"]);
       await db.run(`ALTER TABLE predictions_away RENAME TO predictions`);
       await log.log([entry(3)]);
       await log.close();
       // Only the segment of the committed entry went; the next start writes the refused one.
-      expect(await readdir(spoolDir)).toEqual(["000000000002.spool"]);
+      expect(await segments(spoolDir)).toEqual(["000000000002.spool"]);
       expect(await keys(db)).toEqual(["r1/0", "r3/0"]);
       const next = await PredictionLog.open(db, { spoolDir });
       await next.close();
@@ -270,7 +273,7 @@ describe("prediction log spool", () => {
       await rename(`${spoolDir}.away`, spoolDir);
       await log.log([entry(3)]);
       expect(unspooled).toBe(2);
-      expect(await readdir(spoolDir)).toEqual(["000000000003.spool"]);
+      expect(await segments(spoolDir)).toEqual(["000000000003.spool"]);
       await log.close();
       expect(await keys(db)).toEqual(["r1/0", "r2/0", "r2/1", "r3/0"]);
       expect(await readdir(spoolDir)).toEqual([]);
