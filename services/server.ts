@@ -148,7 +148,6 @@ export async function startServer(
     metrics,
     onServed: serving.onServed,
     maxBatchSize: config.maxBatchSize,
-    report: async (id) => {
     reload: () => serving.live.reloadNow(),
     ...(config.predictNeedsToken ? { adminTokens: state.tokens } : {}),
     modelName: config.modelName,
@@ -156,6 +155,7 @@ export async function startServer(
       const report = await control?.reports.get(id);
       return report ? renderDriftReport(report) : undefined;
     },
+    report: async (id) => {
   });
   // The Open Inference Protocol v2 (KServe, Triton, MLServer clients) on the same serving path.
   const oip = { slot: serving.live, onServed: serving.onServed, maxBatchSize: config.maxBatchSize };
