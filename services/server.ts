@@ -152,10 +152,10 @@ export async function startServer(
     ...(config.predictNeedsToken ? { adminTokens: state.tokens } : {}),
     modelName: config.modelName,
     alias: "production",
+    report: async (id) => {
       const report = await control?.reports.get(id);
       return report ? renderDriftReport(report) : undefined;
     },
-    report: async (id) => {
   });
   // The Open Inference Protocol v2 (KServe, Triton, MLServer clients) on the same serving path.
   const oip = { slot: serving.live, onServed: serving.onServed, maxBatchSize: config.maxBatchSize };
