@@ -131,7 +131,13 @@ async function assertConsistent(): Promise<void> {
   expect(versions.map((v) => Number(v.version))).toEqual(versions.map((_, i) => i + 1));
   for (const v of versions) {
     const paths = v.artifacts.map((a) => a.path).sort();
-    expect(paths).toEqual(["metadata.json", "model.json", "model.onnx", "reference.json"]);
+    expect(paths).toEqual([
+      "calibration.json",
+      "metadata.json",
+      "model.json",
+      "model.onnx",
+      "reference.json",
+    ]);
     for (const artifact of v.artifacts) {
       const hash = createHash("sha256");
       for await (const chunk of registry.downloadArtifact({ runId: v.runId, path: artifact.path }))

@@ -149,6 +149,7 @@ describe.each(BACKENDS)("TrainService on $name", (backend) => {
       });
       expect(candidates.map((r) => [r.name, r.status])).toEqual([["gbtree#0", RunStatus.FINISHED]]);
       expect(run?.artifacts.map((a) => a.path).sort()).toEqual([
+        "calibration.json",
         "metadata.json",
         "model.json",
         "model.onnx",
