@@ -396,6 +396,13 @@ async function startServing(
           prediction: predictions[row] as number,
           servedAt,
           ...(hourStart !== undefined ? { hourStart } : {}),
+          ...(interval
+            ? {
+                lower: interval.lower[row] as number,
+                upper: interval.upper[row] as number,
+                intervalLevel: interval.level,
+              }
+            : {}),
         };
       }),
     );
@@ -435,13 +442,6 @@ interface ControlPlane {
  * services. Every control process serves the RPCs and runs the jobs it accepts; only the leader
  * resumes unfinished jobs, bootstraps and runs the scheduled checks (and the retraining they decide).
  */
-          ...(interval
-            ? {
-                lower: interval.lower[row] as number,
-                upper: interval.upper[row] as number,
-                intervalLevel: interval.level,
-              }
-            : {}),
 async function startControlPlane(
   config: ServerConfig,
   log: Logger,
