@@ -43,6 +43,14 @@ describe.each(BACKENDS)("interval coverage on $name", (backend) => {
     await t?.stop();
   });
 
+  it("POST /model/reload needs no token when tokens are not required (the old API's behaviour)", async () => {
+    const res = await fetch(`${t.baseUrl}/model/reload`, { method: "POST" });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(Object.keys(body).sort()).toEqual(["message", "model_name", "model_stage", "timestamp"]);
+    expect(body.model_name).toBe("bike-demand");
+  });
+
   it("logs each interval, reports its live coverage per level in GetPerformance and as a gauge", async () => {
     const predict = connectClient(t.baseUrl, PredictService, t.tokens.trainer);
     const monitor = connectClient(t.baseUrl, MonitorService, t.tokens.trainer);
