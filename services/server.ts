@@ -40,6 +40,7 @@ import { startScoringHandler } from "./jobs/score-job.js";
 import { type JobRecord, JobStore } from "./jobs/store.js";
 import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
 import { Actuals } from "./monitor/actuals.js";
+import { createMlflowHandler } from "./mlflow/handler.js";
 import { AlertStore } from "./monitor/alerts.js";
 import { DEFAULT_MONITOR_POLICY, type MonitorPolicy, runCheck } from "./monitor/checks.js";
 import { DriftReports } from "./monitor/drift-reports.js";
@@ -168,6 +169,18 @@ export async function startServer(
   const health = createHealthService(serving.live, control ? CONTROL_SERVICES : []);
   const reflection = createReflectionService([
     PredictService,
+  // MLflow's REST API (docs/mlflow-api.md), routed before the legacy routes; it lives with the control plane.
+  const mlflow = createMlflowHandler({
+    registry: state.registry,
+    tokens: state.tokens,
+    servedModel: config.modelName,
+    ...(control
+      ? {}
+      : {
+          unavailable: `this process runs --role ${config.role}; the MLflow API is served by the control plane`,
+        }),
+    onError: (error) => log.error("MLflow API request failed", { error }),
+  });
     ...(control ? CONTROL_SERVICES : []),
     GRPCInferenceService,
     Health,
@@ -207,10 +220,12 @@ export async function startServer(
     interceptors,
     ...rpcInputOptions(config.maxBatchSize),
     fallback: (req, res) => {
-      (isOipPath(req.url) ? oipRest : legacy)(req, res).catch((error: unknown) => {
-        if (clientAborted(req)) logAborted();
-        else log.error("request failed", { path: req.url, error });
-      });
+      (mlflow.matches(req.url) ? mlflow.handle : isOipPath(req.url) ? oipRest : legacy)(req, res).catch(
+        (error: unknown) => {
+          if (clientAborted(req)) logAborted();
+          else log.error("request failed", { path: req.url, error });
+        },
+      );
     },
   });
   // Unary Connect calls take the lean path (same services, interceptors and limits); connect-node the rest.
