@@ -7,6 +7,8 @@
  *   C  the default search (trainAndSelect), over 6 search seeds: winners, bars, wall time
  *   D  the first, wider gbtree search space, over the same 6 seeds
  *   E  more boosting rounds than early stopping chose, on split T and on a 2011 fold
+ *   F  issue 17 ideas (features, recent-month weighting, casual + registered, blends), logged as runs
+ *      of the registry experiment "issue-17-forecast" (BIKESHARE_DB or --registry PATH; not in the default run)
  *
  * Every run uses split T: train < 2012-07-01, valid Jul–Aug 2012 (early stopping, every choice), refit
  * on train+valid, test Sep–Dec 2012; split A (random 80/20, seed 42) with the same params and rounds.
@@ -14,9 +16,9 @@
  * "test" is with dates, "test no date" the same hours without (an old REST client). nthread 2.
  * --quick runs seed 42 only.
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
   DATE_FEATURE_NAMES,
@@ -25,9 +27,11 @@ import {
   daysToNextHoliday,
   FEATURE_NAMES,
   HOLIDAY_DISTANCE_CAP,
+  isoDateOf,
 } from "../core/features/index.js";
+import { rmse } from "../core/metrics/index.js";
 import { seededRandom } from "../core/random/index.js";
-import { xgboostVersion } from "../core/xgboost/index.js";
+import { train, xgboostVersion } from "../core/xgboost/index.js";
 import { type HourlyDataset, loadHourly, selectRows } from "../pipelines/data/hourly.js";
 import {
   type CandidateResult,
@@ -42,14 +46,19 @@ import {
   prepareData,
   trainAndSelect,
 } from "../pipelines/training/candidates.js";
-import { concatRows, withoutDates } from "../pipelines/training/matrices.js";
+import { concatRows, maskDates, withoutDates } from "../pipelines/training/matrices.js";
+import { FAMILY_DEFS } from "../pipelines/training/search-space.js";
 import { randomSplit, windowSplit } from "../pipelines/training/splits.js";
+import { dateMaskShare, specSeed, xgboostParams } from "../pipelines/training/xgboost-params.js";
+import { Registry } from "../services/registry/registry.js";
+import { openDatabase } from "../services/storage/open.js";
 
 const args = process.argv.slice(2);
 const QUICK = args.includes("--quick");
 const sectionsArg = args[args.indexOf("--sections") + 1];
 const SECTIONS = new Set((args.includes("--sections") && sectionsArg ? sectionsArg : "A,B,C,D,E").split(","));
-const SEEDS = QUICK ? [42] : [42, 1, 2, 3, 4, 5];
+const seedsArg = args.includes("--seeds") ? args[args.indexOf("--seeds") + 1] : undefined;
+const SEEDS = seedsArg ? seedsArg.split(",").map(Number) : QUICK ? [42] : [42, 1, 2, 3, 4, 5];
 const NTHREAD = 2;
 const root = join(import.meta.dirname, "..");
 
@@ -66,11 +75,13 @@ const dataset: HourlyDataset = await loadHourly(join(root, "data/raw/hour.csv"))
 const base: PreparedData = prepareData(dataset);
 
 /** Row indices of each matrix of prepareData(dataset), in the same order (same logic as prepareData). */
-function rowIndices(): Record<"train" | "valid" | "test" | "aTrain" | "aTest", number[]> {
-  const split = windowSplit(dataset, {});
+function rowIndices(
+  ds: HourlyDataset = dataset,
+): Record<"train" | "valid" | "test" | "aTrain" | "aTest", number[]> {
+  const split = windowSplit(ds, {});
   const { from, until } = split.bounds;
   const inWindow: number[] = [];
-  dataset.dteday.forEach((d, i) => {
+  ds.dteday.forEach((d, i) => {
     if (d >= from && d < until) inWindow.push(i);
   });
   const a = randomSplit(inWindow.length, 0.2, 42);
@@ -379,6 +390,346 @@ if (SECTIONS.has("E")) {
     }
   }
   emit();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// F. Issue 17: ideas for a better split-T forecast. Each variant is fitted like a candidate (early
+// stopping on the validation rows with and without dates), refitted on train+valid with its rounds and
+// tested once; every variant is logged as a run of the registry's "issue-17-forecast" experiment.
+
+interface Predicted {
+  rounds: number;
+  valid: Float32Array;
+  test: Float32Array;
+  testNoDate: Float32Array;
+  seconds: number;
+}
+
+/**
+ * The data section F runs on: split T, or with `--fold 2011` the fold that ends before 2012 (train <
+ * 2011-07-01, valid Jul–Aug 2011, test Sep–Dec 2011): a second look at an idea that never touches the
+ * split-T test window, so it may be used for choosing.
+ */
+const FOLD_2011 = args.includes("--fold") && args[args.indexOf("--fold") + 1] === "2011";
+const FOLD_DATA: HourlyDataset = FOLD_2011
+  ? selectRows(
+      dataset,
+      dataset.dteday.flatMap((d, i) => (d < "2012-01-01" ? [i] : [])),
+    )
+  : dataset;
+// hour.csv is in date order, so the 2011 fold's rows are a prefix and keep their row numbers.
+const FB: PreparedData = FOLD_2011 ? prepareData(FOLD_DATA) : base;
+const FI = FOLD_2011 ? rowIndices(FOLD_DATA) : INDICES;
+const FOLD_VALID_FROM = windowSplit(FOLD_DATA, {}).bounds.validFrom;
+const VALID_LABELS = concatRows(FB.valid, FB.validWithoutDate).labels;
+
+/** The prepared data with extra raw-field columns appended (after the date features, so masking is unchanged). */
+function widen(data: PreparedData, extras: readonly ((row: number) => number)[]): PreparedData {
+  const add = (m: LabelledMatrix, rows: number[]): LabelledMatrix => {
+    const cols = m.cols + extras.length;
+    const out = new Float32Array(m.rows * cols);
+    for (let r = 0; r < m.rows; r++) {
+      out.set(m.data.subarray(r * m.cols, (r + 1) * m.cols), r * cols);
+      extras.forEach((fn, e) => {
+        out[r * cols + m.cols + e] = fn(rows[r] as number);
+      });
+    }
+    return { data: out, rows: m.rows, cols, labels: m.labels };
+  };
+  return {
+    ...data,
+    train: add(data.train, FI.train),
+    valid: add(data.valid, FI.valid),
+    validWithoutDate: add(data.validWithoutDate, FI.valid),
+    test: add(data.test, FI.test),
+    testWithoutDate: add(data.testWithoutDate, FI.test),
+  };
+}
+
+/** The prepared data with another label (casual or registered riders) on the same rows. */
+function relabel(data: PreparedData, label: Float64Array): PreparedData {
+  const set = (m: LabelledMatrix, rows: number[]): LabelledMatrix => ({
+    ...m,
+    labels: Float32Array.from(rows, (row) => label[row] as number),
+  });
+  return {
+    ...data,
+    train: set(data.train, FI.train),
+    valid: set(data.valid, FI.valid),
+    validWithoutDate: set(data.validWithoutDate, FI.valid),
+    test: set(data.test, FI.test),
+    testWithoutDate: set(data.testWithoutDate, FI.test),
+  };
+}
+
+/**
+ * The last six months before the validation window (and, at the refit, the validation window too)
+ * repeated `times` − 1 more times: a weight on recent months without weights in the binding. On split T
+ * these are exactly the 2012 rows (`yr` = 1).
+ */
+const RECENT_FROM = isoDateOf(dayNumber(FOLD_VALID_FROM) - 182);
+const recent =
+  (times: number) =>
+  (m: LabelledMatrix, rows: readonly number[]): LabelledMatrix => {
+    let out = m;
+    const pick: number[] = [];
+    rows.forEach((row, r) => {
+      if ((dataset.dteday[row] as string) >= RECENT_FROM) pick.push(r);
+    });
+    const extra: LabelledMatrix = {
+      data: new Float32Array(pick.length * m.cols),
+      rows: pick.length,
+      cols: m.cols,
+      labels: Float32Array.from(pick, (r) => m.labels[r] as number),
+    };
+    pick.forEach((r, i) => {
+      extra.data.set(m.data.subarray(r * m.cols, (r + 1) * m.cols), i * m.cols);
+    });
+    for (let t = 1; t < times; t++) out = concatRows(out, extra);
+    return out;
+  };
+
+/** fitCandidate's protocol, keeping the predictions: early-stopped fit, then refit on train+valid and test. */
+async function fitPredict(
+  spec: CandidateSpec,
+  data: PreparedData,
+  reweight: (m: LabelledMatrix, rows: readonly number[]) => LabelledMatrix = (m) => m,
+): Promise<Predicted> {
+  const started = performance.now();
+  const def = FAMILY_DEFS[spec.family];
+  if (!def) throw new Error(`unknown family ${spec.family}`);
+  const share = dateMaskShare(spec);
+  const seed = specSeed(spec);
+  const trainSet = maskDates(reweight(data.train, FI.train), share, seed);
+  const validSet = concatRows(data.valid, data.validWithoutDate);
+  const params = xgboostParams(spec, trainSet.labels, NTHREAD);
+  const patience = def.patience?.(Number(params.eta ?? 0.3));
+  const first = await train({
+    params,
+    rounds: def.maxRounds,
+    train: trainSet,
+    valid: validSet,
+    ...(patience !== undefined ? { earlyStoppingRounds: patience } : {}),
+  });
+  let valid: Float32Array;
+  try {
+    valid = first.booster.predict(validSet);
+  } finally {
+    first.booster.dispose();
+  }
+  const rounds = first.bestIteration + 1;
+  const refitSet = maskDates(
+    reweight(concatRows(data.train, data.valid), [...FI.train, ...FI.valid]),
+    share,
+    seed,
+  );
+  const final = await train({
+    params: xgboostParams(spec, refitSet.labels, NTHREAD),
+    rounds,
+    train: refitSet,
+  });
+  try {
+    return {
+      rounds,
+      valid,
+      test: final.booster.predict(data.test),
+      testNoDate: final.booster.predict(data.testWithoutDate),
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    final.booster.dispose();
+  }
+}
+
+const sum = (a: Float32Array, b: Float32Array) => a.map((x, i) => x + (b[i] as number));
+const mix = (a: Float32Array, b: Float32Array, w: number) =>
+  a.map((x, i) => (1 - w) * x + w * (b[i] as number));
+function combine(
+  a: Predicted,
+  b: Predicted,
+  how: (x: Float32Array, y: Float32Array) => Float32Array,
+): Predicted {
+  return {
+    rounds: a.rounds + b.rounds,
+    valid: how(a.valid, b.valid),
+    test: how(a.test, b.test),
+    testNoDate: how(a.testNoDate, b.testNoDate),
+    seconds: a.seconds + b.seconds,
+  };
+}
+/** The blend weight of `b` in 0–0.6 (steps of 0.05) with the lowest validation RMSE; the test plays no part. */
+function blend(a: Predicted, b: Predicted): { weight: number; p: Predicted } {
+  let best = { weight: 0, p: a, score: rmse(VALID_LABELS, a.valid) };
+  for (let k = 1; k <= 12; k++) {
+    const w = k / 20;
+    const p = combine(a, b, (x, y) => mix(x, y, w));
+    const score = rmse(VALID_LABELS, p.valid);
+    if (score < best.score) best = { weight: w, p, score };
+  }
+  return { weight: best.weight, p: best.p };
+}
+
+function scored(p: Predicted): Row {
+  const n = FB.valid.rows;
+  return {
+    valid: rmse(VALID_LABELS, p.valid),
+    validDate: rmse(FB.valid.labels, p.valid.subarray(0, n)),
+    validNoDate: rmse(FB.validWithoutDate.labels, p.valid.subarray(n)),
+    test: rmse(FB.test.labels, p.test),
+    testNoDate: rmse(FB.testWithoutDate.labels, p.testNoDate),
+    splitA: Number.NaN,
+    rounds: p.rounds,
+    seconds: p.seconds,
+  };
+}
+
+/** casual and registered of every row of hour.csv, checked against the loaded `cnt` (same rows, same order). */
+async function riderColumns(): Promise<{ casual: Float64Array; registered: Float64Array }> {
+  const lines = (await readFile(join(root, "data/raw/hour.csv"), "utf8")).trim().split("\n");
+  const head = (lines[0] ?? "").split(",");
+  const [c, r] = [head.indexOf("casual"), head.indexOf("registered")];
+  const casual = new Float64Array(lines.length - 1);
+  const registered = new Float64Array(lines.length - 1);
+  lines.slice(1).forEach((l, i) => {
+    const cells = l.split(",");
+    casual[i] = Number(cells[c]);
+    registered[i] = Number(cells[r]);
+  });
+  if (
+    casual.length !== dataset.cnt.length ||
+    dataset.cnt.some((v, i) => v !== (casual[i] as number) + (registered[i] as number))
+  ) {
+    throw new Error("hour.csv: casual + registered does not match the loaded cnt row by row");
+  }
+  return { casual, registered };
+}
+
+if (SECTIONS.has("F")) {
+  const registryPath = args.includes("--registry")
+    ? (args[args.indexOf("--registry") + 1] as string)
+    : (process.env.BIKESHARE_DB ?? join(root, "data/runtime/bikeshare.duckdb"));
+  await mkdir(dirname(registryPath), { recursive: true });
+  const db = await openDatabase({ dbPath: registryPath });
+  const registry = await Registry.open(db, join(root, "models"));
+  const log = async (idea: string, seed: number, r: Row, params: Record<string, string>) => {
+    const run = await registry.createRun({
+      experiment: "issue-17-forecast",
+      name: idea,
+      tags: {
+        role: "experiment",
+        source: "bench/modeling.ts --sections F",
+        seed: String(seed),
+        fold: FOLD_2011 ? "2011" : "split T",
+      },
+      dataFingerprint: dataset.fingerprint,
+    });
+    await registry.logRunData(run.id, {
+      params: { idea, seed: String(seed), fold: FOLD_2011 ? "2011" : "split T", ...params },
+      metrics: [
+        { key: "valid_rmse", value: r.valid },
+        { key: "valid_with_date_rmse", value: r.validDate },
+        { key: "valid_without_date_rmse", value: r.validNoDate },
+        { key: "test_rmse", value: r.test },
+        { key: "test_without_date_rmse", value: r.testNoDate },
+        { key: "best_rounds", value: r.rounds },
+        { key: "seconds", value: r.seconds },
+      ],
+    });
+    await registry.endRun(run.id, "finished");
+  };
+
+  emit(
+    `### F. Issue 17 ideas on ${FOLD_2011 ? "the 2011 fold (test Sep–Dec 2011)" : "split T"} (gbtree baseline unless said)`,
+  );
+  emit();
+  const riders = await riderColumns();
+  // --ideas wx,atemp,recent,riders,poisson,forest,bag: a subset (the default baseline always runs, as the reference).
+  const ideasArg = args.includes("--ideas") ? args[args.indexOf("--ideas") + 1] : undefined;
+  const want = (idea: string) => ideasArg === undefined || ideasArg.split(",").includes(idea);
+  const table: [string, Row[]][] = [];
+  for (const seed of SEEDS) {
+    const spec = baseline(seed);
+    const params = Object.fromEntries(Object.entries(spec.params).map(([k, v]) => [k, String(v)]));
+    const record = async (idea: string, p: Predicted, extra: Record<string, string> = {}) => {
+      const r = scored(p);
+      await log(idea, seed, r, { ...params, ...extra });
+      let entry = table.find(([name]) => name === idea);
+      if (!entry) {
+        entry = [idea, []];
+        table.push(entry);
+      }
+      entry[1].push(r);
+      console.error(`seed ${seed} ${idea}: valid ${fmt(r.valid)} test ${fmt(r.test)} / ${fmt(r.testNoDate)}`);
+      return p;
+    };
+    const c = dataset.columns;
+    const def = await record("default (gbtree baseline)", await fitPredict(spec, FB));
+    if (want("wx")) {
+      await record(
+        "+ weathersit × working day × hour feature",
+        await fitPredict(
+          spec,
+          widen(FB, [
+            (row) =>
+              (c.weathersit[row] as number) * 48 + (c.workingday[row] as number) * 24 + (c.hr[row] as number),
+          ]),
+        ),
+      );
+    }
+    if (want("atemp")) {
+      await record(
+        "+ feels-like temperature band × hour feature",
+        await fitPredict(
+          spec,
+          widen(FB, [
+            (row) => Math.min(4, Math.floor((c.atemp[row] as number) * 5)) * 24 + (c.hr[row] as number),
+          ]),
+        ),
+      );
+    }
+    if (want("recent")) {
+      await record(
+        "last 6 months before valid weighted ×2 (train; refit: + valid)",
+        await fitPredict(spec, FB, recent(2)),
+      );
+    }
+    if (want("riders")) {
+      const casual = await fitPredict(spec, relabel(FB, riders.casual));
+      const registered = await fitPredict(spec, relabel(FB, riders.registered));
+      const riderSum = await record(
+        "casual + registered, two models summed",
+        combine(casual, registered, sum),
+      );
+      const br = blend(def, riderSum);
+      await record("blend with casual + registered", br.p, { blend_weight: String(br.weight) });
+    }
+    if (want("poisson")) {
+      const bp = blend(def, await fitPredict(baseline(seed, {}, "poisson"), FB));
+      await record("blend with count:poisson (log link: multiplicative yr growth)", bp.p, {
+        blend_weight: String(bp.weight),
+      });
+    }
+    if (want("forest")) {
+      const forestSpec = candidateSpecs({ families: ["random_forest"], trials: 0, seed })[0];
+      if (!forestSpec) throw new Error("no forest spec");
+      const bf = blend(def, await fitPredict(forestSpec, FB));
+      await record("blend with the random-forest baseline", bf.p, { blend_weight: String(bf.weight) });
+    }
+    if (want("bag")) {
+      // Three seeds of the same baseline, averaged: XGBoost's row/column sampling and the date mask differ.
+      let bag = def;
+      for (const [k, other] of [seed + 1000, seed + 2000].entries()) {
+        const p = await fitPredict(baseline(other), FB);
+        bag = combine(bag, p, (x, y) => mix(x, y, 1 / (k + 2)));
+      }
+      await record("bag of 3 seeds of the baseline, averaged (3× time)", bag);
+    }
+  }
+  emit(HEADER);
+  emit(RULE);
+  for (const [name, rows] of table) emit(line(name, rows));
+  emit();
+  await db.close();
 }
 
 await mkdir(join(root, "bench/out"), { recursive: true });
