@@ -44,7 +44,7 @@ export function createMlflowHandler(options: {
   tokens: TokenBook;
   /** The model this server serves, which the rename endpoint leaves alone. */
   servedModel: string;
-  /** Undefined on a `--role predict` process: the MLflow API lives with the control plane. */
+  /** Why every call is refused, on a process without the control plane (`--role predict`), where the MLflow API is not served. */
   unavailable?: string;
   onError?: (error: unknown) => void;
 }): MlflowApi {

@@ -235,7 +235,8 @@ describe("a notebook's MLflow calls land in bikeshare's registry", () => {
   });
 });
 
-describe("MLflow's errors, over plain HTTP", () => {
+describe("MLflow's errors and the rest of the subset, over plain HTTP", () => {
+  const registry = () => connectClient(t.baseUrl, RegistryService, t.tokens.reader);
   const call = async (
     method: string,
     path: string,
@@ -317,6 +318,153 @@ describe("MLflow's errors, over plain HTTP", () => {
     const res = await call("POST", "/api/2.0/mlflow/runs/search", big);
     expect(res.status).toBe(413);
     expect(res.body.error_code).toBe("REQUEST_LIMIT_EXCEEDED");
+  });
+
+  it("serves the rest of the subset: a run's life by plain calls, the searches, rename and alias deletion", async () => {
+    type Json = Record<string, unknown> & { run?: { info: Record<string, unknown> } };
+    const post = async (path: string, body: unknown, token = t.tokens.trainer, method = "POST") => {
+      const res = await call(method, `/api/2.0/mlflow/${path}`, JSON.stringify(body), token);
+      expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(200);
+      return res.body as Json;
+    };
+    const get = async (path: string) => {
+      const res = await call("GET", `/api/2.0/mlflow/${path}`);
+      expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(200);
+      return res.body as Json;
+    };
+
+    const created = await post("runs/create", {
+      experiment_id: notebook.experiment_id,
+      run_name: "plain",
+      tags: [{ key: "k", value: "v" }],
+    });
+    const id = created.run?.info.run_id as string;
+    expect(created.run?.info).toMatchObject({
+      run_name: "plain",
+      status: "RUNNING",
+      lifecycle_stage: "active",
+    });
+    await post("runs/log-metric", {
+      run_id: id,
+      key: "loss",
+      value: 0.5,
+      timestamp: 1_700_000_000_000,
+      step: 3,
+    });
+    await post("runs/log-parameter", { run_id: id, key: "lr", value: "0.01" });
+    await post("runs/set-tag", { run_id: id, key: "gone", value: "soon" });
+    await post("runs/delete-tag", { run_id: id, key: "gone" });
+    await post("runs/set-tag", { run_id: id, key: "mlflow.runName", value: "renamed-by-tag" });
+    const updated = await post("runs/update", {
+      run_id: id,
+      status: "KILLED",
+      end_time: Date.now(),
+      run_name: "plain-2",
+    });
+    expect(updated.run_info).toMatchObject({ run_name: "plain-2", status: "KILLED" });
+    const again = await get(`runs/get?run_id=${id}`);
+    expect((again.run as unknown as { data: unknown }).data).toEqual({
+      metrics: [{ key: "loss", value: 0.5, timestamp: 1_700_000_000_000, step: 3 }],
+      params: [{ key: "lr", value: "0.01" }],
+      tags: [
+        { key: "k", value: "v" },
+        { key: "mlflow.runName", value: "plain-2" },
+      ],
+    });
+    const { run } = await registry().getRun({ runId: id });
+    expect([run?.name, run?.params, run?.tags, run?.metrics]).toEqual([
+      "plain-2",
+      { lr: "0.01" },
+      { k: "v" },
+      { loss: 0.5 },
+    ]);
+    const killed = await post("runs/search", {
+      experiment_ids: [notebook.experiment_id],
+      filter: "status = 'KILLED'",
+    });
+    expect((killed.runs as { info: { run_id: string } }[]).map((r) => r.info.run_id)).toEqual([id]);
+    const logged = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/log-metric",
+      JSON.stringify({ run_id: id, key: "x", value: 1 }),
+    );
+    expect(logged).toMatchObject({ status: 400, body: { error_code: "INVALID_STATE" } });
+
+    const history = await get(`metrics/get-history?run_id=${id}&metric_key=loss`);
+    expect(history.metrics).toEqual([{ key: "loss", value: 0.5, timestamp: 1_700_000_000_000, step: 3 }]);
+    const experiments = await post("experiments/search", { filter: "name LIKE 'note%'" });
+    expect((experiments.experiments as { name: string }[]).map((e) => e.name)).toEqual(["notebook"]);
+    expect(
+      ((await get(`experiments/get?experiment_id=${notebook.experiment_id}`)).experiment as { name: string })
+        .name,
+    ).toBe("notebook");
+    const listed = await get(`artifacts/list?run_id=${notebook.runs["nb-a"]}&path=plots`);
+    expect(listed.files).toEqual([
+      { path: "plots/curve.csv", is_dir: false, file_size: Buffer.byteLength("step,rmse\n0,1\n") },
+    ]);
+    const models = await get("registered-models/search?filter=name%20%3D%20'notebook-model'");
+    expect(
+      (models.registered_models as { name: string; aliases: unknown }[]).map((m) => [m.name, m.aliases]),
+    ).toEqual([
+      [
+        "notebook-model",
+        [
+          { alias: "champion", version: "1" },
+          { alias: "production", version: "2" },
+        ],
+      ],
+    ]);
+    const versions = await get("model-versions/search?filter=name%3D'notebook-model'");
+    expect(
+      (versions.model_versions as { version: string; current_stage: string }[]).map((v) => [
+        v.version,
+        v.current_stage,
+      ]),
+    ).toEqual([
+      ["1", "None"],
+      ["2", "Production"],
+    ]);
+    const latest = await post("registered-models/get-latest-versions", {
+      name: "notebook-model",
+      stages: ["Production"],
+    });
+    expect((latest.model_versions as { version: string }[]).map((v) => v.version)).toEqual(["2"]);
+
+    await post("registered-models/create", { name: "to-rename" });
+    await post("model-versions/create", {
+      name: "to-rename",
+      source: `runs:/${notebook.runs["nb-b"]}/notes.txt`,
+    });
+    await post(
+      "registered-models/alias",
+      { name: "to-rename", alias: "canary", version: "1" },
+      t.tokens.admin,
+    );
+    const renamed = await post(
+      "registered-models/rename",
+      { name: "to-rename", new_name: "renamed" },
+      t.tokens.admin,
+    );
+    expect(renamed.registered_model).toMatchObject({
+      name: "renamed",
+      aliases: [{ alias: "canary", version: "1" }],
+    });
+    expect(
+      (await registry().getModelVersion({ modelName: "renamed", versionOrAlias: "canary" })).version?.runId,
+    ).toBe(notebook.runs["nb-b"]);
+    await post("registered-models/alias", { name: "renamed", alias: "canary" }, t.tokens.admin, "DELETE");
+    const { changes } = await registry().listAliasHistory({ modelName: "renamed", alias: "canary" });
+    expect(changes.map((c) => [c.fromVersion, c.toVersion, c.actor])).toEqual([
+      ["", "1", "test-admin"],
+      ["1", "", "test-admin"],
+    ]);
+    const served = await call(
+      "POST",
+      "/api/2.0/mlflow/registered-models/rename",
+      JSON.stringify({ name: t.config.modelName, new_name: "elsewhere" }),
+      t.tokens.admin,
+    );
+    expect(served).toMatchObject({ status: 400, body: { error_code: "INVALID_STATE" } });
   });
 
   it("deletes and restores a run as MLflow does: hidden from searches, then back", async () => {
