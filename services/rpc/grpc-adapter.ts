@@ -223,7 +223,7 @@ function streamHandler(
       for await (const message of output) {
         sendHeader();
         if (call.cancelled) return;
-        if (!call.write(message)) await new Promise((resolve) => call.once("drain", resolve));
+        if (!call.write(message) && !(await drained(call))) return;
       }
       sendHeader();
       call.end(headersToMetadata(context.responseTrailer));
@@ -235,6 +235,24 @@ function streamHandler(
       context.abort();
     }
   };
+}
+
+/**
+ * Waits until a refused write has gone out: true on `drain`, false when the call ends first. A client that
+ * cancels (or whose deadline passes) while not reading never gets its pending write completed, so `drain`
+ * alone would hold the handler, its generator and their buffers forever.
+ */
+function drained(call: grpc.ServerWritableStream<unknown, unknown>): Promise<boolean> {
+  if (call.cancelled || call.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const events = ["drain", "close", "error", "cancelled", "finish"] as const;
+    const settle = (event: (typeof events)[number]) => () => {
+      for (const [name, listener] of listeners) call.off(name, listener);
+      resolve(event === "drain" && !call.cancelled);
+    };
+    const listeners = events.map((event) => [event, settle(event)] as const);
+    for (const [name, listener] of listeners) call.once(name, listener);
+  });
 }
 
 /**
