@@ -489,6 +489,24 @@ const recent =
     return out;
   };
 
+/** The prepared data with some raw features held constant (0), so that no tree can split on them. */
+function drop(data: PreparedData, names: readonly string[]): PreparedData {
+  const cols = names.map((n) => FEATURE_NAMES.indexOf(n));
+  const zero = (m: LabelledMatrix): LabelledMatrix => {
+    const out = m.data.slice();
+    for (let r = 0; r < m.rows; r++) for (const f of cols) out[r * m.cols + f] = 0;
+    return { ...m, data: out };
+  };
+  return {
+    ...data,
+    train: zero(data.train),
+    valid: zero(data.valid),
+    validWithoutDate: zero(data.validWithoutDate),
+    test: zero(data.test),
+    testWithoutDate: zero(data.testWithoutDate),
+  };
+}
+
 /** fitCandidate's protocol, keeping the predictions: early-stopped fit, then refit on train+valid and test. */
 async function fitPredict(
   spec: CandidateSpec,
@@ -643,7 +661,7 @@ if (SECTIONS.has("F")) {
   );
   emit();
   const riders = await riderColumns();
-  // --ideas wx,atemp,recent,riders,poisson,forest,bag: a subset (the default baseline always runs, as the reference).
+  // --ideas wx,atemp,recent,riders,poisson,forest,drop-mnth,drop-season,drop-mnth+season,bag: a subset (the default baseline always runs, as the reference).
   const ideasArg = args.includes("--ideas") ? args[args.indexOf("--ideas") + 1] : undefined;
   const want = (idea: string) => ideasArg === undefined || ideasArg.split(",").includes(idea);
   const table: [string, Row[]][] = [];
@@ -714,6 +732,13 @@ if (SECTIONS.has("F")) {
       if (!forestSpec) throw new Error("no forest spec");
       const bf = blend(def, await fitPredict(forestSpec, FB));
       await record("blend with the random-forest baseline", bf.p, { blend_weight: String(bf.weight) });
+    }
+    for (const dropped of [["mnth"], ["season"], ["mnth", "season"]]) {
+      if (!want(`drop-${dropped.join("+")}`)) continue;
+      await record(
+        `without ${dropped.map((n) => `\`${n}\``).join(" and ")} (constant column)`,
+        await fitPredict(spec, drop(FB, dropped)),
+      );
     }
     if (want("bag")) {
       // Three seeds of the same baseline, averaged: XGBoost's row/column sampling and the date mask differ.
