@@ -47,6 +47,7 @@ import { DriftReports } from "./monitor/drift-reports.js";
 import { createMonitorService } from "./monitor/monitor-service.js";
 import { deploymentNotification, Notifier, smtpFromEnv, trainingNotification } from "./monitor/notifier.js";
 import { PredictionLog } from "./monitor/prediction-log.js";
+import { PerformanceEstimates } from "./monitor/performance-estimates.js";
 import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
@@ -57,6 +58,7 @@ import { createOipRestHandler, isOipPath } from "./oip/rest.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed, type StartScoring } from "./predict/predict-service.js";
 import { Registry } from "./registry/registry.js";
+import { ARTIFACT_CARD, type ModelCard } from "./registry/model-card.js";
 import { createRegistryService } from "./registry/registry-service.js";
 import { rpcReadMaxBytes } from "./request-limits.js";
 import { type ServedService, served } from "./rpc/grpc-adapter.js";
@@ -484,6 +486,7 @@ async function startControlPlane(
     (component) => metrics.queueErrors.inc({ component }),
     (component, error, suppressed) => log.warn("job queue trouble", { component, error, suppressed }),
   );
+  const estimates = new PerformanceEstimates(registry, reports, config.modelName, log);
   const executor: JobExecutor = config.redisUrl
     ? new BullExecutor(config.redisUrl, { onError: onQueueError })
     : new ProcessExecutor();
@@ -614,6 +617,7 @@ async function startControlPlane(
     log.info("scheduled monitoring check", { pid: process.pid });
     await check(Date.now(), config.autoRetrain).then(
       () => {},
+          estimates,
       (error: unknown) => log.error("scheduled check failed", { error }),
     );
   };
@@ -667,6 +671,16 @@ async function startControlPlane(
       // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
       await queue.close(SHUTDOWN);
       await ownership.close();
+          estimates,
+          rmseThreshold: async (modelVersion) => {
+            const version = await registry.getModelVersion(config.modelName, modelVersion);
+            if (!version) return undefined;
+            const card = JSON.parse(
+              (await registry.readArtifact(version.runId, ARTIFACT_CARD)).toString("utf8"),
+            ) as ModelCard;
+            const test = card.metrics.test_rmse;
+            return test === undefined ? undefined : policy.rmseFactor * test;
+          },
       await executor.close();
       notifier?.close();
     },

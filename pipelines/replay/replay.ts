@@ -41,6 +41,25 @@ export interface DayResult {
   /** Version registered by a retraining that ended this day, and whether it went to production. */
   registered?: string;
   promoted?: boolean;
+  /** The day's check, rule by rule, whether or not an alert was raised (alerts are de-duplicated). */
+  rules?: DayRules;
+}
+
+/** What the day's check found over its 7-day window, for judging the rules against realised accuracy. */
+export interface DayRules {
+  /** Evidently's default dataset drift (every feature against the whole training sample): the rule before issue 17. */
+  evidentlyDrift: boolean;
+  evidentlyShare: number;
+  /** Calendar-aware drift: non-calendar features against the same months, or unseen calendar values. */
+  seasonalDrift: boolean;
+  seasonalShare: number;
+  unseenCalendar: string[];
+  /** RMSE estimated before the actuals (0 when none), and the threshold of the RMSE rules. */
+  estimatedRmse: number;
+  threshold: number;
+  /** Realised RMSE of the serving version over the window's labelled hours. */
+  windowRmse: number;
+  windowLabelledHours: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -132,8 +151,30 @@ export async function replay(clients: ReplayClients, options: ReplayOptions): Pr
       window: { to: timestampFromMs(endOfDay) },
       allowRetrain: options.retrain,
     });
+    const perf = await clients.monitor.getPerformance({
+      window: {
+        from: timestampFromMs(endOfDay - 7 * DAY_MS),
+        to: timestampFromMs(endOfDay),
+      },
+    });
+    const served = perf.versions.find((v) => v.modelVersion === forecast.modelVersion);
+    const report = check.report;
+    const rules: DayRules | undefined = report
+      ? {
+          evidentlyDrift: report.datasetDrift,
+          evidentlyShare: report.driftedShare,
+          seasonalDrift: report.seasonalDatasetDrift || report.unseenCalendarFeatures.length > 0,
+          seasonalShare: report.seasonalDriftedShare,
+          unseenCalendar: [...report.unseenCalendarFeatures],
+          estimatedRmse: check.estimatedRmse,
+          threshold: served?.rmseThreshold || check.estimatedRmseThreshold,
+          windowRmse: served?.rmse ?? 0,
+          windowLabelledHours: served?.labelledHours ?? 0,
+        }
+      : undefined;
     const day: DayResult = {
       date,
+      ...(rules ? { rules } : {}),
       modelVersion: forecast.modelVersion,
       hours: rows.length,
       rmse: rmse(
@@ -170,9 +211,101 @@ export function timelineCsv(days: readonly DayResult[]): string {
       d.registered ?? "",
       d.promoted === undefined ? "" : String(d.promoted),
       quote(d.alerts.join("; ")),
+      d.rules ? String(d.rules.evidentlyDrift) : "",
+      d.rules ? String(d.rules.seasonalDrift) : "",
+      d.rules ? d.rules.estimatedRmse.toFixed(3) : "",
+      d.rules ? d.rules.windowRmse.toFixed(3) : "",
+      d.rules ? d.rules.threshold.toFixed(3) : "",
     ].join(","),
   );
-  return `date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts\n${lines.join("\n")}\n`;
+  return `date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts,evidently_drift,seasonal_drift,estimated_rmse_7d,live_rmse_7d,rmse_threshold\n${lines.join("\n")}\n`;
+}
+
+export interface RuleScore {
+  /** Weeks the rule fired on. */
+  fired: number;
+  truePositives: number;
+  /** TP / fired; null when the rule never fired. */
+  precision: number | null;
+  /** TP / weeks whose realised RMSE exceeded the threshold; null when there were none. */
+  recall: number | null;
+}
+
+export interface RuleJudgement {
+  weeks: number;
+  /** Weeks whose realised live RMSE (≥ 72 labelled hours) exceeded the alert threshold. */
+  weeksOverThreshold: number;
+  /** Dataset drift as Evidently's default judges it: the rule before issue 17. */
+  evidentlyDrift: RuleScore;
+  seasonalDrift: RuleScore;
+  estimatedRmse: RuleScore;
+  /** Either calendar-aware drift or the estimate: what an on-call engineer would be paged by. */
+  seasonalDriftOrEstimate: RuleScore;
+  weekly: {
+    week: string;
+    liveRmse: number;
+    threshold: number;
+    overThreshold: boolean;
+    evidentlyDrift: boolean;
+    seasonalDrift: boolean;
+    estimatedRmse: number;
+  }[];
+}
+
+function score(fired: readonly boolean[], truth: readonly boolean[]): RuleScore {
+  let tp = 0;
+  let f = 0;
+  let t = 0;
+  fired.forEach((x, i) => {
+    if (x) f++;
+    if (truth[i]) t++;
+    if (x && truth[i]) tp++;
+  });
+  return { fired: f, truePositives: tp, precision: f > 0 ? tp / f : null, recall: t > 0 ? tp / t : null };
+}
+
+/**
+ * Each week of the replay (the check at the end of every 7th replayed day, whose window is that
+ * week), whether the realised live RMSE of the serving version exceeded the alert threshold, and
+ * the precision and recall of each rule against that. A week with fewer than 72 labelled hours of
+ * the serving version (a promotion mid-week) has no realised RMSE to judge by and is left out.
+ */
+export function judgeRules(days: readonly DayResult[], minLabelledHours = 72): RuleJudgement {
+  const weekly: RuleJudgement["weekly"] = [];
+  days.forEach((d, i) => {
+    if (i % 7 !== 6 || !d.rules || d.rules.windowLabelledHours < minLabelledHours || d.rules.threshold <= 0)
+      return;
+    const r = d.rules;
+    weekly.push({
+      week: d.date,
+      liveRmse: r.windowRmse,
+      threshold: r.threshold,
+      overThreshold: r.windowRmse > r.threshold,
+      evidentlyDrift: r.evidentlyDrift,
+      seasonalDrift: r.seasonalDrift,
+      estimatedRmse: r.estimatedRmse,
+    });
+  });
+  const truth = weekly.map((w) => w.overThreshold);
+  const estimated = weekly.map((w) => w.estimatedRmse > w.threshold);
+  return {
+    weeks: weekly.length,
+    weeksOverThreshold: truth.filter(Boolean).length,
+    evidentlyDrift: score(
+      weekly.map((w) => w.evidentlyDrift),
+      truth,
+    ),
+    seasonalDrift: score(
+      weekly.map((w) => w.seasonalDrift),
+      truth,
+    ),
+    estimatedRmse: score(estimated, truth),
+    seasonalDriftOrEstimate: score(
+      weekly.map((w, i) => w.seasonalDrift || (estimated[i] as boolean)),
+      truth,
+    ),
+    weekly,
+  };
 }
 
 /** Daily RMSE of both replays, with retrain (triangle) and promotion (circle) markers. */
@@ -241,6 +374,13 @@ export async function writeReplayOutputs(
     join(outDir, "daily-rmse.svg"),
     chartSvg(withRetrain, withoutRetrain, "Daily RMSE, replay of 2012"),
   );
+  const judgement = (summary as unknown as ComparisonSummary).alertJudgement;
+  if (judgement) {
+    await writeFile(
+      join(outDir, "weeks.csv"),
+      weeksCsv(judgement.withRetraining, judgement.withoutRetraining),
+    );
+  }
   await writeFile(join(outDir, "summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
   await writeFile(join(outDir, "README.md"), summaryMarkdown(summary as unknown as ComparisonSummary));
 }
@@ -251,12 +391,62 @@ interface ComparisonSummary {
   to: string;
   retrainings: { date: string; version?: string; promoted?: boolean; alerts: string[] }[];
   firstAutomaticPromotion: string | null;
+  retrainingCount?: number;
+  alertJudgement?: { withRetraining: RuleJudgement; withoutRetraining: RuleJudgement };
   window30Days: { from?: string; to?: string } | null;
   meanDailyRmse30DaysWithRetraining: number | null;
   meanDailyRmse30DaysWithoutRetraining: number | null;
   meanDailyRmseWholeReplay: { withRetraining: number; withoutRetraining: number };
   secondsPerReplay: { withRetraining: number; withoutRetraining: number };
   machine: string;
+}
+
+function judgementMarkdown(j: ComparisonSummary["alertJudgement"]): string {
+  if (!j) return "";
+  const p = (x: number | null) => (x === null ? "n/a" : x.toFixed(2));
+  const row = (name: string, a: RuleScore, b: RuleScore) =>
+    `| ${name} | ${a.fired} | ${p(a.precision)} | ${p(a.recall)} | ${b.fired} | ${p(b.precision)} | ${p(b.recall)} |`;
+  const w = j.withRetraining;
+  const o = j.withoutRetraining;
+  return `
+## Do the alerts mean something?
+
+Each week (the check at the end of every 7th day, whose 7-day window is that week) is judged by whether
+the realised live RMSE of the serving version exceeded the alert threshold (1.5 × its test RMSE), and
+every rule by its precision and recall against that; a rule is counted as fired when it was violated at
+that check, alert de-duplication aside. Weeks over the threshold: ${w.weeksOverThreshold} of ${w.weeks} with retraining,
+${o.weeksOverThreshold} of ${o.weeks} without (weeks with fewer than 72 labelled hours of the serving version, i.e. a promotion
+mid-week, are left out).
+
+| rule | fired (with retraining) | precision | recall | fired (without) | precision | recall |
+|---|---|---|---|---|---|---|
+${row("dataset drift, Evidently's default (before)", w.evidentlyDrift, o.evidentlyDrift)}
+${row("dataset drift, calendar-aware (after)", w.seasonalDrift, o.seasonalDrift)}
+${row("estimated RMSE > threshold (after)", w.estimatedRmse, o.estimatedRmse)}
+${row("calendar-aware drift or estimated RMSE", w.seasonalDriftOrEstimate, o.seasonalDriftOrEstimate)}
+
+Week by week: [weeks.csv](weeks.csv).
+`;
+}
+
+export function weeksCsv(withRetrain: RuleJudgement, withoutRetrain: RuleJudgement): string {
+  const lines = [
+    ...withRetrain.weekly.map((w) => ({ run: "with_retraining", ...w })),
+    ...withoutRetrain.weekly.map((w) => ({ run: "without_retraining", ...w })),
+  ].map((w) =>
+    [
+      w.run,
+      w.week,
+      w.liveRmse.toFixed(3),
+      w.threshold.toFixed(3),
+      w.overThreshold,
+      w.evidentlyDrift,
+      w.seasonalDrift,
+      w.estimatedRmse.toFixed(3),
+      w.estimatedRmse > w.threshold,
+    ].join(","),
+  );
+  return `run,week_ending,live_rmse_7d,threshold,over_threshold,evidently_drift,seasonal_drift,estimated_rmse_7d,estimated_alert\n${lines.join("\n")}\n`;
 }
 
 function summaryMarkdown(s: ComparisonSummary): string {
@@ -287,7 +477,8 @@ been fitted on). The second replay is the same without retraining.
 | mean daily RMSE, whole replay | ${f(s.meanDailyRmseWholeReplay.withRetraining)} | ${f(s.meanDailyRmseWholeReplay.withoutRetraining)} |
 | wall time of the replay | ${f(s.secondsPerReplay.withRetraining)} s | ${f(s.secondsPerReplay.withoutRetraining)} s |
 
-First automatic promotion: ${s.firstAutomaticPromotion ?? "none"}.
+First automatic promotion: ${s.firstAutomaticPromotion ?? "none"}. Retrainings started: ${s.retrainingCount ?? s.retrainings.length}.
+${judgementMarkdown(s.alertJudgement)}
 
 | retraining started | version | promoted | rules violated that day |
 |---|---|---|---|
@@ -351,6 +542,11 @@ export async function replayComparison(options: ComparisonOptions): Promise<Reco
       .filter((d) => d.retrainJob)
       .map((d) => ({ date: d.date, version: d.registered, promoted: d.promoted, alerts: d.alerts })),
     firstAutomaticPromotion: firstPromotion < 0 ? null : withRetrain[firstPromotion]?.date,
+    retrainingCount: withRetrain.filter((d) => d.retrainJob).length,
+    alertJudgement: {
+      withRetraining: judgeRules(withRetrain),
+      withoutRetraining: judgeRules(withoutRetrain),
+    },
     window30Days: after.length > 0 ? { from: after[0]?.date, to: after.at(-1)?.date } : null,
     meanDailyRmse30DaysWithRetraining: after.length > 0 ? mean(after.map((d) => d.rmse)) : null,
     meanDailyRmse30DaysWithoutRetraining: baseline.length > 0 ? mean(baseline.map((d) => d.rmse)) : null,

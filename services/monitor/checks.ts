@@ -8,6 +8,7 @@ import type { Actuals } from "./actuals.js";
 import type { AlertRecord, AlertRule, AlertStore } from "./alerts.js";
 import { type DriftReport, type DriftReports, NotEnoughData } from "./drift-reports.js";
 import type { Notifier } from "./notifier.js";
+import type { PerformanceEstimates } from "./performance-estimates.js";
 
 export interface MonitorPolicy {
   /** Length of the current window that checks look at, ending at the check's time. */
@@ -21,6 +22,11 @@ export interface MonitorPolicy {
   /** Rules whose violation starts a retraining. */
   retrainOn: AlertRule[];
   /**
+   * Also retrain on a dataset_drift alert that names calendar values the production model never saw
+   * (yr = 1 for a model fitted on 2011): the one kind of drift that is a reason to retrain by itself.
+   */
+  retrainOnUnseenCalendar: boolean;
+  /**
    * A retraining starts only when the production model's data ends at least this long before
    * the check: the challenger then holds out the most recent `retrainTestDays` (which the champion
    * has not seen either) to be judged on, and has `retrainValidDays` more of new data to learn from.
@@ -32,6 +38,16 @@ export interface MonitorPolicy {
   retrainFamilies: string[];
   retrainTrials: number;
   thresholds: Partial<DriftThresholds>;
+  /**
+   * What the dataset_drift rule judges: "seasonal" (non-calendar features against the same months
+   * of the training data, plus calendar values the model never saw; core/drift/seasonal.ts) or
+   * "evidently" (every feature against the whole training sample, as before issue 17).
+   */
+  driftRule: "seasonal" | "evidently";
+  /** Weight the seasonal drifted share by the model's feature importance. */
+  importanceWeighted: boolean;
+  /** Estimated-RMSE rule: alert when the RMSE estimated from the window's inputs > factor × test RMSE. */
+  estimatedRmseFactor: number;
 }
 
 export const DEFAULT_MONITOR_POLICY: MonitorPolicy = {
@@ -39,17 +55,23 @@ export const DEFAULT_MONITOR_POLICY: MonitorPolicy = {
   rmseFactor: 1.5,
   minLabelledHours: 72,
   minDriftRows: 48,
-  retrainOn: ["live_rmse", "dataset_drift"],
+  retrainOn: ["live_rmse", "estimated_rmse"],
+  retrainOnUnseenCalendar: true,
   retrainCooldownMs: 28 * 24 * 3_600_000,
   retrainValidDays: 14,
   retrainTestDays: 14,
   retrainFamilies: ["gbtree"],
   retrainTrials: 0,
   thresholds: {},
+  driftRule: "seasonal",
+  importanceWeighted: false,
+  estimatedRmseFactor: 1.5,
 };
 
 export interface CheckResult {
   report?: DriftReport;
+  /** RMSE of the production version over the window estimated from its inputs alone. */
+  estimate?: { rmse: number; rows: number; threshold?: number };
   alerts: AlertRecord[];
   retrainJobId?: string;
 }
@@ -67,11 +89,19 @@ export interface CheckDeps {
   metrics: Metrics;
   log: Logger;
   policy: MonitorPolicy;
+  /** Label-free performance estimates (absent: no estimated_rmse rule). */
+  estimates?: PerformanceEstimates;
   /** Base URL for links in e-mails, e.g. http://bikeshare:8080. */
   publicUrl: string;
 }
 
 const isoDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+/** End of a card's data window ("FROM <= dteday < UNTIL"), or -∞ when the card does not say. */
+function dataEnd(testWindow: string | undefined): number {
+  const until = /< (\d{4}-\d{2}-\d{2})$/.exec(testWindow ?? "")?.[1];
+  return until ? Date.parse(`${until}T00:00:00Z`) : Number.NEGATIVE_INFINITY;
+}
 
 /**
  * One monitoring pass at time `now` (wall time, or simulated time in a replay): drift and
@@ -90,12 +120,14 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
   const violations: { rule: AlertRule; message: string; value: number; threshold: number }[] = [];
 
   let report: DriftReport | undefined;
+  let unseenCalendar: string[] = [];
   try {
     report = await deps.reports.compute({
       version: production,
       window,
       minRows: policy.minDriftRows,
       thresholds: policy.thresholds,
+      ...(policy.importanceWeighted ? { weights: card.featureImportance } : {}),
     });
   } catch (error) {
     if (!(error instanceof NotEnoughData)) throw error;
@@ -111,7 +143,32 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
       metrics.featureDrift.set({ feature: f.feature, test: f.test }, f.statistic);
       metrics.featureDrifted.set({ feature: f.feature }, f.drifted ? 1 : 0);
     }
-    if (report.dataset.datasetDrift) {
+    const seasonal = policy.driftRule === "seasonal" ? report.seasonal : undefined;
+    if (seasonal) {
+      unseenCalendar = seasonal.unseenCalendar;
+      metrics.seasonalDriftShare.set(seasonal.driftedShare);
+      metrics.unseenCalendarFeatures.set(seasonal.unseenCalendar.length);
+      const drifted = seasonal.features.filter((f) => f.drifted).map((f) => f.feature);
+      const parts: string[] = [];
+      if (seasonal.datasetDrift) {
+        parts.push(
+          `${drifted.length} of ${seasonal.features.length} non-calendar features drifted against months ${seasonal.referenceMonths.join(",")} of the training data (${drifted.join(", ")})`,
+        );
+      }
+      if (seasonal.unseenCalendar.length > 0) {
+        parts.push(`calendar values the model never saw: ${seasonal.unseenCalendar.join(", ")}`);
+      }
+      // The gauge the BikeshareDatasetDrift alert reads follows the rule the server judges by.
+      metrics.datasetDrift.set(parts.length > 0 ? 1 : 0);
+      if (parts.length > 0) {
+        violations.push({
+          rule: "dataset_drift",
+          message: parts.join("; "),
+          value: seasonal.driftedShare,
+          threshold: policy.thresholds.datasetShare ?? 0.5,
+        });
+      }
+    } else if (report.dataset.datasetDrift) {
       const drifted = report.dataset.features.filter((f) => f.drifted).map((f) => f.feature);
       violations.push({
         rule: "dataset_drift",
@@ -151,6 +208,28 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
     }
   }
 
+  let estimate: CheckResult["estimate"];
+  if (deps.estimates) {
+    const e = (await deps.estimates.forWindow(window)).get(production.version);
+    if (e) {
+      const threshold = testRmse === undefined ? undefined : policy.estimatedRmseFactor * testRmse;
+      estimate = { rmse: e.rmse, rows: e.rows, ...(threshold !== undefined ? { threshold } : {}) };
+      metrics.setEstimatedRmse(production.version, e.rmse);
+      // BikeshareEstimatedRmseHigh compares with this gauge, also before any hour is labelled.
+      if (limit !== undefined) metrics.liveRmseThreshold.set({ model_version: production.version }, limit);
+      // The estimate needs no labels, so it judges the window as soon as it is served: the same
+      // row count as a drift report, not the labelled hours of live_rmse.
+      if (threshold !== undefined && e.rows >= policy.minDriftRows && e.rmse > threshold) {
+        violations.push({
+          rule: "estimated_rmse",
+          message: `estimated RMSE ${e.rmse.toFixed(1)} over ${e.rows} served hours (before actuals) is above ${policy.estimatedRmseFactor} × test RMSE ${testRmse?.toFixed(1)}`,
+          value: e.rmse,
+          threshold,
+        });
+      }
+    }
+  }
+
   const raised: AlertRecord[] = [];
   for (const v of violations) {
     const alert = await deps.alerts.raise({ ...v, modelVersion: production.version, now: new Date(now) });
@@ -166,7 +245,7 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
       try {
         await deps.notifier.send({
           kind:
-            v.rule === "live_rmse"
+            v.rule === "live_rmse" || v.rule === "estimated_rmse"
               ? "performance"
               : v.rule === "dataset_drift"
                 ? "drift"
@@ -189,7 +268,11 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
   }
 
   let retrainJobId: string | undefined;
-  const trigger = raised.find((a) => policy.retrainOn.includes(a.rule));
+  const trigger = raised.find(
+    (a) =>
+      policy.retrainOn.includes(a.rule) ||
+      (policy.retrainOnUnseenCalendar && a.rule === "dataset_drift" && unseenCalendar.length > 0),
+  );
   if (allowRetrain && trigger) {
     const recent = (await deps.jobs.list({ limit: 20, offset: 0 })).flatMap((j) =>
       j.kind === "train" ? [j] : [],
@@ -199,7 +282,11 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
     const lastAutoUntil = lastAuto?.request.dataUntil
       ? Date.parse(lastAuto.request.dataUntil)
       : Number.NEGATIVE_INFINITY;
-    if (!busy && now - lastAutoUntil >= policy.retrainCooldownMs) {
+    // The production model's own data counts too, however it was trained: a challenger started days
+    // after a hand-trained model's data ends has too little new data to learn the change from (in
+    // the 2012 replay, a model retrained on 7 days of 2012 was promoted and served at RMSE ~110).
+    const productionUntil = dataEnd(card.windows?.test);
+    if (!busy && now - Math.max(lastAutoUntil, productionUntil) >= policy.retrainCooldownMs) {
       const { job } = await deps.jobs.create(
         {
           experiment: deps.experiment,
@@ -210,7 +297,7 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
           dataUntil: isoDay(now),
           validDays: policy.retrainValidDays,
           testDays: policy.retrainTestDays,
-          reason: `auto: ${trigger.rule === "live_rmse" ? "performance" : "drift"} — ${trigger.message}`,
+          reason: `auto: ${trigger.rule === "live_rmse" || trigger.rule === "estimated_rmse" ? "performance" : "drift"} — ${trigger.message}`,
         },
         "monitor",
       );
@@ -220,5 +307,10 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
       deps.log.info("retraining started by a monitoring rule", { job_id: job.id, rule: trigger.rule });
     }
   }
-  return { ...(report ? { report } : {}), alerts: raised, ...(retrainJobId ? { retrainJobId } : {}) };
+  return {
+    ...(report ? { report } : {}),
+    ...(estimate ? { estimate } : {}),
+    alerts: raised,
+    ...(retrainJobId ? { retrainJobId } : {}),
+  };
 }

@@ -7,6 +7,8 @@ import {
   type FeatureDriftResult,
   featureDrift,
   histogram,
+  type SeasonalDriftResult,
+  seasonalDrift,
 } from "../../core/drift/index.js";
 import { BikeshareError } from "../../core/errors.js";
 import {
@@ -40,10 +42,23 @@ export interface DriftReport {
   referenceRows: number;
   currentRows: number;
   dataset: DatasetDriftResult;
+  /**
+   * The same window against a seasonal reference, calendar features apart (core/drift/seasonal.ts):
+   * what the dataset_drift rule judges. Absent from reports stored before it existed.
+   */
+  seasonal?: SeasonalDriftResult;
   /** Features left out because one side had no values (e.g. date features when no request carried a timestamp). */
   skipped: string[];
   prediction: FeatureDriftResult;
   histograms: Record<string, DriftHistogram>;
+}
+
+export interface WindowRows {
+  rows: number;
+  /** Row-major [rows × NUM_FEATURES]. */
+  matrix: Float32Array;
+  predictions: Float64Array;
+  versions: string[];
 }
 
 /** Too few logged predictions for a drift report: failed_precondition (serve more, or widen the window). */
@@ -98,35 +113,26 @@ export class DriftReports {
     return reference;
   }
 
-  async compute(input: {
-    version: ModelVersion;
-    window: Window;
-    minRows: number;
-    thresholds?: Partial<DriftThresholds>;
-  }): Promise<DriftReport> {
-    const reference = await this.reference(input.version);
+  /**
+   * Logged predictions of a window through the same feature definition as training and serving:
+   * one row-major matrix, the predictions and the version that served each row.
+   */
+  async windowRows(window: Window): Promise<WindowRows> {
     const params: unknown[] = [];
     const clauses: string[] = [];
-    if (input.window.from !== undefined) {
-      params.push(input.window.from);
+    if (window.from !== undefined) {
+      params.push(window.from);
       clauses.push(`${WHEN} >= epoch_ms($${params.length}::BIGINT)`);
     }
-    if (input.window.until !== undefined) {
-      params.push(input.window.until);
+    if (window.until !== undefined) {
+      params.push(window.until);
       clauses.push(`${WHEN} < epoch_ms($${params.length}::BIGINT)`);
     }
-    const rows = await this.db.all<Record<string, number | null>>(
-      `SELECT ${RAW_FIELD_NAMES.map((f) => `"${f}"`).join(", ")}, CAST(epoch_ms(hour) AS DOUBLE PRECISION) AS hour_ms, prediction
+    const rows = await this.db.all<Record<string, number | string | null>>(
+      `SELECT ${RAW_FIELD_NAMES.map((f) => `"${f}"`).join(", ")}, CAST(epoch_ms(hour) AS DOUBLE PRECISION) AS hour_ms, prediction, model_version
        FROM predictions ${clauses.length > 0 ? `WHERE ${clauses.join(" AND ")}` : ""}`,
       params,
     );
-    if (rows.length < input.minRows) {
-      throw new NotEnoughData(
-        `the window holds ${rows.length} logged predictions; a drift report needs at least ${input.minRows}`,
-      );
-    }
-
-    // The current side goes through the same feature definition as training and serving.
     const columns = { length: rows.length } as { length: number; day: Float64Array } & Record<
       RawField,
       Float64Array
@@ -135,11 +141,34 @@ export class DriftReports {
     columns.day = Float64Array.from(rows, (r) =>
       r.hour_ms === null ? Number.NaN : localDayAndHour(new Date(r.hour_ms as number)).day,
     );
-    const matrix = featureMatrix(columns as RawColumns);
+    return {
+      rows: rows.length,
+      matrix: featureMatrix(columns as RawColumns),
+      predictions: Float64Array.from(rows, (r) => r.prediction as number),
+      versions: rows.map((r) => String(r.model_version)),
+    };
+  }
+
+  async compute(input: {
+    version: ModelVersion;
+    window: Window;
+    minRows: number;
+    thresholds?: Partial<DriftThresholds>;
+    /** Feature weights of the calendar-aware drifted share (e.g. the model's importance). */
+    weights?: Record<string, number>;
+  }): Promise<DriftReport> {
+    const reference = await this.reference(input.version);
+    const logged = await this.windowRows(input.window);
+    if (logged.rows < input.minRows) {
+      throw new NotEnoughData(
+        `the window holds ${logged.rows} logged predictions; a drift report needs at least ${input.minRows}`,
+      );
+    }
+    const { matrix } = logged;
     const current: Record<string, Float64Array> = {};
     FEATURE_NAMES.forEach((name, f) => {
       current[name] = Float64Array.from(
-        { length: rows.length },
+        { length: logged.rows },
         (_, i) => matrix[i * NUM_FEATURES + f] as number,
       );
     });
@@ -157,7 +186,16 @@ export class DriftReports {
       }
     }
     const dataset = datasetDrift(referenceColumns, currentColumns, undefined, input.thresholds);
-    const predictions = Float64Array.from(rows, (r) => r.prediction as number);
+    const predictions = logged.predictions;
+    // Calendar-aware drift (core/drift/seasonal.ts) needs the month on both sides; a window whose
+    // requests carried no usable month keeps Evidently's plain report only.
+    let seasonal: SeasonalDriftResult | undefined;
+    if (referenceColumns.mnth && currentColumns.mnth) {
+      seasonal = seasonalDrift(referenceColumns, currentColumns, {
+        ...(input.thresholds ? { thresholds: input.thresholds } : {}),
+        ...(input.weights ? { weights: input.weights } : {}),
+      });
+    }
     const prediction = featureDrift(
       "prediction",
       reference.predictions,
@@ -182,8 +220,9 @@ export class DriftReports {
       modelVersion: input.version.version,
       window: input.window,
       referenceRows: reference.rows,
-      currentRows: rows.length,
+      currentRows: logged.rows,
       dataset,
+      ...(seasonal ? { seasonal } : {}),
       skipped,
       prediction,
       histograms,

@@ -17,6 +17,7 @@ import type { Actuals, Window } from "./actuals.js";
 import type { AlertRecord, AlertStore } from "./alerts.js";
 import type { CheckResult, MonitorPolicy } from "./checks.js";
 import type { DriftReport, DriftReports } from "./drift-reports.js";
+import type { PerformanceEstimates } from "./performance-estimates.js";
 
 const HOUR_MS = 3_600_000;
 const MAX_ACTUALS_PER_CALL = 100_000;
@@ -42,6 +43,10 @@ export interface MonitorDeps {
   policy: MonitorPolicy;
   /** Writes buffered predictions, so that a read sees every prediction served before it. */
   flushLog: () => Promise<void>;
+  /** Label-free RMSE estimates per version (absent: GetPerformance reports none). */
+  estimates?: PerformanceEstimates;
+  /** The RMSE above which a version's live_rmse / estimated_rmse rules alert, if known. */
+  rmseThreshold?: (modelVersion: string) => Promise<number | undefined>;
 }
 
 const TEST: Record<string, DriftTest> = {
@@ -55,6 +60,7 @@ const RULE: Record<string, AlertRule> = {
   dataset_drift: AlertRule.DATASET_DRIFT,
   live_rmse: AlertRule.LIVE_RMSE,
   prediction_drift: AlertRule.PREDICTION_DRIFT,
+  estimated_rmse: AlertRule.ESTIMATED_RMSE,
 };
 
 function featureToProto(f: FeatureDriftResult) {
@@ -84,6 +90,15 @@ export function reportToProto(r: DriftReport) {
     predictionDrift: featureToProto(r.prediction),
     createdAt: timestampFromDate(r.createdAt),
     htmlPath: `/reports/${r.id}`,
+    ...(r.seasonal
+      ? {
+          seasonalDriftedShare: r.seasonal.driftedShare,
+          seasonalDatasetDrift: r.seasonal.datasetDrift,
+          unseenCalendarFeatures: r.seasonal.unseenCalendar,
+          seasonalReferenceMonths: r.seasonal.referenceMonths,
+          seasonalFeatures: r.seasonal.features.map(featureToProto),
+        }
+      : {}),
   };
 }
 
@@ -186,21 +201,40 @@ export function createMonitorService(deps: MonitorDeps): ServiceImpl<typeof Moni
         ...(result.report ? { report: reportToProto(result.report) } : {}),
         alerts: result.alerts.map(alertToProto),
         retrainJobId: result.retrainJobId ?? "",
+        estimatedRmse: result.estimate?.rmse ?? 0,
+        estimatedRmseThreshold: result.estimate?.threshold ?? 0,
       };
     },
 
     async getPerformance(req) {
       await deps.flushLog();
-      const versions = await deps.actuals.performance(windowFromProto(req.window));
+      const window = windowFromProto(req.window);
+      const versions = await deps.actuals.performance(window);
+      const estimates = deps.estimates ? await deps.estimates.forWindow(window) : new Map();
+      // A version whose hours are served but not yet labelled is listed with its estimate alone:
+      // that is when the estimate matters.
+      const names = [...new Set([...versions.map((v) => v.modelVersion), ...estimates.keys()])].sort(
+        (a, b) => Number(a) - Number(b),
+      );
       return {
-        versions: versions.map((v) => ({
-          modelVersion: v.modelVersion,
-          labelledHours: v.labelledHours,
-          rmse: v.rmse,
-          mae: v.mae,
-          within20pct: v.within20,
-          intervals: v.intervals,
-        })),
+        versions: await Promise.all(
+          names.map(async (name) => {
+            const v = versions.find((x) => x.modelVersion === name);
+            const e = estimates.get(name);
+            return {
+              modelVersion: name,
+              labelledHours: v?.labelledHours ?? 0,
+              rmse: v?.rmse ?? 0,
+              mae: v?.mae ?? 0,
+              within20pct: v?.within20 ?? 0,
+              intervals: v?.intervals ?? [],
+              estimatedRmse: e?.rmse ?? 0,
+              estimatedMae: e?.mae ?? 0,
+              estimatedHours: e?.rows ?? 0,
+              rmseThreshold: (await deps.rmseThreshold?.(name)) ?? 0,
+            };
+          }),
+        ),
       };
     },
   };

@@ -6,7 +6,7 @@ export const JOB_OUTCOMES = ["succeeded", "failed", "cancelled"] as const;
  * The `rule` label values of bikeshare_alerts_total, which are the rules the monitor raises:
  * services/monitor/alerts.ts takes its rule type from here, so metrics depend on no feature module.
  */
-export const ALERT_RULES = ["dataset_drift", "live_rmse", "prediction_drift"] as const;
+export const ALERT_RULES = ["dataset_drift", "live_rmse", "prediction_drift", "estimated_rmse"] as const;
 
 /**
  * Every metric a bikeshare process (server or worker) exports, on one registry served at /metrics.
@@ -245,6 +245,34 @@ export class Metrics {
     // job-failure alert would miss the first failure: every known label set starts at zero.
     for (const kind of JOB_KINDS) for (const outcome of JOB_OUTCOMES) this.jobs.zero({ kind, outcome });
     for (const rule of ALERT_RULES) this.alerts.inc({ rule }, 0);
+  }
+
+  readonly estimatedRmse = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_estimated_rmse",
+    help: "RMSE of the production version over the last check's window estimated from its inputs before the actual counts arrive (direct loss estimation).",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+
+  readonly seasonalDriftShare = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_seasonal_drift_share",
+    help: "Share of non-calendar features drifted against the seasonal reference in the last drift check (what the dataset_drift rule judges).",
+    registers: [this.registry],
+  });
+
+  readonly unseenCalendarFeatures = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_unseen_calendar_features",
+    help: "Calendar features (e.g. yr) whose values in the last check's window the production version never saw in training.",
+    registers: [this.registry],
+  });
+
+  /** Replaces the estimate of any version served before. */
+  setEstimatedRmse(modelVersion: string, rmse: number): void {
+    this.estimatedRmse.reset();
+    this.estimatedRmse.set({ model_version: modelVersion }, rmse);
   }
 
   /** Live accuracy of the production version, replacing the figures of any version served before. */

@@ -477,7 +477,7 @@ describe("dashboards against a real Prometheus scraping a running bikeshare", ()
       "bikeshare-pipeline",
     ]);
     const rules = groups.flatMap((g) => g.rules);
-    expect(rules.length).toBe(16);
+    expect(rules.length).toBe(18);
     expect(rules.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.lastError}`)).toEqual([]);
 
     // The check above found dataset drift and a live RMSE far above its threshold.
