@@ -1,4 +1,5 @@
 import { BikeshareError } from "../../core/errors.js";
+import { FastTreeShap } from "../../core/explain/fast-treeshap.js";
 import { type Explanation, explainContributions, explanationSpace } from "../../core/explain/index.js";
 import { FEATURE_NAMES, featureMatrix, NUM_FEATURES, type RawColumns } from "../../core/features/index.js";
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
@@ -28,6 +29,13 @@ export const COMPILED_MAX_ROWS = 2;
 export const EXPLAIN_MAX_ROWS = 100;
 
 /**
+ * Rows up to which explanations come from precomputed TreeSHAP tables (core/explain/fast-treeshap.ts,
+ * the same values as XGBoost's) on the event loop instead of XGBoost on the thread pool: a row of the
+ * 600-tree gbtree costs a few tenths of XGBoost's time, but a larger batch would hold the event loop.
+ */
+export const FAST_EXPLAIN_MAX_ROWS = 4;
+
+/**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
  * small requests and one on a worker thread for large batches; the fewest rows go to the same graph
  * compiled in TypeScript (`CompiledModel`) when it can evaluate it. Counts the predictions in flight so
@@ -52,6 +60,12 @@ export class ServingModel {
 
   /** The native booster, loaded once on the first explanation: most servers never explain. */
   private native: Promise<Booster> | undefined;
+
+  /** TreeSHAP tables for few-row explanations, built on the first one; undefined when declined. */
+  private fast: Promise<FastTreeShap | undefined> | undefined;
+
+  /** Why the tables were not built (a model they do not cover, or too large): XGBoost explains it all. */
+  fastExplainDeclined: string | undefined;
 
   static async load(
     registry: Registry,
@@ -112,17 +126,41 @@ export class ServingModel {
     }
     this.inFlight++;
     try {
-      const booster = await this.nativeBooster();
-      const contribs = await booster.predictContribsAsync({
-        data: featureMatrix(columns),
-        rows: columns.length,
-        cols: NUM_FEATURES,
-      });
+      const data = featureMatrix(columns);
+      const fast = columns.length <= FAST_EXPLAIN_MAX_ROWS ? await this.fastExplainer() : undefined;
+      const contribs =
+        fast !== undefined
+          ? fast.contributions(data, columns.length, NUM_FEATURES)
+          : await (await this.nativeBooster()).predictContribsAsync({
+              data,
+              rows: columns.length,
+              cols: NUM_FEATURES,
+            });
       return explainContributions(contribs, columns.length, space, dateField);
     } finally {
       this.inFlight--;
       if (this.retired && this.inFlight === 0) void this.release();
     }
+  }
+
+  private fastExplainer(): Promise<FastTreeShap | undefined> {
+    this.fast ??= this.readNative().then(
+      (json) => {
+        try {
+          return FastTreeShap.fromXgboostJson(json.toString("utf8"));
+        } catch (error) {
+          // Declined (or a model it cannot read): XGBoost, the reference, explains every request.
+          this.fastExplainDeclined = (error as Error).message;
+          return undefined;
+        }
+      },
+      () => {
+        // nativeBooster reads the artifact again and reports the failure to the request.
+        this.fast = undefined;
+        return undefined;
+      },
+    );
+    return this.fast;
   }
 
   private nativeBooster(): Promise<Booster> {
