@@ -12,6 +12,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPLAY_DATABASE_PREFIX } from "../../cli/commands/replay.js";
+import { type DayResult, type DayRules, judgeRules } from "../../pipelines/replay/replay.js";
 import { testPostgres } from "../helpers/backends.js";
 import { type CliResult, runCli } from "../helpers/cli.js";
 import { HOUR_CSV, readHourCsvRecords } from "../helpers/hour-csv.js";
@@ -34,14 +35,45 @@ interface Day {
   retrainJob: string;
   registered: string;
   promoted: string;
+  evidentlyDrift: string;
+  seasonalDrift: string;
+  estimatedRmse: number;
+  liveRmse7d: number;
+  threshold: number;
+}
+
+/** Splits a CSV line, keeping quoted commas (the alerts column). */
+function cells(line: string): string[] {
+  return [...line.matchAll(/("(?:[^"]|"")*"|[^,]*)(,|$)/g)].map((m) => m[1] as string).slice(0, -1);
 }
 
 function parseTimeline(csv: string): Day[] {
   const [header, ...lines] = csv.trimEnd().split("\n");
-  expect(header).toBe("date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts");
+  expect(header).toBe(
+    "date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts,evidently_drift,seasonal_drift,estimated_rmse_7d,live_rmse_7d,rmse_threshold",
+  );
   return lines.map((line) => {
-    const [date, version, hours, rmse, retrainJob, registered, promoted] = line.split(",") as string[];
+    const [
+      date,
+      version,
+      hours,
+      rmse,
+      retrainJob,
+      registered,
+      promoted,
+      ,
+      evidently,
+      seasonal,
+      est,
+      live,
+      thr,
+    ] = cells(line);
     return {
+      evidentlyDrift: evidently as string,
+      seasonalDrift: seasonal as string,
+      estimatedRmse: Number(est),
+      liveRmse7d: Number(live),
+      threshold: Number(thr),
       date: date as string,
       version: version as string,
       hours: Number(hours),
@@ -121,6 +153,67 @@ const CASES = [
   { backend: "postgres", to: "2012-01-04", dayCount: 3 },
 ] as const;
 
+/** A replayed day whose check saw `rules` (only the fields judgeRules reads matter). */
+function judgedDay(i: number, rules: Partial<DayRules>): DayResult {
+  return {
+    date: `2012-01-${String(i + 1).padStart(2, "0")}`,
+    modelVersion: "1",
+    hours: 24,
+    rmse: 0,
+    alerts: [],
+    rules: {
+      evidentlyDrift: true,
+      evidentlyShare: 0.9,
+      seasonalDrift: false,
+      seasonalShare: 0,
+      unseenCalendar: [],
+      estimatedRmse: 50,
+      threshold: 75,
+      windowRmse: 50,
+      windowLabelledHours: 168,
+      ...rules,
+    },
+  };
+}
+
+describe("judging the alert rules week by week", () => {
+  it("scores each rule at the end of every week against the realised RMSE", () => {
+    // Four weeks: 2 over the threshold (weeks 1 and 3). Evidently fires every week; the calendar-aware
+    // rule fires on week 1 only; the estimate fires on weeks 1, 3 and wrongly on 4.
+    const weeks = [
+      { windowRmse: 90, seasonalDrift: true, estimatedRmse: 80 },
+      { windowRmse: 60 },
+      { windowRmse: 100, estimatedRmse: 90 },
+      { windowRmse: 70, estimatedRmse: 76 },
+    ];
+    const days: DayResult[] = [];
+    weeks.forEach((w, k) => {
+      for (let d = 0; d < 7; d++) {
+        // Mid-week days disagree with the week's end: only the check whose window is the week counts.
+        days.push(
+          judgedDay(k * 7 + d, d === 6 ? w : { windowRmse: 500, seasonalDrift: true, estimatedRmse: 500 }),
+        );
+      }
+    });
+    // A fifth, short week (a promotion mid-week: 48 labelled hours) is left out.
+    for (let d = 0; d < 7; d++) days.push(judgedDay(28 + d, { windowRmse: 200, windowLabelledHours: 48 }));
+    const j = judgeRules(days);
+    expect(j.weeks).toBe(4);
+    expect(j.weeksOverThreshold).toBe(2);
+    expect(j.evidentlyDrift).toEqual({ fired: 4, truePositives: 2, precision: 0.5, recall: 1 });
+    expect(j.seasonalDrift).toEqual({ fired: 1, truePositives: 1, precision: 1, recall: 0.5 });
+    expect(j.estimatedRmse).toEqual({ fired: 3, truePositives: 2, precision: 2 / 3, recall: 1 });
+    expect(j.seasonalDriftOrEstimate).toEqual({ fired: 3, truePositives: 2, precision: 2 / 3, recall: 1 });
+    expect(j.weekly.map((w) => w.week)).toEqual(["2012-01-07", "2012-01-14", "2012-01-21", "2012-01-28"]);
+    expect(judgeRules([]).evidentlyDrift).toEqual({
+      fired: 0,
+      truePositives: 0,
+      precision: null,
+      recall: null,
+    });
+  });
+});
+
 describe.each(CASES)("bikeshare replay on $backend", ({ backend, to: TO, dayCount }) => {
   it("replays a short window with and without retraining and writes the figures it computed", async () => {
     const out = join(dir, `replay-${backend}`);
@@ -141,6 +234,10 @@ describe.each(CASES)("bikeshare replay on $backend", ({ backend, to: TO, dayCoun
         PATH: process.env.PATH,
         HOME: process.env.HOME,
         BIKESHARE_DATA: HOUR_CSV,
+        // The initial model's data ends 2011-12-31: without this, no retraining may start before
+        // 2012-01-29 (the cool-down counts from the production model's data), and the window ends first.
+        // Then the first drift report (yr = 1, never seen) starts one.
+        BIKESHARE_RETRAIN_COOLDOWN_DAYS: "0",
         ...env,
       });
       expect(run.code, run.stderr).toBe(0);
@@ -169,6 +266,20 @@ describe.each(CASES)("bikeshare replay on $backend", ({ backend, to: TO, dayCoun
         expect(d.rmse, d.date).toBeLessThan(250);
       }
     }
+    // Every day's check is recorded rule by rule: the rule before issue 17 (Evidently's default, every
+    // day in January) and after it, the estimate before actuals and the realised week's RMSE.
+    // (The first days hold fewer than the 48 logged predictions a drift report needs: no rules yet.)
+    const checked = (days: Day[]) => days.filter((d) => d.evidentlyDrift !== "");
+    expect(checked(without).length).toBeGreaterThan(0);
+    for (const d of [...checked(withRetrain), ...checked(without)]) {
+      expect(d.evidentlyDrift, d.date).toBe("true");
+      expect(["true", "false"]).toContain(d.seasonalDrift);
+      expect(d.estimatedRmse, d.date).toBeGreaterThan(1);
+      expect(d.liveRmse7d, d.date).toBeGreaterThan(1);
+      expect(d.threshold, d.date).toBeGreaterThan(1);
+    }
+    // yr = 1 was never in the initial model's training data: the calendar-aware rule says so.
+    expect(checked(without).every((d) => d.seasonalDrift === "true")).toBe(true);
     // The replay without retraining serves its initial model throughout and starts nothing.
     expect(new Set(without.map((d) => d.version))).toEqual(new Set(["1"]));
     expect(without.every((d) => d.retrainJob === "" && d.registered === "" && d.promoted === "")).toBe(true);
@@ -206,5 +317,11 @@ describe.each(CASES)("bikeshare replay on $backend", ({ backend, to: TO, dayCoun
     expect(lines.map((l) => l.length)).toEqual([withRetrain.length, without.length]);
     const readme = await readFile(join(out, "README.md"), "utf8");
     expect(readme).toContain(`# Replay of ${FROM} – ${TO}`);
+    expect(readme).toContain("## Do the alerts mean something?");
+    // A window shorter than a week has no week to judge: the figures say so rather than invent one.
+    const judged = JSON.parse(result.stdout).alertJudgement;
+    expect(judged.withRetraining.weeks).toBe(0);
+    expect(judged.withRetraining.evidentlyDrift.precision).toBeNull();
+    expect(await readFile(join(out, "weeks.csv"), "utf8")).toMatch(/^run,week_ending,/);
   }, 600_000);
 });
