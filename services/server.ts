@@ -152,7 +152,8 @@ export async function startServer(
     onServed: serving.onServed,
     maxBatchSize: config.maxBatchSize,
     reload: () => serving.live.reloadNow(),
-    ...(config.predictNeedsToken ? { adminTokens: state.tokens } : {}),
+    tokens: state.tokens,
+    predictNeedsToken: config.predictNeedsToken,
     modelName: config.modelName,
     alias: "production",
     report: async (id) => {

@@ -5,6 +5,9 @@ import type { TokenBook } from "./tokens.js";
 
 const RANK: Record<Role, number> = { reader: 1, trainer: 2, admin: 3 };
 
+/** Whether `role` may do what `needed` may (roles are ordered reader < trainer < admin). */
+export const roleAllows = (role: Role, needed: Role) => RANK[role] >= RANK[needed];
+
 /** The least role each RPC needs; "open" needs no token. Unlisted methods need admin, so a new RPC is closed until listed. */
 export type Policy = Record<string, Role | "open">;
 
@@ -99,7 +102,7 @@ export function authInterceptor(book: TokenBook, policy: Policy): Interceptor {
           `${method} needs a bearer token with role ${needed} or higher`,
         );
       }
-      if (RANK[principal.role] < RANK[needed]) {
+      if (!roleAllows(principal.role, needed)) {
         throw new BikeshareError(
           "permission_denied",
           `${principal.name} has role ${principal.role}; ${method} needs ${needed} or higher`,

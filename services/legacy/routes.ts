@@ -12,7 +12,8 @@ import {
   ViolationList,
   validateRecord,
 } from "../../core/features/index.js";
-import { principalFromHeader } from "../auth/interceptor.js";
+import { principalFromHeader, roleAllows } from "../auth/interceptor.js";
+import type { Role } from "../auth/principal.js";
 import type { TokenBook } from "../auth/tokens.js";
 import { httpStatus } from "../errors.js";
 import type { Metrics } from "../observability/metrics.js";
@@ -174,8 +175,10 @@ export interface LegacyOptions {
   report?: (id: string) => Promise<string | undefined>;
   /** Reads the alias again now (POST /model/reload); absent where nothing follows an alias. */
   reload?: () => Promise<void>;
-  /** When set, POST /model/reload needs an admin bearer token from this book. */
-  adminTokens?: TokenBook;
+  /** The bearer tokens, checked as the same calls are checked over RPC (see `accessOf`). */
+  tokens?: TokenBook;
+  /** BIKESHARE_PREDICT_AUTH=required: predictions and what they show need a reader token or higher. */
+  predictNeedsToken?: boolean;
   /** The name and alias POST /model/reload answers with. */
   modelName?: string;
   alias?: string;
@@ -283,24 +286,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         docs: "/docs",
       },
     ],
-    "POST /model/reload": async (req) => {
-      if (options.adminTokens) {
-        const principal = principalFromHeader(req.headers.authorization ?? null, options.adminTokens);
-        if (principal === undefined || principal === "malformed") {
-          throw new BikeshareError(
-            "unauthenticated",
-            principal === undefined
-              ? "POST /model/reload needs a bearer token with role admin"
-              : "the bearer token is not valid",
-          );
-        }
-        if (principal.role !== "admin") {
-          throw new BikeshareError(
-            "permission_denied",
-            `${principal.name} has role ${principal.role}; POST /model/reload needs admin`,
-          );
-        }
-      }
+    "POST /model/reload": async () => {
       if (!options.reload) {
         throw new BikeshareError("failed_precondition", "this process does not follow a model alias");
       }
@@ -528,6 +514,37 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
     return [200, html, "text/html; charset=utf-8"];
   };
 
+  /**
+   * What each route needs, as its RPC needs it: with BIKESHARE_PREDICT_AUTH=required, predictions, the
+   * model's description and drift reports need a reader token, and a reload an admin one (it is open
+   * otherwise, as the old API's was); the rest is open. A token that is sent must be valid either way.
+   */
+  const accessOf = (key: string): Role | "open" => {
+    if (!options.predictNeedsToken) return "open";
+    if (key === "POST /model/reload") return "admin";
+    return key.startsWith("POST /predict") || key === "GET /model/info" || key === "GET /reports/:id"
+      ? "reader"
+      : "open";
+  };
+  const authorize = (req: Request, key: string) => {
+    const needs = accessOf(key);
+    const header = req.headers.authorization;
+    if (header === undefined && needs === "open") return;
+    const principal = options.tokens ? principalFromHeader(header ?? null, options.tokens) : undefined;
+    if (principal === "malformed")
+      throw new BikeshareError("unauthenticated", "the bearer token is not valid");
+    if (needs === "open") return;
+    if (principal === undefined) {
+      throw new BikeshareError("unauthenticated", `${key} needs a bearer token with role ${needs} or higher`);
+    }
+    if (!roleAllows(principal.role, needs)) {
+      throw new BikeshareError(
+        "permission_denied",
+        `${principal.name} has role ${principal.role}; ${key} needs ${needs}`,
+      );
+    }
+  };
+
   return async (req, res) => {
     const requestId = requestIdOf(req);
     res.setHeader("x-request-id", requestId);
@@ -544,6 +561,7 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
         send(res, status, { detail: status === 405 ? "Method Not Allowed" : "Not Found" });
         return;
       }
+      authorize(req, key);
       const [code, body, contentType] = await route(req, requestId);
       status = code;
       send(res, code, body, contentType);

@@ -18,6 +18,8 @@ import { ServingModel } from "./serving-model.js";
 export class LiveModel implements ModelSlot {
   current: ServingModel | undefined;
   private loading: Promise<void> = Promise.resolve();
+  /** The reload queued behind the running one, until it starts. */
+  private waiting: Promise<void> | undefined;
   private unsubscribe: (() => void) | undefined;
   private poll: NodeJS.Timeout | undefined;
   private stale = false;
@@ -52,15 +54,25 @@ export class LiveModel implements ModelSlot {
     this.poll = setInterval(() => void this.reload(), pollMs).unref();
   }
 
-  /** Serialised, so that quick successive moves end on the last one. */
+  /**
+   * Serialised, so that quick successive moves end on the last one. A call made while another waits for
+   * its turn joins that one, which has not read the alias yet: a burst of reloads (POST /model/reload,
+   * notifications, the poll) costs at most the running read and one more, never a queue of them.
+   */
   reload(): Promise<void> {
-    this.loading = this.loading
-      .then(() => this.swap())
+    if (this.waiting) return this.waiting;
+    const next = this.loading
+      .then(() => {
+        this.waiting = undefined;
+        return this.swap();
+      })
       .then(
         () => this.setStale(false),
         (error: unknown) => this.setStale(true, error),
       );
-    return this.loading;
+    this.waiting = next;
+    this.loading = next;
+    return next;
   }
 
   /**

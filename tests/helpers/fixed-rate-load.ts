@@ -4,6 +4,7 @@
  *
  *   node --import tsx tests/helpers/fixed-rate-load.ts URL RATE SECONDS OUT.json
  *
+ * With LOAD_TOKEN set, each request carries it as a bearer token.
  * Each request carries its own `X-Request-Id`; the summary written to OUT.json lists every
  * acknowledged request with the model version that answered it, and every failure with its cause,
  * so a test can check them against the shared prediction log. SIGTERM ends the run early (the
@@ -51,7 +52,11 @@ function send(n: number): Promise<void> {
       {
         method: "POST",
         agent,
-        headers: { "content-type": "application/json", "x-request-id": id },
+        headers: {
+          "content-type": "application/json",
+          "x-request-id": id,
+          ...(process.env.LOAD_TOKEN ? { authorization: `Bearer ${process.env.LOAD_TOKEN}` } : {}),
+        },
         timeout: 10_000,
       },
       (res) => {

@@ -28,7 +28,8 @@ afterAll(async () => {
 const conditions = { ...SUMMER_EVENING };
 const NIGHT = { ...SUMMER_EVENING, hr: 3, temp: 0.6, atemp: 0.58 };
 
-async function http(method: string, path: string, body?: unknown, token?: string) {
+/** A legacy call, as a reader unless another token (or "" for none) is given: tokens are required here. */
+async function http(method: string, path: string, body?: unknown, token = t.tokens.reader) {
   const res = await fetch(`${t.baseUrl}${path}`, {
     method,
     headers: {
@@ -128,8 +129,33 @@ describe("legacy routes the old API had", () => {
     expect(page).toContain("/model/reload");
   });
 
+  it("with tokens required, the old routes need what their RPCs need, and the probes stay open", async () => {
+    const reader = [
+      "POST /predict",
+      "POST /predict/batch",
+      "POST /predict/confidence",
+      "POST /predict/explain",
+    ];
+    for (const route of reader) {
+      const [method, path] = route.split(" ") as [string, string];
+      const body = path === "/predict/batch" ? { inputs: [conditions] } : conditions;
+      const refused = await http(method, path, body, "");
+      expect(refused.status, route).toBe(401);
+      expect(refused.json.detail).toBe(`${route} needs a bearer token with role reader or higher`);
+      expect((await http(method, path, body, "not-a-token")).status, route).toBe(401);
+      expect((await http(method, path, body)).status, route).toBe(200);
+    }
+    expect((await http("GET", "/model/info", undefined, "")).status).toBe(401);
+    expect((await http("GET", "/model/info")).status).toBe(200);
+    expect((await http("GET", "/reports/some-id", undefined, "")).status).toBe(401);
+    expect((await http("GET", "/reports/some-id")).status).toBe(404);
+    for (const path of ["/", "/health", "/healthz", "/readyz", "/openapi.json"]) {
+      expect((await http("GET", path, undefined, "")).status, path).toBe(200);
+    }
+  });
+
   it("POST /model/reload needs an admin token when tokens are required", async () => {
-    expect((await http("POST", "/model/reload")).status).toBe(401);
+    expect((await http("POST", "/model/reload", undefined, "")).status).toBe(401);
     expect((await http("POST", "/model/reload", undefined, t.tokens.reader)).status).toBe(403);
     expect((await http("POST", "/model/reload", undefined, "not-a-token")).status).toBe(401);
     const { status, json } = await http("POST", "/model/reload", undefined, t.tokens.admin);
@@ -160,7 +186,7 @@ describe("legacy routes the old API had", () => {
           "6",
           out,
         ],
-        { stdio: ["ignore", "ignore", "inherit"] },
+        { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, LOAD_TOKEN: t.tokens.reader } },
       );
       const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
       const answered: string[] = [];
