@@ -15,7 +15,14 @@ import {
   resolveModel,
   serverMetadata,
 } from "./model.js";
-import { decodeRaw, encodeOutput, type InputTensor, OUTPUT_TENSOR, tensorError } from "./tensors.js";
+import {
+  decodeRaw,
+  encodeOutput,
+  type InputTensor,
+  maxElements,
+  OUTPUT_TENSOR,
+  tensorError,
+} from "./tensors.js";
 
 /** The typed contents field that carries each datatype (InferTensorContents in grpc_predict_v2.proto). */
 function typedElements(input: ModelInferRequest_InferInputTensor): ArrayLike<unknown> {
@@ -103,7 +110,7 @@ export function createOipGrpcService(options: OipOptions): ServiceImpl<typeof GR
           shape: input.shape.map(Number),
           data:
             raw.length > 0
-              ? decodeRaw(input.name, input.datatype, raw[i] as Uint8Array)
+              ? decodeRaw(input.name, input.datatype, raw[i] as Uint8Array, maxElements(options.maxBatchSize))
               : typedElements(input),
         };
       });

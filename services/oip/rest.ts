@@ -21,6 +21,7 @@ import {
   encodeOutput,
   flattenJson,
   type InputTensor,
+  maxElements,
   OUTPUT_TENSOR,
   tensorError,
 } from "./tensors.js";
@@ -116,7 +117,7 @@ const parameter = (tensor: Record<string, unknown>, key: string): unknown =>
  * The inference request's input tensors: `data` as JSON (flat or nested), or `binary_data_size` bytes
  * taken in order from the binary part after the JSON.
  */
-function inputTensors(body: Record<string, unknown>, binary: Uint8Array): InputTensor[] {
+function inputTensors(body: Record<string, unknown>, binary: Uint8Array, limit: number): InputTensor[] {
   if (!Array.isArray(body.inputs)) throw badRequest("inputs is required: a list of input tensors");
   let offset = 0;
   const tensors = body.inputs.map((input: unknown, i): InputTensor => {
@@ -142,7 +143,7 @@ function inputTensors(body: Record<string, unknown>, binary: Uint8Array): InputT
       );
     const bytes = binary.subarray(offset, end);
     offset = end;
-    return { name, datatype: input.datatype, shape, data: decodeRaw(name, input.datatype, bytes) };
+    return { name, datatype: input.datatype, shape, data: decodeRaw(name, input.datatype, bytes, limit) };
   });
   if (offset !== binary.length)
     throw badRequest(
@@ -272,7 +273,7 @@ export function createOipRestHandler(
     }
     const request = parseJson(body.subarray(0, jsonBytes).toString("utf8"));
     if (!isObject(request)) throw badRequest("the body must be a JSON object: the inference request");
-    const tensors = inputTensors(request, body.subarray(jsonBytes));
+    const tensors = inputTensors(request, body.subarray(jsonBytes), maxElements(maxBatchSize));
     const binary = binaryOutput(request);
     const id = typeof request.id === "string" ? request.id : undefined;
     const { model, predictions } = await infer(options, name, version, tensors, id);

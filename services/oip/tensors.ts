@@ -74,11 +74,26 @@ export function tensorError(tensor: string, description: string): BikeshareError
   return invalidRequest(list, "inputs");
 }
 
+/** The most elements one input may hold: a [BIKESHARE_MAX_BATCH, 12] tensor. */
+export const maxElements = (maxBatchSize: number) => maxBatchSize * RAW_FIELD_NAMES.length;
+
 /**
  * Elements of a raw (binary) tensor: little-endian numbers, or for BYTES a 4-byte little-endian length
- * before each element (the binary tensor extension and gRPC raw contents share this layout).
+ * before each element (the binary tensor extension and gRPC raw contents share this layout). More than
+ * `limit` elements is refused before anything is decoded: one byte of INT8 would otherwise become eight
+ * of Float64Array before the shape and row checks.
  */
-export function decodeRaw(tensor: string, datatype: string, bytes: Uint8Array): ArrayLike<unknown> {
+export function decodeRaw(
+  tensor: string,
+  datatype: string,
+  bytes: Uint8Array,
+  limit: number,
+): ArrayLike<unknown> {
+  const tooMany = (n: number | string) =>
+    tensorError(
+      tensor,
+      `has ${n} elements; at most ${limit} fit the row limit (BIKESHARE_MAX_BATCH rows × ${RAW_FIELD_NAMES.length} fields)`,
+    );
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (datatype === "BYTES") {
     const out: string[] = [];
@@ -90,6 +105,7 @@ export function decodeRaw(tensor: string, datatype: string, bytes: Uint8Array): 
           tensor,
           `has ${bytes.length - at} trailing bytes: each BYTES element needs a 4-byte length`,
         );
+      if (out.length >= limit) throw tooMany(`more than ${limit}`);
       const length = view.getUint32(at, true);
       at += 4;
       if (at + length > bytes.length)
@@ -110,6 +126,7 @@ export function decodeRaw(tensor: string, datatype: string, bytes: Uint8Array): 
       `has ${bytes.length} bytes of raw data, not a whole number of ${size}-byte ${datatype}s`,
     );
   const n = bytes.length / size;
+  if (n > limit) throw tooMany(n);
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const at = i * size;

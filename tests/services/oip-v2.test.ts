@@ -254,6 +254,31 @@ describe("the REST API's edges", () => {
     });
   });
 
+  it("refuses a binary tensor with more elements than the row limit allows, before decoding it", async () => {
+    // BIKESHARE_MAX_BATCH's default of 10,000 rows of 12 fields, plus one: a single INT8 byte each.
+    const limit = 10_000 * 12;
+    const json = Buffer.from(
+      JSON.stringify({
+        inputs: [
+          { name: "input", datatype: "INT8", shape: [1, 12], parameters: { binary_data_size: limit + 1 } },
+        ],
+      }),
+    );
+    const res = await fetch(`${t.baseUrl}/v2/models/${model}/infer`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${t.tokens.reader}`,
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": String(json.length),
+      },
+      body: Buffer.concat([json, Buffer.alloc(limit + 1)]),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toContain(
+      `tensor "input" has ${limit + 1} elements; at most ${limit}`,
+    );
+  });
+
   it("names the tensor of each structural mistake", async () => {
     const cases: [unknown, string][] = [
       [{ inputs: namedInputs(ROWS).slice(1) }, 'tensor "season" is missing'],
