@@ -32,6 +32,7 @@ import { createHealthService, Health } from "./health/health-service.js";
 import { createReflectionService, ReflectionV1, ReflectionV1alpha } from "./health/reflection-service.js";
 import { createConnectUnaryHandler } from "./http/connect-unary.js";
 import { createFrontServer } from "./http/front.js";
+import { createUiHandler } from "./http/ui-static.js";
 import { CancelsAcrossProcesses, sharedJobEvents } from "./jobs/across-processes.js";
 import { JobEvents } from "./jobs/events.js";
 import { jobHandlers } from "./jobs/kinds.js";
@@ -238,7 +239,15 @@ export async function startServer(
     observe,
     ...rpcInputOptions(config.maxBatchSize),
   });
+  // The web console's static files (docs/ui.md); the console itself calls the services above via Connect.
+  const ui = createUiHandler();
   const handler = (...[req, res]: Parameters<typeof connectUnary>): void => {
+    if (ui.matches(req.url)) {
+      ui.handle(req, res).catch((error: unknown) =>
+        log.error("console file failed", { path: req.url, error }),
+      );
+      return;
+    }
     if (!connectUnary(req, res)) connectNode(req, res);
   };
 
