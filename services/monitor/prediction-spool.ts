@@ -52,6 +52,13 @@ function isZero(bytes: Buffer): boolean {
   return true;
 }
 
+/** Where a segment's written bytes end: the zero-filled space no write reached is not data. */
+function dataEnd(bytes: Buffer): number {
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return end;
+}
+
 /** A segment left by an earlier process, to be replayed and then removed. */
 export interface LeftSegment {
   path: string;
@@ -141,7 +148,10 @@ export class PredictionSpool {
       const path = join(dir, segmentName(seq));
       const bytes = await readFile(path);
       const { payloads, validBytes } = decodeRecords(bytes);
-      left.push({ path, payloads, tornBytes: bytes.length - validBytes });
+      const end = dataEnd(bytes);
+      left.push({ path, payloads, tornBytes: end - Math.min(validBytes, end) });
+      // Space only: a segment kept for a later start needs none of its zeros.
+      if (end < bytes.length) await truncate(path, end).catch(() => undefined);
     }
     // Made ready by a process that stopped before using it: it holds no record.
     await unlink(join(dir, SPARE_NAME)).catch(() => undefined);
@@ -251,6 +261,8 @@ export class PredictionSpool {
       const failed = error instanceof Error ? error : new Error(String(error));
       const file = this.file;
       this.file = undefined;
+      // Its zero-filled rest is given back if the segment is kept (`keep`); what the failed write left is not acknowledged.
+      if (file) this.used.set(file.segment, file.position);
       const closeError = await file?.handle.close().then(
         () => undefined,
         (e: unknown) => e,

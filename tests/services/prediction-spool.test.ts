@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -67,5 +67,25 @@ describe("zero-filled segments", () => {
     const { left, spool: again } = await PredictionSpool.open(d);
     expect(left.map((s) => s.payloads)).toEqual([['["a"]'], ['["b"]']]);
     await again.close();
+  });
+
+  it("counts only written bytes as torn, and gives back the zeros of segments left by a killed process", async () => {
+    const d = join(dir, "left");
+    await mkdir(d);
+    const a = encodeRecord('["a"]');
+    const b = encodeRecord('["bb"]');
+    const torn = b.subarray(0, b.length - 2);
+    await writeFile(join(d, "000000000001.spool"), Buffer.concat([a, torn, Buffer.alloc(64 * 1024)]));
+    await writeFile(join(d, "000000000002.spool"), Buffer.concat([a, Buffer.alloc(64 * 1024)]));
+    await appendFile(join(d, "000000000003.spool"), a);
+    const { spool, left } = await PredictionSpool.open(d);
+    expect(left.map((s) => [s.payloads, s.tornBytes])).toEqual([
+      [['["a"]'], torn.length],
+      [['["a"]'], 0],
+      [['["a"]'], 0],
+    ]);
+    expect((await stat(join(d, "000000000001.spool"))).size).toBe(a.length + torn.length);
+    expect((await stat(join(d, "000000000002.spool"))).size).toBe(a.length);
+    await spool.close();
   });
 });
