@@ -250,7 +250,8 @@ export function createConnectUnaryHandler(options: ConnectUnaryOptions): Connect
       });
     }
     if (trailer) copy(trailer, fields, "trailer-");
-    const fixed = failure && DECODE_FAILURE.test(failure.rawMessage) ? decodeFailure(route, failure) : undefined;
+    const fixed =
+      failure && DECODE_FAILURE.test(failure.rawMessage) ? decodeFailure(route, failure) : undefined;
     if (fixed) {
       observe?.(
         route.service,
@@ -339,7 +340,16 @@ function requireProtocolVersion(header: Headers, query: URLSearchParams | undefi
 /** The message of a Connect GET: `message`, base64url when `base64=1`, else the text as it is. */
 function messageFromQuery(query: URLSearchParams): Uint8Array {
   const message = query.get("message") ?? "";
-  return query.get("base64") === "1" ? base64Decode(message) : new TextEncoder().encode(message);
+  if (query.get("base64") !== "1") return new TextEncoder().encode(message);
+  try {
+    return base64Decode(message);
+  } catch (error) {
+    // The client's fault, not the server's: connect-node answers `internal` here.
+    throw new ConnectError(
+      `the message query parameter is not valid base64url (${(error as Error).message})`,
+      Code.InvalidArgument,
+    );
+  }
 }
 
 /**

@@ -351,6 +351,14 @@ describe("Connect GET and deadlines (the conformance service on the lean handler
     expect([...(answer.payload?.data ?? [])]).toEqual([1, 2, 3]);
   });
 
+  it("GET with a message that is not base64url is invalid_argument, not internal", async () => {
+    const res = await fetch(`${base}/IdempotentUnary?connect=v1&encoding=proto&base64=1&message=%25%25%25`);
+    expect(res.status).toBe(400);
+    const error = (await res.json()) as { code: string; message: string };
+    expect(error.code).toBe("invalid_argument");
+    expect(error.message).toContain("not valid base64url");
+  });
+
   it("GET of a method with side effects, or without an encoding, is not taken", async () => {
     expect((await fetch(`${base}/Unary?connect=v1&encoding=json&message=%7B%7D`)).status).toBe(599);
     expect((await fetch(`${base}/IdempotentUnary?connect=v1&message=%7B%7D`)).status).toBe(599);
