@@ -629,7 +629,13 @@ if (SECTIONS.has("F")) {
   await mkdir(dirname(registryPath), { recursive: true });
   const db = await openDatabase({ dbPath: registryPath });
   const registry = await Registry.open(db, join(root, "models"));
-  const log = async (idea: string, seed: number, r: Row, params: Record<string, string>) => {
+  const log = async (
+    idea: string,
+    seed: number,
+    r: Row,
+    params: Record<string, string>,
+    extraMetrics: Record<string, number>,
+  ) => {
     const run = await registry.createRun({
       experiment: "issue-17-forecast",
       name: idea,
@@ -651,6 +657,7 @@ if (SECTIONS.has("F")) {
         { key: "test_without_date_rmse", value: r.testNoDate },
         { key: "best_rounds", value: r.rounds },
         { key: "seconds", value: r.seconds },
+        ...Object.entries(extraMetrics).map(([key, value]) => ({ key, value })),
       ],
     });
     await registry.endRun(run.id, "finished");
@@ -668,9 +675,24 @@ if (SECTIONS.has("F")) {
   for (const seed of SEEDS) {
     const spec = baseline(seed);
     const params = Object.fromEntries(Object.entries(spec.params).map(([k, v]) => [k, String(v)]));
-    const record = async (idea: string, p: Predicted, extra: Record<string, string> = {}) => {
+    const record = async (
+      idea: string,
+      p: Predicted,
+      extra: Record<string, string> = {},
+      metrics: Record<string, number> = {},
+    ) => {
       const r = scored(p);
-      await log(idea, seed, r, { ...params, ...extra });
+      // Mean error (prediction − actual): the test window's under-prediction is most of its excess RMSE.
+      const meanError = (pred: Float32Array, labels: Float32Array) =>
+        pred.reduce((a, x, i) => a + x - (labels[i] as number), 0) / labels.length;
+      const errors = {
+        valid_mean_error: meanError(p.valid, VALID_LABELS),
+        test_mean_error: meanError(p.test, FB.test.labels),
+      };
+      console.error(
+        `seed ${seed} ${idea}: mean error valid ${fmt(errors.valid_mean_error)} test ${fmt(errors.test_mean_error)}`,
+      );
+      await log(idea, seed, r, { ...params, ...extra }, { ...errors, ...metrics });
       let entry = table.find(([name]) => name === idea);
       if (!entry) {
         entry = [idea, []];
@@ -714,9 +736,30 @@ if (SECTIONS.has("F")) {
     if (want("riders")) {
       const casual = await fitPredict(spec, relabel(FB, riders.casual));
       const registered = await fitPredict(spec, relabel(FB, riders.registered));
+      // Where the sum goes wrong on the test window (diagnosis only, never a choice): each part's RMSE
+      // and mean error (prediction − actual) on its own label, against the default's mean error.
+      const part = (p: Predicted, label: Float64Array) => {
+        const actual = Float32Array.from(FI.test, (row) => label[row] as number);
+        const bias = p.test.reduce((a, x, i) => a + x - (actual[i] as number), 0) / actual.length;
+        return { rmse: rmse(actual, p.test), bias };
+      };
+      const cp = part(casual, riders.casual);
+      const rp = part(registered, riders.registered);
+      const defBias = def.test.reduce((a, x, i) => a + x - (FB.test.labels[i] as number), 0) / FB.test.rows;
+      console.error(
+        `seed ${seed} test parts: casual rmse ${fmt(cp.rmse)} bias ${fmt(cp.bias)}; registered rmse ${fmt(rp.rmse)} bias ${fmt(rp.bias)}; default bias ${fmt(defBias)}`,
+      );
       const riderSum = await record(
         "casual + registered, two models summed",
         combine(casual, registered, sum),
+        {},
+        {
+          test_casual_rmse: cp.rmse,
+          test_casual_mean_error: cp.bias,
+          test_registered_rmse: rp.rmse,
+          test_registered_mean_error: rp.bias,
+          test_default_mean_error: defBias,
+        },
       );
       const br = blend(def, riderSum);
       await record("blend with casual + registered", br.p, { blend_weight: String(br.weight) });
@@ -738,6 +781,44 @@ if (SECTIONS.has("F")) {
       await record(
         `without ${dropped.map((n) => `\`${n}\``).join(" and ")} (constant column)`,
         await fitPredict(spec, drop(FB, dropped)),
+      );
+    }
+    if (want("level")) {
+      // A level correction: every prediction × s, s the least-squares scale on the validation rows (the
+      // trees cannot extrapolate the growth of 2012; the default under-predicts Jul–Aug by ~18 rides an
+      // hour). Out-of-sample check inside the validation window: s fitted on its first month, scored on the rest.
+      const scale = (pred: Float32Array, labels: Float32Array, rows: readonly number[]) => {
+        let xy = 0;
+        let xx = 0;
+        for (const i of rows) {
+          xy += (pred[i] as number) * (labels[i] as number);
+          xx += (pred[i] as number) ** 2;
+        }
+        return xy / xx;
+      };
+      const n = FB.valid.rows;
+      const monthEnd = isoDateOf(dayNumber(FOLD_VALID_FROM) + 31);
+      const first: number[] = [];
+      const rest: number[] = [];
+      for (let i = 0; i < 2 * n; i++) {
+        ((dataset.dteday[FI.valid[i % n] as number] as string) < monthEnd ? first : rest).push(i);
+      }
+      const sFirst = scale(def.valid, VALID_LABELS, first);
+      const restRmse = (k: number) =>
+        Math.sqrt(
+          rest.reduce((a, i) => a + (k * (def.valid[i] as number) - (VALID_LABELS[i] as number)) ** 2, 0) /
+            rest.length,
+        );
+      const s = scale(def.valid, VALID_LABELS, [...first, ...rest]);
+      console.error(
+        `seed ${seed} level: s(first month) ${sFirst.toFixed(4)}; second month RMSE ${fmt(restRmse(1))} -> ${fmt(restRmse(sFirst))}; s(valid) ${s.toFixed(4)}`,
+      );
+      const times = (x: Float32Array) => x.map((v) => v * s);
+      await record(
+        "level correction: predictions × s, s least squares on validation",
+        { ...def, valid: times(def.valid), test: times(def.test), testNoDate: times(def.testNoDate) },
+        { scale: s.toFixed(4), scale_first_month: sFirst.toFixed(4) },
+        { second_month_rmse: restRmse(1), second_month_rmse_scaled_by_first: restRmse(sFirst) },
       );
     }
     if (want("bag")) {
