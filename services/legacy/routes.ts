@@ -231,12 +231,13 @@ function confidenceLevelOf(req: Request): number {
   const given = query === undefined ? null : new URLSearchParams(query).get("confidence_level");
   if (given === null) return DEFAULT_CONFIDENCE_LEVEL;
   const level = given.trim() === "" ? Number.NaN : Number(given);
-  if (!(Number.isFinite(level) && level > 0 && level < 1)) {
+  // prediction_std is read back from the band's width through z of the level, which vanishes towards 0.
+  if (!(Number.isFinite(level) && level >= 0.5 && level < 1)) {
     throw unprocessable([
       {
         type: "less_than",
         loc: ["query", "confidence_level"],
-        msg: "confidence_level must be strictly between 0 and 1 (e.g. 0.9 for a 90% interval)",
+        msg: "confidence_level must be at least 0.5 and below 1 (e.g. 0.9 for a 90% interval)",
         input: echo(given),
       },
     ]);
@@ -309,7 +310,20 @@ export function createLegacyHandler(options: LegacyOptions): (req: Request, res:
       const body = await readJson(req, 64 * 1024);
       const record = validOne(body);
       const serving = model();
-      const { predictions, interval } = await predictWithInterval(serving, [record], level);
+      const { predictions, interval } = await predictWithInterval(serving, [record], level).catch(
+        (error: unknown) => {
+          // A level the model's calibration is too small for: the query's fault, said in this API's shape.
+          if (!(error instanceof BikeshareError && error.code === "invalid_argument")) throw error;
+          throw unprocessable([
+            {
+              type: "value_error",
+              loc: ["query", "confidence_level"],
+              msg: error.message.replace(/^interval_level /, "confidence_level "),
+              input: level,
+            },
+          ]);
+        },
+      );
       if (!interval) throw new Error("predictWithInterval returned no interval for a level");
       await onServed({
         requestId,

@@ -106,11 +106,16 @@ describe("legacy routes the old API had", () => {
   });
 
   it("POST /predict/confidence refuses a bad level or body, naming the field", async () => {
-    for (const level of ["1.5", "0", "95", "abc", ""]) {
+    for (const level of ["1.5", "0", "1e-17", "0.4", "95", "abc", ""]) {
       const bad = await http("POST", `/predict/confidence?confidence_level=${level}`, conditions);
       expect(bad.status).toBe(422);
       expect(bad.json.detail[0].loc).toEqual(["query", "confidence_level"]);
     }
+    // Beyond what this model's calibration scores can support: the same shape, naming the query field.
+    const tooHigh = await http("POST", "/predict/confidence?confidence_level=0.99999", conditions);
+    expect(tooHigh.status).toBe(422);
+    expect(tooHigh.json.detail[0].loc).toEqual(["query", "confidence_level"]);
+    expect(tooHigh.json.detail[0].msg).toContain("confidence_level");
     const missing = await http("POST", "/predict/confidence", { ...conditions, hr: undefined });
     expect(missing.status).toBe(422);
     expect(missing.json.detail[0].loc).toEqual(["body", "hr"]);
