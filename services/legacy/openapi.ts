@@ -106,7 +106,7 @@ export function legacyOpenApi(maxBatchSize: number): Record<string, unknown> {
         post: {
           summary:
             "Forecast one hour with its prediction interval, in the old API's shape (arrays of one element). " +
-            "Query parameter confidence_level in (0, 1), default 0.95. The interval is split conformal, " +
+            "Query parameter confidence_level in [0.5, 1), default 0.95. The interval is split conformal, " +
             "calibrated on the validation window the model was not fitted on, by working day and hour band " +
             "(not the old random forest's ± 1.96 σ, which covered ~69% on Sep–Dec 2012). prediction_std is " +
             "derived from that interval under a normal assumption: (upper − lower) / (2 z), z the normal " +
