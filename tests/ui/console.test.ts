@@ -6,9 +6,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ModelFamily } from "../../gen/bikeshare/v1/common_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
-import { JobState, Objective, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
+import { JobState, TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import { UI_POLICY } from "../../services/http/ui-static.js";
 import { findBrowser } from "../helpers/browser.js";
 import { connectClient, startTestServer, type TestServer } from "../helpers/server.js";
@@ -286,18 +285,31 @@ describe("the console in Chromium", () => {
     }
   });
 
-  it("follows a started training job live through WatchJob until it finishes", async () => {
+  it("refuses a reader's training with a clear message; follows a trainer's, started in the page, live to the end", async () => {
+    const reader = await open("#/jobs", t.tokens.reader);
+    try {
+      await reader.page.getByRole("textbox", { name: "Reason" }).fill("a reader tries");
+      await reader.page.getByRole("button", { name: "Start training" }).click();
+      await expect
+        .poll(() => reader.page.getByTestId("start-result").textContent())
+        .toBe(
+          "Not allowed with this token: test-reader has role reader; bikeshare.v1.TrainService/StartTraining needs trainer or higher.",
+        );
+      expect(reader.errors.filter((e) => !/status of 403 \(Forbidden\)/.test(e))).toEqual([]);
+    } finally {
+      await reader.context.close();
+    }
+
+    const s = await open("#/jobs", t.tokens.trainer);
+    // The form's defaults (gradient-boosted trees, no search trials) are the quickest real training.
+    await s.page.getByRole("textbox", { name: "Reason" }).fill("watched from the console");
+    await s.page.getByRole("button", { name: "Start training" }).click();
+    await s.page.waitForURL(/#\/jobs\?job=/);
+    const id = new URLSearchParams(new URL(s.page.url()).hash.split("?")[1]).get("job") as string;
     const train = connectClient(t.baseUrl, TrainService, t.tokens.trainer);
-    const { job } = await train.startTraining({
-      experiment: "console",
-      families: [ModelFamily.GBTREE],
-      objectives: [Objective.SQUARED_ERROR],
-      reason: "watched from the console",
-      searchTrials: 0,
-    });
-    expect(job?.id).toBeDefined();
-    const id = job?.id as string;
-    const s = await open(`#/jobs?job=${id}`, t.tokens.reader);
+    const started = (await train.getJob({ jobId: id })).job;
+    expect(started?.reason).toBe("watched from the console");
+    expect(started?.requestedBy).toBe("test-trainer");
     try {
       const state = s.page.getByTestId("job-state");
       const seen = new Set<string>();

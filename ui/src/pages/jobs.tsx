@@ -1,4 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
+import { ModelFamily } from "../../../gen/bikeshare/v1/common_pb.js";
 import { type Job, JobState, type WatchJobResponse } from "../../../gen/bikeshare/v1/train_pb.js";
 import { explain, train } from "../api.js";
 import { num, shortId, time } from "../format.js";
@@ -125,6 +126,91 @@ function JobDetail(props: { id: string; onJob(job: Job): void }) {
   );
 }
 
+const FAMILIES = [
+  { value: ModelFamily.GBTREE, label: "gradient-boosted trees" },
+  { value: ModelFamily.RANDOM_FOREST, label: "random forest" },
+  { value: ModelFamily.LINEAR, label: "linear" },
+];
+
+/** StartTraining as `bikeshare train` sends it: chosen families, search trials per family, a reason. */
+function StartForm(props: { onStarted(job: Job): void }) {
+  const [families, setFamilies] = useState<ModelFamily[]>([ModelFamily.GBTREE]);
+  const [trials, setTrials] = useState("0");
+  const [reason, setReason] = useState("");
+  const [error, setError] = useState("");
+  return (
+    <form
+      class="action"
+      aria-labelledby="start-title"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setError("");
+        try {
+          const { job } = await train.startTraining({
+            families,
+            // Empty means the server's default number of trials, as when the CLI gets no --trials.
+            ...(trials.trim() === "" ? {} : { searchTrials: Number(trials) }),
+            reason,
+          });
+          if (job) props.onStarted(job);
+        } catch (error) {
+          setError(explain(error));
+        }
+      }}
+    >
+      <h2 id="start-title">Start training</h2>
+      <p class="hint">Needs a trainer or admin token. No family chosen means all of them.</p>
+      <fieldset class="columns">
+        <legend>Families</legend>
+        {FAMILIES.map((f) => (
+          <label key={f.value}>
+            <input
+              type="checkbox"
+              name="family"
+              value={String(f.value)}
+              checked={families.includes(f.value)}
+              onChange={(e) =>
+                setFamilies(
+                  e.currentTarget.checked ? [...families, f.value] : families.filter((x) => x !== f.value),
+                )
+              }
+            />
+            {f.label}
+          </label>
+        ))}
+      </fieldset>
+      <label>
+        Search trials per family
+        <input
+          name="trials"
+          type="number"
+          min="0"
+          step="1"
+          placeholder="server default"
+          value={trials}
+          onInput={(e) => setTrials(e.currentTarget.value)}
+        />
+      </label>
+      <label>
+        Reason
+        <input
+          name="reason"
+          required
+          placeholder="recorded with the job"
+          value={reason}
+          onInput={(e) => setReason(e.currentTarget.value)}
+        />
+      </label>
+      <button type="submit">Start training</button>
+      {error !== "" && (
+        <p class="error" role="alert" data-testid="start-result">
+          {error}
+        </p>
+      )}
+    </form>
+  );
+}
+
 export function JobsPage(props: { query: URLSearchParams }) {
   const [jobs, setJobs] = useState<Job[] | undefined>(undefined);
   const [error, setError] = useState("");
@@ -152,6 +238,12 @@ export function JobsPage(props: { query: URLSearchParams }) {
           onJob={(job) => setJobs((prev) => prev?.map((j) => (j.id === job.id ? job : j)))}
         />
       )}
+      <StartForm
+        onStarted={(job) => {
+          setJobs((prev) => [job, ...(prev ?? [])]);
+          window.location.hash = href("jobs", { job: job.id });
+        }}
+      />
       {jobs && (
         <div class="scroll">
           <table data-testid="jobs">
