@@ -5,6 +5,7 @@ import { FEATURE_NAMES, featureMatrix, NUM_FEATURES, type RawColumns } from "../
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
 import { Booster } from "../../core/xgboost/index.js";
 import { IntervalLevelError, intervalBounds } from "../../pipelines/training/calibration.js";
+import { RegistryError } from "../registry/errors.js";
 import { ARTIFACT_CARD, ARTIFACT_NATIVE, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
 import type { ModelVersion, Registry } from "../registry/registry.js";
 
@@ -34,6 +35,47 @@ export const EXPLAIN_MAX_ROWS = 100;
  * 600-tree gbtree costs a few tenths of XGBoost's time, but a larger batch would hold the event loop.
  */
 export const FAST_EXPLAIN_MAX_ROWS = 4;
+
+/**
+ * Work that must not take the whole libuv thread pool: its 4 threads also write the prediction spool,
+ * which every answer waits for, so four long explanations there would stall every prediction. `limit`
+ * run at once, `queue` more wait, and the rest are refused with resource_exhausted (retry later).
+ */
+export class PoolGate {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly limit: number,
+    private readonly queue: number,
+    private readonly what: string,
+  ) {}
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) {
+      if (this.waiting.length >= this.queue) {
+        throw new BikeshareError(
+          "resource_exhausted",
+          `too many ${this.what} at once (${this.limit} running, ${this.queue} waiting): retry later`,
+        );
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.running++;
+    }
+    try {
+      return await work();
+    } finally {
+      // The slot passes to the next waiter as it is; it is freed only when nobody waits.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
+
+/** Explanations by XGBoost on the thread pool, for every version of this process. */
+const poolExplains = new PoolGate(1, 8, "explanations of more than 4 rows");
 
 /**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
@@ -131,11 +173,13 @@ export class ServingModel {
       const contribs =
         fast !== undefined
           ? fast.contributions(data, columns.length, NUM_FEATURES)
-          : await (await this.nativeBooster()).predictContribsAsync({
-              data,
-              rows: columns.length,
-              cols: NUM_FEATURES,
-            });
+          : await poolExplains.run(async () =>
+              (await this.nativeBooster()).predictContribsAsync({
+                data,
+                rows: columns.length,
+                cols: NUM_FEATURES,
+              }),
+            );
       return explainContributions(contribs, columns.length, space, dateField);
     } finally {
       this.inFlight--;
@@ -175,9 +219,14 @@ export class ServingModel {
       (error: unknown) => {
         // A read that failed (a missing artifact, or the database briefly away) is tried again next time.
         this.native = undefined;
+        // A missing artifact is the version's lasting state; anything else (the database or disk away) may
+        // pass, and its text (paths, hosts) is for the log, not the client.
+        const missing = error instanceof RegistryError && error.code === "not_found";
         throw new BikeshareError(
-          "failed_precondition",
-          `model ${this.name} v${this.version} cannot be explained: its native model (${ARTIFACT_NATIVE}) could not be read: ${(error as Error).message}`,
+          missing ? "failed_precondition" : "unavailable",
+          missing
+            ? `model ${this.name} v${this.version} cannot be explained: it has no native model (${ARTIFACT_NATIVE})`
+            : `model ${this.name} v${this.version} cannot be explained now: its native model (${ARTIFACT_NATIVE}) could not be read; retry later`,
           { cause: error },
         );
       },
