@@ -16,7 +16,6 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import autocannon from "autocannon";
 import { startHaproxy } from "../tests/helpers/haproxy.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { startPostgres } from "../tests/helpers/postgres.js";
@@ -30,6 +29,7 @@ import {
 import { seedModels, testConfig } from "../tests/helpers/server.js";
 import { docSection } from "./doc-section.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
+import { wrk } from "./wrk.js";
 
 const section = docSection("scale-out");
 const { start: START, end: END } = section;
@@ -56,37 +56,18 @@ function median(values: number[]): number {
 }
 
 interface ClosedLoopResult extends LoadResult {
-  /** CPU the load generator itself used, in cores: it runs in this process, on the same 2 cores. */
+  /** CPU the load generator itself used, in cores: it runs on the same 2 cores. */
   generatorCores: number;
 }
 
-/** autocannon as bench/run.ts uses it, plus what the generator cost the machine. */
+/** wrk in its own process (as the issue asks), closed loop, plus what the generator cost the machine. */
 async function closedLoop(
   url: string,
   body: string,
   seconds: number,
   connections = CONNECTIONS,
 ): Promise<ClosedLoopResult> {
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  const r = await autocannon({
-    url,
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body,
-    connections,
-    duration: seconds,
-  });
-  const used = process.cpuUsage(cpu);
-  return {
-    tool: `autocannon, ${connections} connections, HTTP/1.1`,
-    requestsPerSecond: r.requests.total / r.duration,
-    p50ms: r.latency.p50,
-    p99ms: r.latency.p99,
-    errors: r.errors + r.timeouts + r.non2xx,
-    total: r.requests.total,
-    generatorCores: (used.user + used.system) / 1000 / (performance.now() - started),
-  };
+  return wrk(url, body, { seconds, connections });
 }
 
 /** `serve` ready to predict: `processes` "serving" log lines (one per worker), then /readyz 200. */
@@ -376,8 +357,8 @@ PostgreSQL is a throwaway cluster (tests/helpers/postgres.ts) with \`fsync=off\`
 flush here, a production server's would. Every server's prediction-log spool syncs, as by default.
 
 **\`--workers\`** (one port, node:cluster), both on the same PostgreSQL database, closed loop
-(${THROUGHPUT_SECONDS} s per run; all four loaded in turns). The load generator (autocannon) runs in the benchmark's
-own Node process; the "generator" column is its CPU use.
+(${THROUGHPUT_SECONDS} s per run; all four loaded in turns). The load generator (wrk -t 2) runs in its own process;
+the "generator" column is its CPU use.
 
 | server, load | req/s of each run | median req/s | / 1 worker | median p99 ms | server, cores | PostgreSQL, cores | generator, cores | machine, cores |
 |---|---|---|---|---|---|---|---|---|

@@ -11,7 +11,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -19,6 +19,7 @@ import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
 import { docSection } from "./doc-section.js";
 import { buildLoadgen, fixedRateLoad } from "./fixed-rate.js";
+import { wrk } from "./wrk.js";
 
 const section = docSection("transport");
 const root = projectRoot();
@@ -61,28 +62,9 @@ async function measured(pid: number, load: () => Promise<Omit<Sample, "cpuUs">>)
 }
 
 /** wrk, closed loop over 8 kept-alive HTTP/1.1 connections, one POST in flight on each. */
-async function wrk(url: string, body: string, dir: string): Promise<Omit<Sample, "cpuUs">> {
-  const script = join(dir, "post.lua");
-  await writeFile(
-    script,
-    `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\nwrk.headers["Content-Type"] = "application/json"\n`,
-  );
-  const { stdout } = await run(
-    tool("wrk"),
-    ["-t", "2", "-c", String(CONNECTIONS), "-d", `${SECONDS}s`, "--latency", "-s", script, url],
-    { maxBuffer: 1 << 20 },
-  );
-  const ms = (label: string) => {
-    const m = stdout.match(new RegExp(`^\\s*${label}%\\s+([\\d.]+)(us|ms|s)\\s*$`, "m"));
-    if (!m) throw new Error(`wrk printed no ${label}th percentile:\n${stdout}`);
-    const scale = { us: 1e-3, ms: 1, s: 1e3 }[m[2] as "us" | "ms" | "s"];
-    return Number(m[1]) * scale;
-  };
-  const rps = Number(stdout.match(/Requests\/sec:\s+([\d.]+)/)?.[1]);
-  const non2xx = Number(stdout.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0);
-  const socket = stdout.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
-  const socketErrors = socket ? socket.slice(1).reduce((s, n) => s + Number(n), 0) : 0;
-  return { rps, p50ms: ms("50"), p99ms: ms("99"), errors: non2xx + socketErrors };
+async function wrkLoad(url: string, body: string): Promise<Omit<Sample, "cpuUs">> {
+  const r = await wrk(url, body, { seconds: SECONDS, connections: CONNECTIONS });
+  return { rps: r.requestsPerSecond, p50ms: r.p50ms, p99ms: r.p99ms, errors: r.errors };
 }
 
 /** ghz over 8 HTTP/2 connections: closed loop with 8 workers, or paced at `rate` req/s. */
@@ -196,10 +178,10 @@ export async function transportBenchmark(): Promise<string> {
     const targets = {
       httpCeiling: () =>
         measured(httpCeiling.child.pid as number, () =>
-          wrk(`http://127.0.0.1:${httpCeiling.port}/`, rest, dir),
+          wrkLoad(`http://127.0.0.1:${httpCeiling.port}/`, rest),
         ),
-      rest: () => measured(pid, () => wrk(`${base}/predict`, rest, dir)),
-      connect: () => measured(pid, () => wrk(`${base}/bikeshare.v1.PredictService/Predict`, connect, dir)),
+      rest: () => measured(pid, () => wrkLoad(`${base}/predict`, rest)),
+      connect: () => measured(pid, () => wrkLoad(`${base}/bikeshare.v1.PredictService/Predict`, connect)),
       grpcCeiling: () =>
         measured(grpcCeiling.child.pid as number, () => ghz(grpcCeiling.port, protoset, connect)),
       grpcPb: () => measured(grpcPb.child.pid as number, () => ghz(grpcPb.port, protoset, connect)),
