@@ -218,6 +218,23 @@ describe("the console in Chromium", () => {
     }
   });
 
+  it("is readable at phone width: the page never scrolls sideways, the wide runs table scrolls in its box", async () => {
+    const s = await open("#/runs", t.tokens.reader);
+    try {
+      await s.page.setViewportSize({ width: 390, height: 844 });
+      await s.page.locator("[data-testid=runs] tbody tr").first().waitFor();
+      const widths = (await s.page.evaluate(
+        "({ page: document.documentElement.scrollWidth, view: window.innerWidth, table: document.querySelector('.scroll').scrollWidth, box: document.querySelector('.scroll').clientWidth })",
+      )) as { page: number; view: number; table: number; box: number };
+      expect(widths.page).toBeLessThanOrEqual(widths.view);
+      expect(widths.table).toBeGreaterThan(widths.box);
+      await shot(s.page, "runs-phone");
+      expect(s.errors).toEqual([]);
+    } finally {
+      await s.context.close();
+    }
+  });
+
   it("shows versions with aliases and test metrics; refuses a reader's alias move; shows an admin's in the history", async () => {
     const versions = (
       await connectClient(t.baseUrl, RegistryService, t.tokens.reader).listModelVersions({ modelName: MODEL })
@@ -343,4 +360,27 @@ describe("the console in Chromium", () => {
       await s.context.close();
     }
   }, 300_000);
+
+  it("cancels a started job (queued or training) from the page with a trainer token", async () => {
+    const s = await open("#/jobs", t.tokens.trainer);
+    try {
+      // A search with trials runs long enough to be cancelled while it trains.
+      await s.page.getByRole("checkbox", { name: "random forest" }).check();
+      await s.page.getByRole("spinbutton", { name: "Search trials per family" }).fill("8");
+      await s.page.getByRole("textbox", { name: "Reason" }).fill("to be cancelled");
+      await s.page.getByRole("button", { name: "Start training" }).click();
+      await s.page.waitForURL(/#\/jobs\?job=/);
+      const id = new URLSearchParams(new URL(s.page.url()).hash.split("?")[1]).get("job") as string;
+      await s.page.getByRole("button", { name: "Cancel job (trainer)" }).click();
+      await expect.poll(() => s.page.getByTestId("cancel-result").textContent()).toBe("Cancel requested.");
+      await expect
+        .poll(() => s.page.getByTestId("job-state").textContent(), { timeout: 60_000 })
+        .toBe("cancelled");
+      const job = (await connectClient(t.baseUrl, TrainService, t.tokens.reader).getJob({ jobId: id })).job;
+      expect(job?.state).toBe(JobState.CANCELLED);
+      expect(s.errors).toEqual([]);
+    } finally {
+      await s.context.close();
+    }
+  }, 120_000);
 });
