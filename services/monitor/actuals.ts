@@ -151,9 +151,9 @@ export class Actuals {
     }>(
       `SELECT version, level, count(*)::INTEGER AS hours,
               sum(CASE WHEN cnt >= lower AND cnt <= upper THEN 1 ELSE 0 END)::INTEGER AS covered,
-              avg(upper - lower)::DOUBLE PRECISION AS width
+              avg(upper - lower ORDER BY hour)::DOUBLE PRECISION AS width
        FROM (
-         SELECT p.model_version AS version, p.interval_level AS level, p.lower, p.upper, a.cnt,
+         SELECT p.model_version AS version, p.interval_level AS level, p.hour, p.lower, p.upper, a.cnt,
                 row_number() OVER (
                   PARTITION BY p.model_version, p.interval_level, p.hour ORDER BY p.served_at DESC) AS rn
          FROM predictions p JOIN actuals a ON a.hour = p.hour
