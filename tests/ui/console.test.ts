@@ -383,4 +383,47 @@ describe("the console in Chromium", () => {
       await s.context.close();
     }
   }, 120_000);
+
+  it("shows each version's job, data fingerprint and champion/challenger figures as the registry holds them", async () => {
+    // Runs after the training tests, so a second version exists that was evaluated against the first.
+    const registry = connectClient(t.baseUrl, RegistryService, t.tokens.reader);
+    const versions = (await registry.listModelVersions({ modelName: MODEL })).versions;
+    expect(versions.length).toBeGreaterThan(1);
+    const jobs = (await connectClient(t.baseUrl, TrainService, t.tokens.reader).listJobs({ pageSize: 50 }))
+      .jobs;
+    const s = await open("#/models", t.tokens.reader);
+    try {
+      let evaluated = 0;
+      for (const v of versions) {
+        const run = (await registry.getRun({ runId: v.runId })).run;
+        const row = s.page.locator(`tr[data-version="${v.version}"]`);
+        await expect
+          .poll(() => row.locator("td[data-key=fingerprint]").getAttribute("title"))
+          .toBe(run?.dataFingerprint);
+        const job = jobs.find((j) => j.modelVersion === v.version);
+        expect(job).toBeDefined();
+        expect(await row.locator("td[data-key=job] a").getAttribute("href")).toBe(`#/jobs?job=${job?.id}`);
+        const gate = row.locator("td[data-key=gate]");
+        const challenger = run?.metrics["gate.challenger_rmse"];
+        const champion = run?.metrics["gate.champion_rmse"];
+        if (challenger === undefined || champion === undefined) {
+          expect(await gate.textContent()).toBe("no evaluation (first model or registered by hand)");
+        } else {
+          evaluated++;
+          expect(await gate.getAttribute("data-challenger")).toBe(String(challenger));
+          expect(await gate.getAttribute("data-champion")).toBe(String(champion));
+          expect(await gate.textContent()).toMatch(
+            new RegExp(
+              `^${challenger < champion ? "beat" : "did not beat"} v${run?.tags["gate.champion_version"]}: RMSE `,
+            ),
+          );
+        }
+      }
+      expect(evaluated).toBeGreaterThan(0);
+      await shot(s.page, "models");
+      expect(s.errors).toEqual([]);
+    } finally {
+      await s.context.close();
+    }
+  });
 });

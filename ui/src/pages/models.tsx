@@ -1,6 +1,11 @@
 import { useEffect, useState } from "preact/hooks";
-import type { AliasChange, ModelVersion, RegisteredModel } from "../../../gen/bikeshare/v1/registry_pb.js";
-import { explain, registry } from "../api.js";
+import type {
+  AliasChange,
+  ModelVersion,
+  RegisteredModel,
+  Run,
+} from "../../../gen/bikeshare/v1/registry_pb.js";
+import { explain, registry, train } from "../api.js";
 import { num, shortId, time } from "../format.js";
 import { href } from "../route.js";
 
@@ -9,6 +14,28 @@ function testMetrics(version: ModelVersion): [string, number][] {
   return Object.entries(version.metrics)
     .filter(([key]) => key.startsWith("test_"))
     .sort(([a], [b]) => a.localeCompare(b));
+}
+
+/**
+ * The champion/challenger evaluation the training job recorded on the version's run (the figures the
+ * server's gate compares, services/registry/promotion-gate.ts), as a sentence.
+ */
+function GateCell(props: { run: Run | undefined }) {
+  const run = props.run;
+  if (!run) return <td />;
+  const against = run.tags["gate.champion_version"];
+  const challenger = run.metrics["gate.challenger_rmse"];
+  const champion = run.metrics["gate.champion_rmse"];
+  if (against === undefined || challenger === undefined || champion === undefined) {
+    return <td data-key="gate">no evaluation (first model or registered by hand)</td>;
+  }
+  const beat = challenger < champion;
+  return (
+    <td data-key="gate" data-challenger={String(challenger)} data-champion={String(champion)}>
+      <span class={beat ? "ok" : "error"}>{beat ? "beat" : "did not beat"}</span> v{against}: RMSE{" "}
+      {num(challenger)} vs {num(champion)}
+    </td>
+  );
 }
 
 function PromoteForm(props: { model: string; versions: ModelVersion[]; onDone(): void }) {
@@ -97,6 +124,9 @@ export function ModelsPage(props: { query: URLSearchParams }) {
   const [history, setHistory] = useState<AliasChange[]>([]);
   const [error, setError] = useState("");
   const [reloads, setReloads] = useState(0);
+  // Lineage: each version's run (data fingerprint, gate figures) and the job that registered it.
+  const [runs, setRuns] = useState<Record<string, Run>>({});
+  const [jobOf, setJobOf] = useState<Record<string, string>>({});
   const chosen = props.query.get("model") ?? models[0]?.name ?? "";
 
   useEffect(() => {
@@ -115,8 +145,22 @@ export function ModelsPage(props: { query: URLSearchParams }) {
         // Newest first: the version a user looks for is almost always the latest.
         setVersions([...v.versions].sort((a, b) => Number(b.version) - Number(a.version)));
         setHistory(h.changes);
+        for (const version of v.versions) {
+          registry.getRun({ runId: version.runId }).then(
+            ({ run }) => run && setRuns((prev) => ({ ...prev, [version.version]: run })),
+            () => undefined,
+          );
+        }
       },
       (e) => setError(explain(e)),
+    );
+    // The newest 50 jobs; older versions' jobs are on the Jobs page's later pages.
+    train.listJobs({ pageSize: 50 }).then(
+      ({ jobs }) =>
+        setJobOf(
+          Object.fromEntries(jobs.filter((j) => j.modelVersion !== "").map((j) => [j.modelVersion, j.id])),
+        ),
+      () => undefined,
     );
   }, [chosen, reloads]);
 
@@ -148,6 +192,9 @@ export function ModelsPage(props: { query: URLSearchParams }) {
                   <th scope="col">Aliases</th>
                   <th scope="col">Run</th>
                   <th scope="col">Registered</th>
+                  <th scope="col">Job</th>
+                  <th scope="col">Data</th>
+                  <th scope="col">Gate</th>
                   <th scope="col">Test metrics</th>
                   <th scope="col">Description</th>
                 </tr>
@@ -169,6 +216,17 @@ export function ModelsPage(props: { query: URLSearchParams }) {
                       </a>
                     </td>
                     <td>{time(v.createdAt)}</td>
+                    <td data-key="job">
+                      {jobOf[v.version] !== undefined && (
+                        <a href={href("jobs", { job: jobOf[v.version] as string })}>
+                          <code>{shortId(jobOf[v.version] as string)}</code>
+                        </a>
+                      )}
+                    </td>
+                    <td data-key="fingerprint" title={runs[v.version]?.dataFingerprint}>
+                      <code>{shortId(runs[v.version]?.dataFingerprint ?? "")}</code>
+                    </td>
+                    <GateCell run={runs[v.version]} />
                     <td>
                       {testMetrics(v).map(([k, value]) => (
                         <span key={k} class="metric" data-key={`metrics.${k}`} data-value={String(value)}>
