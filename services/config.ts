@@ -64,6 +64,7 @@ export interface ServerConfig {
   rmseFactor: number;
   /** Shortest time between two automatic retrainings, in days. */
   retrainCooldownDays: number;
+  retrainMaxAgeDays: number;
   /** Base URL used in links sent by e-mail. */
   publicUrl: string;
   maxBatchSize: number;
@@ -191,6 +192,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     autoRetrain: env.BIKESHARE_AUTO_RETRAIN !== "false",
     rmseFactor: numberFromEnv(env, "BIKESHARE_RMSE_FACTOR", 1.5, 1, 100),
     retrainCooldownDays: numberFromEnv(env, "BIKESHARE_RETRAIN_COOLDOWN_DAYS", 28, 0, 3650),
+    retrainMaxAgeDays: numberFromEnv(env, "BIKESHARE_RETRAIN_MAX_AGE_DAYS", 56, 0, 3650),
     publicUrl: env.BIKESHARE_PUBLIC_URL || `http://127.0.0.1:${env.PORT || 8080}`,
     dataPath: resolve(root, env.BIKESHARE_DATA || "data/raw/hour.csv"),
     modelName: env.BIKESHARE_MODEL_NAME || "bike-demand",

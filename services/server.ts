@@ -40,15 +40,15 @@ import { jobRunner, resumeUnfinished, SHUTDOWN } from "./jobs/lifecycle.js";
 import { startScoringHandler } from "./jobs/score-job.js";
 import { type JobRecord, JobStore } from "./jobs/store.js";
 import { clientAborted, createLegacyHandler } from "./legacy/routes.js";
-import { Actuals } from "./monitor/actuals.js";
 import { createMlflowHandler } from "./mlflow/handler.js";
+import { Actuals } from "./monitor/actuals.js";
 import { AlertStore } from "./monitor/alerts.js";
 import { DEFAULT_MONITOR_POLICY, type MonitorPolicy, runCheck } from "./monitor/checks.js";
 import { DriftReports } from "./monitor/drift-reports.js";
 import { createMonitorService } from "./monitor/monitor-service.js";
 import { deploymentNotification, Notifier, smtpFromEnv, trainingNotification } from "./monitor/notifier.js";
-import { PredictionLog } from "./monitor/prediction-log.js";
 import { PerformanceEstimates } from "./monitor/performance-estimates.js";
+import { PredictionLog } from "./monitor/prediction-log.js";
 import { renderDriftReport } from "./monitor/report-html.js";
 import type { Logger } from "./observability/log.js";
 import { Metrics } from "./observability/metrics.js";
@@ -58,8 +58,8 @@ import { createOipGrpcService } from "./oip/grpc-service.js";
 import { createOipRestHandler, isOipPath } from "./oip/rest.js";
 import { LiveModel } from "./predict/live-model.js";
 import { createPredictService, type OnServed, type StartScoring } from "./predict/predict-service.js";
-import { Registry } from "./registry/registry.js";
 import { ARTIFACT_CARD, type ModelCard } from "./registry/model-card.js";
+import { Registry } from "./registry/registry.js";
 import { createRegistryService } from "./registry/registry-service.js";
 import { rpcReadMaxBytes } from "./request-limits.js";
 import { type ServedService, served } from "./rpc/grpc-adapter.js";
@@ -170,9 +170,6 @@ export async function startServer(
     tokens: state.tokens,
     predictNeedsToken: config.predictNeedsToken,
   });
-  const health = createHealthService(serving.live, control ? CONTROL_SERVICES : []);
-  const reflection = createReflectionService([
-    PredictService,
   // MLflow's REST API (docs/mlflow-api.md), routed before the legacy routes; it lives with the control plane.
   const mlflow = createMlflowHandler({
     registry: state.registry,
@@ -185,6 +182,9 @@ export async function startServer(
         }),
     onError: (error) => log.error("MLflow API request failed", { error }),
   });
+  const health = createHealthService(serving.live, control ? CONTROL_SERVICES : []);
+  const reflection = createReflectionService([
+    PredictService,
     ...(control ? CONTROL_SERVICES : []),
     GRPCInferenceService,
     Health,
@@ -486,6 +486,7 @@ async function startControlPlane(
   const across = notifications ? new CancelsAcrossProcesses(notifications, jobs) : undefined;
   const actuals = await Actuals.open(db);
   const reports = await DriftReports.open(db, registry);
+  const estimates = new PerformanceEstimates(registry, reports, config.modelName, log);
   // Drift and accuracy problems persist for days: one alert per rule and version a day is enough.
   const alerts = await AlertStore.open(db, { cooldownMs: 24 * 3_600_000 });
   const smtp = smtpFromEnv();
@@ -496,7 +497,6 @@ async function startControlPlane(
     (component) => metrics.queueErrors.inc({ component }),
     (component, error, suppressed) => log.warn("job queue trouble", { component, error, suppressed }),
   );
-  const estimates = new PerformanceEstimates(registry, reports, config.modelName, log);
   const executor: JobExecutor = config.redisUrl
     ? new BullExecutor(config.redisUrl, { onError: onQueueError })
     : new ProcessExecutor();
@@ -599,6 +599,7 @@ async function startControlPlane(
     ...DEFAULT_MONITOR_POLICY,
     rmseFactor: config.rmseFactor,
     retrainCooldownMs: config.retrainCooldownDays * 86_400_000,
+    retrainMaxAgeMs: config.retrainMaxAgeDays * 86_400_000,
   };
   const check = (now: number, allowRetrain: boolean) =>
     withSpan("monitoring check", { "check.retrain_allowed": allowRetrain }, async () => {
@@ -617,6 +618,7 @@ async function startControlPlane(
           metrics,
           log,
           policy,
+          estimates,
           publicUrl: config.publicUrl,
         },
         now,
@@ -627,7 +629,6 @@ async function startControlPlane(
     log.info("scheduled monitoring check", { pid: process.pid });
     await check(Date.now(), config.autoRetrain).then(
       () => {},
-          estimates,
       (error: unknown) => log.error("scheduled check failed", { error }),
     );
   };
@@ -671,16 +672,6 @@ async function startControlPlane(
           production: () => registry.getModelVersion(config.modelName, "production"),
           policy,
           flushLog: () => predictionLog.flush(),
-        }),
-      ),
-    ],
-    async close() {
-      stopFollowing();
-      if (schedule) clearInterval(schedule);
-      await bullSchedule?.close();
-      // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
-      await queue.close(SHUTDOWN);
-      await ownership.close();
           estimates,
           rmseThreshold: async (modelVersion) => {
             const version = await registry.getModelVersion(config.modelName, modelVersion);
@@ -691,6 +682,16 @@ async function startControlPlane(
             const test = card.metrics.test_rmse;
             return test === undefined ? undefined : policy.rmseFactor * test;
           },
+        }),
+      ),
+    ],
+    async close() {
+      stopFollowing();
+      if (schedule) clearInterval(schedule);
+      await bullSchedule?.close();
+      // A job interrupted by shutdown is queued again for the next start, not marked cancelled.
+      await queue.close(SHUTDOWN);
+      await ownership.close();
       await executor.close();
       notifier?.close();
     },

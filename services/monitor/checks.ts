@@ -32,6 +32,12 @@ export interface MonitorPolicy {
    * has not seen either) to be judged on, and has `retrainValidDays` more of new data to learn from.
    */
   retrainCooldownMs: number;
+  /**
+   * A floor under the rules: retrain when the production model's data ends this long before the check,
+   * whatever the alerts say (0 turns it off). Input-only rules cannot see demand growing under inputs
+   * that are normal for the season; without it, the 2012 replay served one model from April to October.
+   */
+  retrainMaxAgeMs: number;
   retrainValidDays: number;
   retrainTestDays: number;
   /** Families and search trials of automatic retrainings (kept small: they run while serving). */
@@ -58,6 +64,7 @@ export const DEFAULT_MONITOR_POLICY: MonitorPolicy = {
   retrainOn: ["live_rmse", "estimated_rmse"],
   retrainOnUnseenCalendar: true,
   retrainCooldownMs: 28 * 24 * 3_600_000,
+  retrainMaxAgeMs: 56 * 24 * 3_600_000,
   retrainValidDays: 14,
   retrainTestDays: 14,
   retrainFamilies: ["gbtree"],
@@ -273,7 +280,9 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
       policy.retrainOn.includes(a.rule) ||
       (policy.retrainOnUnseenCalendar && a.rule === "dataset_drift" && unseenCalendar.length > 0),
   );
-  if (allowRetrain && trigger) {
+  const productionAge = now - dataEnd(card.windows?.test);
+  const aged = policy.retrainMaxAgeMs > 0 && productionAge >= policy.retrainMaxAgeMs;
+  if (allowRetrain && (trigger || aged)) {
     const recent = (await deps.jobs.list({ limit: 20, offset: 0 })).flatMap((j) =>
       j.kind === "train" ? [j] : [],
     );
@@ -286,7 +295,11 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
     // after a hand-trained model's data ends has too little new data to learn the change from (in
     // the 2012 replay, a model retrained on 7 days of 2012 was promoted and served at RMSE ~110).
     const productionUntil = dataEnd(card.windows?.test);
-    if (!busy && now - Math.max(lastAutoUntil, productionUntil) >= policy.retrainCooldownMs) {
+    const since = now - Math.max(lastAutoUntil, productionUntil);
+    if (!busy && since >= (trigger ? policy.retrainCooldownMs : policy.retrainMaxAgeMs)) {
+      const why = trigger
+        ? `${trigger.rule === "live_rmse" || trigger.rule === "estimated_rmse" ? "performance" : "drift"} — ${trigger.message}`
+        : `age — the production model's data ended ${Math.floor(productionAge / 86_400_000)} days before this check (BIKESHARE_RETRAIN_MAX_AGE_DAYS)`;
       const { job } = await deps.jobs.create(
         {
           experiment: deps.experiment,
@@ -297,14 +310,17 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
           dataUntil: isoDay(now),
           validDays: policy.retrainValidDays,
           testDays: policy.retrainTestDays,
-          reason: `auto: ${trigger.rule === "live_rmse" || trigger.rule === "estimated_rmse" ? "performance" : "drift"} — ${trigger.message}`,
+          reason: `auto: ${why}`,
         },
         "monitor",
       );
       await deps.enqueue(job.id);
-      await deps.alerts.attachJob(trigger.id, job.id);
+      if (trigger) await deps.alerts.attachJob(trigger.id, job.id);
       retrainJobId = job.id;
-      deps.log.info("retraining started by a monitoring rule", { job_id: job.id, rule: trigger.rule });
+      deps.log.info("retraining started by a monitoring rule", {
+        job_id: job.id,
+        rule: trigger?.rule ?? "max_age",
+      });
     }
   }
   return {
