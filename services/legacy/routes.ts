@@ -18,7 +18,6 @@ import type { TokenBook } from "../auth/tokens.js";
 import { httpStatus } from "../errors.js";
 import type { Metrics } from "../observability/metrics.js";
 import {
-  checkIntervalLevel,
   explainRecords,
   type ModelSlot,
   type OnServed,

@@ -34,7 +34,6 @@ async function http(method: string, path: string, body?: unknown) {
     headers: { "content-type": "application/json" },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
-  // biome-ignore lint/suspicious/noExplicitAny: the shapes are checked field by field below
   return { status: res.status, json: (await res.json()) as any };
 }
 

@@ -38,7 +38,6 @@ async function http(method: string, path: string, body?: unknown, token = t.toke
     },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
-  // biome-ignore lint/suspicious/noExplicitAny: the shapes are checked field by field below
   return { status: res.status, json: (await res.json()) as any };
 }
 
