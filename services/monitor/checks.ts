@@ -294,7 +294,9 @@ export async function runCheck(deps: CheckDeps, now: number, allowRetrain: boole
     // The production model's own data counts too, however it was trained: a challenger started days
     // after a hand-trained model's data ends has too little new data to learn the change from (in
     // the 2012 replay, a model retrained on 7 days of 2012 was promoted and served at RMSE ~110).
-    const productionUntil = dataEnd(card.windows?.test);
+    // A check of a past window (a replay, a backfill) may come before the end of the production model's
+    // data: the cool-down then counts from the check itself, so 0 still means no cool-down at all.
+    const productionUntil = Math.min(dataEnd(card.windows?.test), now);
     const since = now - Math.max(lastAutoUntil, productionUntil);
     if (!busy && since >= (trigger ? policy.retrainCooldownMs : policy.retrainMaxAgeMs)) {
       const why = trigger

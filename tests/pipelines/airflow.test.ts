@@ -132,7 +132,12 @@ function expectNoSecrets(output: string) {
 beforeAll(async () => {
   airflowHome = await mkdtemp(join(tmpdir(), "bikeshare-airflow-"));
   // A production model whose data ends 2012-06-01: a model trained on all the data beats it at the gate.
-  t = await startTestServer({}, { seedRequest: { ...QUICK_REQUEST, dataUntil: "2012-06-01" } });
+  // No cool-down: the week judged follows the DAG-trained version's data by days, and what is under test
+  // is the DAG's branch on the retraining the check starts, not the pacing of retrainings.
+  t = await startTestServer(
+    { retrainCooldownDays: 0 },
+    { seedRequest: { ...QUICK_REQUEST, dataUntil: "2012-06-01" } },
+  );
   const migrate = await run(AIRFLOW, ["db", "migrate"], {});
   if (migrate.code !== 0) throw new Error(`airflow db migrate failed:\n${migrate.output}`);
   console.log(`airflow db migrate (fresh SQLite): ${migrate.seconds.toFixed(1)} s`);
