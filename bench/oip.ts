@@ -144,10 +144,13 @@ export async function oipBenchmark(): Promise<string> {
       [],
       serveEnv(dir, undefined, port, { BIKESHARE_DB: config.dbPath, LOG_LEVEL: "warn" }),
       async (p) => {
-        for (;;) {
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          // Refused until the port opens: polled again until the deadline, which then fails loudly.
           if ((await fetch(`${p.baseUrl}/readyz`).catch(() => undefined))?.ok) return;
           await new Promise((r) => setTimeout(r, 200));
         }
+        throw new Error(`the server on ${p.baseUrl} was not ready within 60 s`);
       },
     );
     try {
