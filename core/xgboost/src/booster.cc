@@ -154,7 +154,8 @@ Napi::Value NativeBooster::SaveJson(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value NativeBooster::Predict(const Napi::CallbackInfo& info) {
+// Predictions (contribs false) or per-feature contributions (true) of a dense matrix, on the calling thread.
+Napi::Value NativeBooster::RunPredict(const Napi::CallbackInfo& info, bool contribs) {
   Napi::Env env = info.Env();
   auto state = Live(env);
   DenseArg arg = ReadDense(info, 0, "matrix");
@@ -162,44 +163,32 @@ Napi::Value NativeBooster::Predict(const Napi::CallbackInfo& info) {
     std::vector<float> out;
     {
       std::shared_lock<std::shared_mutex> lock(state->mutex);
-      PredictDense(state.get(), arg.array.Data(), arg.rows, arg.cols, &out);
+      if (contribs) {
+        PredictContribsDense(state.get(), arg.array.Data(), arg.rows, arg.cols, &out);
+      } else {
+        PredictDense(state.get(), arg.array.Data(), arg.rows, arg.cols, &out);
+      }
     }
     return ToFloat32Array(env, out);
   });
 }
 
-Napi::Value NativeBooster::PredictAsync(const Napi::CallbackInfo& info) {
+// The same on the libuv thread pool: a promise of the Float32Array.
+Napi::Value NativeBooster::QueuePredict(const Napi::CallbackInfo& info, bool contribs) {
   Napi::Env env = info.Env();
   auto state = Live(env);
   DenseArg arg = ReadDense(info, 0, "matrix");
-  auto* worker = new PredictWorker(env, std::move(state), arg, false);
+  auto* worker = new PredictWorker(env, std::move(state), arg, contribs);
   auto promise = worker->Promise();
   worker->Queue();
   return promise;
 }
 
-Napi::Value NativeBooster::PredictContribs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto state = Live(env);
-  DenseArg arg = ReadDense(info, 0, "matrix");
-  return TranslateErrors(env, [&]() {
-    std::vector<float> out;
-    {
-      std::shared_lock<std::shared_mutex> lock(state->mutex);
-      PredictContribsDense(state.get(), arg.array.Data(), arg.rows, arg.cols, &out);
-    }
-    return ToFloat32Array(env, out);
-  });
-}
-
+Napi::Value NativeBooster::Predict(const Napi::CallbackInfo& info) { return RunPredict(info, false); }
+Napi::Value NativeBooster::PredictAsync(const Napi::CallbackInfo& info) { return QueuePredict(info, false); }
+Napi::Value NativeBooster::PredictContribs(const Napi::CallbackInfo& info) { return RunPredict(info, true); }
 Napi::Value NativeBooster::PredictContribsAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto state = Live(env);
-  DenseArg arg = ReadDense(info, 0, "matrix");
-  auto* worker = new PredictWorker(env, std::move(state), arg, true);
-  auto promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return QueuePredict(info, true);
 }
 
 Napi::Value NativeBooster::FeatureScore(const Napi::CallbackInfo& info) {

@@ -50,6 +50,8 @@ class NativeBooster : public Napi::ObjectWrap<NativeBooster> {
   Napi::Value PredictAsync(const Napi::CallbackInfo& info);
   Napi::Value PredictContribs(const Napi::CallbackInfo& info);
   Napi::Value PredictContribsAsync(const Napi::CallbackInfo& info);
+  Napi::Value RunPredict(const Napi::CallbackInfo& info, bool contribs);
+  Napi::Value QueuePredict(const Napi::CallbackInfo& info, bool contribs);
   Napi::Value FeatureScore(const Napi::CallbackInfo& info);
   void SetFeatureNames(const Napi::CallbackInfo& info);
   Napi::Value NumFeatures(const Napi::CallbackInfo& info);
