@@ -8,9 +8,8 @@
  * compute (bench/model-compute.ts), each protocol against its transport's ceiling (bench/transport.ts) and the
  * Open Inference Protocol v2 beside the native protocols (bench/oip.ts) add their sections.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -28,6 +27,7 @@ import {
 import { JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
+import { freePort } from "../tests/helpers/ports.js";
 import { docSection } from "./doc-section.js";
 import { currentExplainSection, explainBenchmark, writeExplainSection } from "./explain.js";
 import { buildLoadgen, fixedRateLoad, type LoadResult } from "./fixed-rate.js";
@@ -40,6 +40,7 @@ import {
 import { currentOipSection, oipBenchmark, writeOipSection } from "./oip.js";
 import { currentScaleOutSection, scaleOutBenchmark, writeScaleOutSection } from "./scale-out.js";
 import { currentScoringSection, scoringBenchmark, writeScoringSection } from "./scoring.js";
+import { waitReady } from "./server-ready.js";
 import { currentSpoolSection, spoolBenchmark, writeSpoolSection } from "./spool.js";
 import { currentTransportSection, transportBenchmark, writeTransportSection } from "./transport.js";
 
@@ -66,29 +67,6 @@ async function waitUntilIdle(client: {
   }
 }
 const root = projectRoot();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitReady(url: string, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}`);
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`server did not become ready within ${timeoutMs / 1000} s`);
-}
 
 async function cannon(url: string, body: string, headers: Record<string, string>): Promise<LoadResult> {
   const r = await autocannon({

@@ -17,8 +17,10 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { projectRoot } from "../services/config.js";
 import { modelInput, readHourCsvRecords } from "../tests/helpers/hour-csv.js";
+import { freePort } from "../tests/helpers/ports.js";
 import { docSection } from "./doc-section.js";
 import { buildLoadgen, fixedRateLoad } from "./fixed-rate.js";
+import { waitReady } from "./server-ready.js";
 import { wrk } from "./wrk.js";
 
 const section = docSection("transport");
@@ -124,20 +126,6 @@ async function startProcess(
   return { child, port };
 }
 
-async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode}`);
-    const ok = await fetch(`${url}/readyz`).then(
-      (r) => r.ok,
-      () => false, // not listening yet
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`server did not become ready within ${timeoutMs / 1000} s`);
-}
-
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -161,7 +149,7 @@ export async function transportBenchmark(): Promise<string> {
     // Spool synced (the default: an acknowledged prediction survives a power loss) and not synced
     // (BIKESHARE_SPOOL_SYNC=none: it survives a crash of the process), each with its own state.
     const startServer = async (name: string, env: Record<string, string>) => {
-      const port = 20_000 + Math.floor(Math.random() * 20_000);
+      const port = await freePort();
       const state = join(dir, name);
       const child = spawn(process.execPath, [join(root, "dist/cli/bikeshare.js"), "serve"], {
         env: {
