@@ -11,7 +11,7 @@
  * Usage: npx tsx bench/scale-out.ts, or npm run bench:scale-out (also a step of `npm run bench` unless
  * BENCH_SCALE_OUT=0).
  */
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
@@ -43,6 +43,7 @@ const LB_RATE = 1000;
 const BACKEND_RATE = 500;
 const SHIPPED = "haproxy.cfg as shipped";
 const DIRECT = "1 predict replica, direct";
+const CEILING = "bare node:cluster ceiling, workers";
 
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
@@ -83,6 +84,29 @@ async function serve(args: string[], env: NodeJS.ProcessEnv, processes = 1): Pro
   }
   await p.stop();
   throw new Error(`serve ${args.join(" ")} on port ${p.port} was not ready within 60 s: ${p.stderr()}`);
+}
+
+/** bench/ceilings/cluster-server.ts with `workers` processes burning `burnMicros` of CPU a request. */
+async function startCeiling(
+  workers: number,
+  burnMicros: number,
+): Promise<{ child: ChildProcess; baseUrl: string }> {
+  const script = join(import.meta.dirname, "ceilings/cluster-server.ts");
+  const args = ["--import", "tsx", script, "0", String(workers), String(Math.round(burnMicros))];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`cluster-server.ts exited with ${code}`)));
+    child.stdout?.once("data", (chunk: Buffer) => resolve(Number(String(chunk).trim().split("\n")[0])));
+  });
+  return { child, baseUrl: `http://127.0.0.1:${port}` };
+}
+
+/** Server CPU per request (µs) of one closed-loop run against `baseUrl`, the server being `pid` and its children. */
+async function cpuPerRequest(pid: number, baseUrl: string, body: string): Promise<number> {
+  const before = await cpuSnapshot([pid]);
+  const r = await closedLoop(`${baseUrl}/predict`, body, 5);
+  const used = coresUsed(before, await cpuSnapshot([pid]));
+  return ((used.trees[0] ?? 0) * 1e6) / r.requestsPerSecond;
 }
 
 /** Rows this server has predicted (bikeshare_predictions_total over every version and worker). */
@@ -188,9 +212,9 @@ export async function scaleOutBenchmark(): Promise<string> {
   const dir = await mkdtemp(join(os.tmpdir(), "bikeshare-bench-scale-out-"));
   const postgres = await startPostgres();
   const running: ServeProcess[] = [];
-  const balancers: ChildProcess[] = [];
+  const children: ChildProcess[] = [];
   const stopAll = async () => {
-    for (const b of balancers.splice(0)) b.kill("SIGTERM");
+    for (const b of children.splice(0)) b.kill("SIGTERM");
     await Promise.all(running.splice(0).map((p) => p.stop()));
   };
   try {
@@ -227,13 +251,29 @@ export async function scaleOutBenchmark(): Promise<string> {
     const answered = new Set<string | undefined>();
     for (let i = 0; i < 4; i++) answered.add((await predictOnce(w2.baseUrl)).worker);
     if (answered.size !== 2) throw new Error(`--workers 2 answered from workers ${[...answered].join(", ")}`);
-    const workerLoads = [CONNECTIONS, MORE_CONNECTIONS].flatMap((connections) =>
-      [w1, w2].map((w, i) => ({
-        name: `--workers ${i + 1}, ${connections} connections`,
-        pids: pids(w),
-        run: () => closedLoop(`${w.baseUrl}/predict`, body, THROUGHPUT_SECONDS, connections),
+    // The ceiling: a bare cluster server that costs what one bikeshare request costs, measured here.
+    const bikeshareMicros = await cpuPerRequest(pids(w1)[0] as number, w1.baseUrl, body);
+    const bare = await startCeiling(1, 0);
+    children.push(bare.child);
+    const bareMicros = await cpuPerRequest(bare.child.pid as number, bare.baseUrl, body);
+    const burnMicros = Math.max(0, bikeshareMicros - bareMicros);
+    const ceilings = [await startCeiling(1, burnMicros), await startCeiling(2, burnMicros)];
+    children.push(...ceilings.map((c) => c.child));
+    for (const c of ceilings) await warm(c.baseUrl);
+    const workerLoads = [
+      ...[CONNECTIONS, MORE_CONNECTIONS].flatMap((connections) =>
+        [w1, w2].map((w, i) => ({
+          name: `--workers ${i + 1}, ${connections} connections`,
+          pids: pids(w),
+          run: () => closedLoop(`${w.baseUrl}/predict`, body, THROUGHPUT_SECONDS, connections),
+        })),
+      ),
+      ...ceilings.map((c, i) => ({
+        name: `${CEILING} ${i + 1}`,
+        pids: pids(c.child),
+        run: () => closedLoop(`${c.baseUrl}/predict`, body, THROUGHPUT_SECONDS, CONNECTIONS),
       })),
-    );
+    ];
     const workers = await inTurns(postmaster, workerLoads);
     await stopAll();
 
@@ -251,7 +291,7 @@ export async function scaleOutBenchmark(): Promise<string> {
       controlPort: control.port,
       log: false,
     });
-    balancers.push(shipped.child);
+    children.push(shipped.child);
     const lbs = [{ name: SHIPPED, ...shipped }];
     for (const p of [...lbs.map((l) => l.url), replicas[0]?.baseUrl as string]) await warm(p);
     const behind = (lb: { child: ChildProcess }) => pids(...replicas, control, lb.child);
@@ -323,10 +363,21 @@ export async function scaleOutBenchmark(): Promise<string> {
         ),
       )
       .join("\n");
+    const ceilingRps = (n: number) => med(workers.get(`${CEILING} ${n}`), (r) => r.requestsPerSecond);
+    const ceilingRows = [1, 2]
+      .map((n) =>
+        throughputRow(
+          `bare cluster server burning ${Math.round(burnMicros)} µs a request, ${n} worker${n > 1 ? "s" : ""}, ${CONNECTIONS} connections`,
+          workers.get(`${CEILING} ${n}`),
+          ceilingRps(1),
+        ),
+      )
+      .join("\n");
     const directRps = med(lbThroughput.get(DIRECT), (r) => r.requestsPerSecond);
     const duckP99 = med(backends.get("DuckDB (embedded)"), (r) => r.p99ms);
     const summary = {
       workersRatio: [CONNECTIONS, MORE_CONNECTIONS].map((c) => workerRps(2, c) / workerRps(1, c)),
+      ceilingRatio: ceilingRps(2) / ceilingRps(1),
       lb: lbs.map((lb) => ({
         name: lb.name,
         rps: med(lbThroughput.get(lb.name), (r) => r.requestsPerSecond),
@@ -363,6 +414,14 @@ the "generator" column is its CPU use.
 | server, load | req/s of each run | median req/s | / 1 worker | median p99 ms | server, cores | PostgreSQL, cores | generator, cores | machine, cores |
 |---|---|---|---|---|---|---|---|---|
 ${workerRows}
+${ceilingRows}
+
+The last two rows are the machine's own limit for this figure (bench/ceilings/cluster-server.ts): a bare
+node:cluster server that parses the JSON body and then burns ${Math.round(burnMicros)} µs of CPU, which with its
+HTTP work makes what one \`--workers 1\` request cost in this run (${Math.round(bikeshareMicros)} µs of server CPU).
+Loaded the same way, in the same turns, its 2-worker/1-worker ratio is what a second core gives a server of
+that cost on this machine while wrk and PostgreSQL take their share of the same two cores; a ratio of
+bikeshare below it is bikeshare's own loss, and the part of the issue's 1.5× above it is the machine's.
 
 **Behind HAProxy**: two \`serve --role predict\` replicas and one \`serve --role control\` on one PostgreSQL
 database, ops/haproxy/haproxy.cfg with only its addresses changed (as tests/services/scale-out.test.ts runs it)
