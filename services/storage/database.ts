@@ -204,6 +204,8 @@ export class Database implements SqlDatabase {
   /** A statement inside a transaction proves nothing about the disk until its COMMIT. */
   private inTransaction = false;
   private readonly context = new AsyncLocalStorage<ActiveTransaction>();
+  /** Transactions running in `context`; it is disabled when none is. */
+  private contextUsers = 0;
 
   private constructor(
     readonly path: string,
@@ -284,7 +286,7 @@ export class Database implements SqlDatabase {
       };
       let result: T;
       try {
-        result = await this.context.run(state, () => fn(state.tx));
+        result = await this.inContext(state, () => fn(state.tx));
       } catch (error) {
         state.open = false;
         this.inTransaction = false;
@@ -346,6 +348,20 @@ export class Database implements SqlDatabase {
     } catch (error) {
       // A file system that cannot tell: the successful write is all we know. Otherwise ask again next write.
       return ["ENOSYS", "ENOTSUP", "EOPNOTSUPP"].includes((error as NodeJS.ErrnoException).code ?? "");
+    }
+  }
+
+  /**
+   * Runs `fn` with `state` as its transaction context, and turns the context tracking off again once no
+   * transaction runs: on Node 20 an enabled AsyncLocalStorage installs promise hooks that run for every
+   * promise of every request (a few % of a Predict's CPU, and garbage), though only transactions read it.
+   */
+  private async inContext<T>(state: ActiveTransaction, fn: () => Promise<T>): Promise<T> {
+    this.contextUsers++;
+    try {
+      return await this.context.run(state, fn);
+    } finally {
+      if (--this.contextUsers === 0) this.context.disable();
     }
   }
 

@@ -162,6 +162,8 @@ export class PgDatabase implements SqlDatabase {
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
   private readonly context = new AsyncLocalStorage<ActiveTransaction>();
+  /** Transactions running in `context`; it is disabled when none is. */
+  private contextUsers = 0;
   private readonly onWritable: (writable: boolean, error?: Error) => void;
 
   private constructor(
@@ -246,7 +248,7 @@ export class PgDatabase implements SqlDatabase {
       await this.exec(client, "SELECT pg_advisory_xact_lock($1)", [TRANSACTION_LOCK]);
       let result: T;
       try {
-        result = await this.context.run(state, () => fn(state.tx));
+        result = await this.inContext(state, () => fn(state.tx));
       } catch (error) {
         state.open = false;
         await client.query("ROLLBACK").catch(() => {
@@ -283,6 +285,20 @@ export class PgDatabase implements SqlDatabase {
     this.closed = true;
     await this.tail;
     await this.pool.end();
+  }
+
+  /**
+   * Runs `fn` with `state` as its transaction context, and turns the context tracking off again once no
+   * transaction runs: on Node 20 an enabled AsyncLocalStorage installs promise hooks that run for every
+   * promise of every request (a few % of a Predict's CPU, and garbage), though only transactions read it.
+   */
+  private async inContext<T>(state: ActiveTransaction, fn: () => Promise<T>): Promise<T> {
+    this.contextUsers++;
+    try {
+      return await this.context.run(state, fn);
+    } finally {
+      if (--this.contextUsers === 0) this.context.disable();
+    }
   }
 
   private activeTransaction(): ActiveTransaction | undefined {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { appendFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { appendFile, copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -238,6 +238,66 @@ describe("prediction log spool", () => {
       await next.close();
       expect(await keys(db)).toEqual(["r1/0", "r2/0", "r3/0"]);
       expect(await readdir(spoolDir)).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("starts a new segment at the timer's flushes only every sealIntervalMs, and at every explicit flush", async () => {
+    const dbPath = join(dir, "seal.duckdb");
+    const spoolDir = join(dir, "seal.spool");
+    const db = await Database.open(dbPath);
+    try {
+      const log = await PredictionLog.open(db, { spoolDir, flushIntervalMs: 5, sealIntervalMs: 60_000 });
+      // Each entry is written by its own timer flush: none of them may cut a new segment (each cut puts
+      // a close, link, unlink and directory sync in front of the answers waiting for the spool).
+      for (let i = 1; i <= 4; i++) {
+        await log.log([entry(i)]);
+        await expect.poll(() => log.written, { timeout: 10_000 }).toBe(i);
+      }
+      expect(await segments(spoolDir)).toEqual(["000000000001.spool"]);
+      expect(await keys(db)).toEqual(["r1/0", "r2/0", "r3/0", "r4/0"]);
+      // A later start replays the open segment of committed entries without a duplicate.
+      const replays: SpoolReplay[] = [];
+      await mkdir(join(dir, "seal-copy.spool"));
+      await copyFile(
+        join(spoolDir, "000000000001.spool"),
+        join(dir, "seal-copy.spool", "000000000001.spool"),
+      );
+      const copy = await PredictionLog.open(db, {
+        spoolDir: join(dir, "seal-copy.spool"),
+        onReplayed: (r) => replays.push(r),
+      });
+      await copy.close();
+      expect(replays.map((r) => [r.entries, r.inserted])).toEqual([[4, 0]]);
+      // An explicit flush (a monitoring check) cuts the segment and removes what is committed.
+      await log.log([entry(5)]);
+      await log.flush();
+      expect(await segments(spoolDir)).toEqual([]);
+      await log.close();
+      expect(await keys(db)).toEqual(["r1/0", "r2/0", "r3/0", "r4/0", "r5/0"]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("keeps a segment whose entries the database refused at a flush that did not cut it", async () => {
+    const dbPath = join(dir, "seal-refused.duckdb");
+    const spoolDir = join(dir, "seal-refused.spool");
+    const db = await Database.open(dbPath);
+    try {
+      const log = await PredictionLog.open(db, { spoolDir, flushIntervalMs: 5, sealIntervalMs: 60_000 });
+      await db.run(`ALTER TABLE predictions RENAME TO predictions_away`);
+      await log.log([entry(1)]);
+      await expect.poll(() => log.dropped, { timeout: 10_000 }).toBe(1);
+      await db.run(`ALTER TABLE predictions_away RENAME TO predictions`);
+      await log.log([entry(2)]);
+      await log.close();
+      // The refused entry's segment stays although a later flush committed the rest of it.
+      expect(await segments(spoolDir)).toEqual(["000000000001.spool"]);
+      const next = await PredictionLog.open(db, { spoolDir });
+      await next.close();
+      expect(await keys(db)).toEqual(["r1/0", "r2/0"]);
     } finally {
       await db.close();
     }
