@@ -30,6 +30,7 @@ export function defaultPolicy(options: { openPredict: boolean }): Policy {
     "bikeshare.v1.RegistryService/GetExperiment": "reader",
     "bikeshare.v1.RegistryService/ListExperiments": "reader",
     "bikeshare.v1.RegistryService/GetRun": "reader",
+    "bikeshare.v1.RegistryService/GetMetricHistory": "reader",
     "bikeshare.v1.RegistryService/SearchRuns": "reader",
     "bikeshare.v1.RegistryService/ListArtifacts": "reader",
     "bikeshare.v1.RegistryService/DownloadArtifact": "reader",

@@ -162,6 +162,20 @@ export function createRegistryService(registry: Registry): ServiceImpl<typeof Re
       return { run: runMessage(run) };
     },
 
+    async getMetricHistory(req) {
+      required(req.runId, "run_id");
+      required(req.key, "key");
+      const points = await registry.metricHistory(req.runId, req.key);
+      return {
+        points: points.map((p) => ({
+          key: req.key,
+          value: p.value,
+          step: BigInt(Number(p.step)),
+          time: timestampFromDate(p.time),
+        })),
+      };
+    },
+
     async logRunData(req) {
       required(req.runId, "run_id");
       const metrics: MetricInput[] = req.metrics.map((m, i) => {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bikeshare/v1/registry.proto.
  */
 export const file_bikeshare_v1_registry: GenFile = /*@__PURE__*/
-  fileDesc("ChtiaWtlc2hhcmUvdjEvcmVnaXN0cnkucHJvdG8SDGJpa2VzaGFyZS52MSK1AQoKRXhwZXJpbWVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKBHRhZ3MYBCADKAsyIi5iaWtlc2hhcmUudjEuRXhwZXJpbWVudC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYQoLTWV0cmljUG9pbnQSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBEgwKBHN0ZXAYAyABKAMSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisAQKA1J1bhIKCgJpZBgBIAEoCRIVCg1leHBlcmltZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSJwoGc3RhdHVzGAQgASgOMhcuYmlrZXNoYXJlLnYxLlJ1blN0YXR1cxIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoGcGFyYW1zGAcgAygLMh0uYmlrZXNoYXJlLnYxLlJ1bi5QYXJhbXNFbnRyeRIvCgdtZXRyaWNzGAggAygLMh4uYmlrZXNoYXJlLnYxLlJ1bi5NZXRyaWNzRW50cnkSKQoEdGFncxgJIAMoCzIbLmJpa2VzaGFyZS52MS5SdW4uVGFnc0VudHJ5EhUKDXNvdXJjZV9jb21taXQYCiABKAkSGAoQZGF0YV9maW5nZXJwcmludBgLIAEoCRIpCglhcnRpZmFjdHMYDCADKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QaLQoLUGFyYW1zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSCghBcnRpZmFjdBIMCgRwYXRoGAEgASgJEg4KBnNoYTI1NhgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgEEhQKDGNvbnRlbnRfdHlwZRgEIAEoCSLpAQoPUmVnaXN0ZXJlZE1vZGVsEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOwoHYWxpYXNlcxgEIAMoCzIqLmJpa2VzaGFyZS52MS5SZWdpc3RlcmVkTW9kZWwuQWxpYXNlc0VudHJ5EhYKDmxhdGVzdF92ZXJzaW9uGAUgASgJGi4KDEFsaWFzZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4CCgxNb2RlbFZlcnNpb24SEgoKbW9kZWxfbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg4KBnJ1bl9pZBgDIAEoCRIPCgdhbGlhc2VzGAQgAygJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKB21ldHJpY3MYBiADKAsyJy5iaWtlc2hhcmUudjEuTW9kZWxWZXJzaW9uLk1ldHJpY3NFbnRyeRIpCglhcnRpZmFjdHMYByADKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QSEwoLZGVzY3JpcHRpb24YCCABKAkaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiswEKC0FsaWFzQ2hhbmdlEhIKCm1vZGVsX25hbWUYASABKAkSDQoFYWxpYXMYAiABKAkSFAoMZnJvbV92ZXJzaW9uGAMgASgJEhIKCnRvX3ZlcnNpb24YBCABKAkSDQoFYWN0b3IYBSABKAkSDgoGcmVhc29uGAYgASgJEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmZvcmNlZBgIIAEoCCKTAQoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSDAoEbmFtZRgBIAEoCRI9CgR0YWdzGAIgAygLMi8uYmlrZXNoYXJlLnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXF1ZXN0LlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJIChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLAoKZXhwZXJpbWVudBgBIAEoCzIYLmJpa2VzaGFyZS52MS5FeHBlcmltZW50IioKFEdldEV4cGVyaW1lbnRSZXF1ZXN0EhIKCmV4cGVyaW1lbnQYASABKAkiRQoVR2V0RXhwZXJpbWVudFJlc3BvbnNlEiwKCmV4cGVyaW1lbnQYASABKAsyGC5iaWtlc2hhcmUudjEuRXhwZXJpbWVudCIYChZMaXN0RXhwZXJpbWVudHNSZXF1ZXN0IkgKF0xpc3RFeHBlcmltZW50c1Jlc3BvbnNlEi0KC2V4cGVyaW1lbnRzGAEgAygLMhguYmlrZXNoYXJlLnYxLkV4cGVyaW1lbnQiygEKEENyZWF0ZVJ1blJlcXVlc3QSEgoKZXhwZXJpbWVudBgBIAEoCRIMCgRuYW1lGAIgASgJEjYKBHRhZ3MYAyADKAsyKC5iaWtlc2hhcmUudjEuQ3JlYXRlUnVuUmVxdWVzdC5UYWdzRW50cnkSFQoNc291cmNlX2NvbW1pdBgEIAEoCRIYChBkYXRhX2ZpbmdlcnByaW50GAUgASgJGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjMKEUNyZWF0ZVJ1blJlc3BvbnNlEh4KA3J1bhgBIAEoCzIRLmJpa2VzaGFyZS52MS5SdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMAoOR2V0UnVuUmVzcG9uc2USHgoDcnVuGAEgASgLMhEuYmlrZXNoYXJlLnYxLlJ1biKhAgoRTG9nUnVuRGF0YVJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEjsKBnBhcmFtcxgCIAMoCzIrLmJpa2VzaGFyZS52MS5Mb2dSdW5EYXRhUmVxdWVzdC5QYXJhbXNFbnRyeRIqCgdtZXRyaWNzGAMgAygLMhkuYmlrZXNoYXJlLnYxLk1ldHJpY1BvaW50EjcKBHRhZ3MYBCADKAsyKS5iaWtlc2hhcmUudjEuTG9nUnVuRGF0YVJlcXVlc3QuVGFnc0VudHJ5Gi0KC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFAoSTG9nUnVuRGF0YVJlc3BvbnNlIkgKDUVuZFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmJpa2VzaGFyZS52MS5SdW5TdGF0dXMiMAoORW5kUnVuUmVzcG9uc2USHgoDcnVuGAEgASgLMhEuYmlrZXNoYXJlLnYxLlJ1biJxChFTZWFyY2hSdW5zUmVxdWVzdBITCgtleHBlcmltZW50cxgBIAMoCRIOCgZmaWx0ZXIYAiABKAkSEAoIb3JkZXJfYnkYAyADKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiTgoSU2VhcmNoUnVuc1Jlc3BvbnNlEh8KBHJ1bnMYASADKAsyES5iaWtlc2hhcmUudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJaChVVcGxvYWRBcnRpZmFjdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEgwKBHBhdGgYAiABKAkSFAoMY29udGVudF90eXBlGAMgASgJEg0KBWNodW5rGAQgASgMIkIKFlVwbG9hZEFydGlmYWN0UmVzcG9uc2USKAoIYXJ0aWZhY3QYASABKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QiJgoUTGlzdEFydGlmYWN0c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkIKFUxpc3RBcnRpZmFjdHNSZXNwb25zZRIpCglhcnRpZmFjdHMYASADKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QiNwoXRG93bmxvYWRBcnRpZmFjdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEgwKBHBhdGgYAiABKAkiUwoYRG93bmxvYWRBcnRpZmFjdFJlc3BvbnNlEigKCGFydGlmYWN0GAEgASgLMhYuYmlrZXNoYXJlLnYxLkFydGlmYWN0Eg0KBWNodW5rGAIgASgMIkEKHENyZWF0ZVJlZ2lzdGVyZWRNb2RlbFJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSJNCh1DcmVhdGVSZWdpc3RlcmVkTW9kZWxSZXNwb25zZRIsCgVtb2RlbBgBIAEoCzIdLmJpa2VzaGFyZS52MS5SZWdpc3RlcmVkTW9kZWwiKQoZR2V0UmVnaXN0ZXJlZE1vZGVsUmVxdWVzdBIMCgRuYW1lGAEgASgJIkoKGkdldFJlZ2lzdGVyZWRNb2RlbFJlc3BvbnNlEiwKBW1vZGVsGAEgASgLMh0uYmlrZXNoYXJlLnYxLlJlZ2lzdGVyZWRNb2RlbCIdChtMaXN0UmVnaXN0ZXJlZE1vZGVsc1JlcXVlc3QiTQocTGlzdFJlZ2lzdGVyZWRNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5iaWtlc2hhcmUudjEuUmVnaXN0ZXJlZE1vZGVsIlQKGUNyZWF0ZU1vZGVsVmVyc2lvblJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCRIOCgZydW5faWQYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkiSQoaQ3JlYXRlTW9kZWxWZXJzaW9uUmVzcG9uc2USKwoHdmVyc2lvbhgBIAEoCzIaLmJpa2VzaGFyZS52MS5Nb2RlbFZlcnNpb24iRgoWR2V0TW9kZWxWZXJzaW9uUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEhgKEHZlcnNpb25fb3JfYWxpYXMYAiABKAkiRgoXR2V0TW9kZWxWZXJzaW9uUmVzcG9uc2USKwoHdmVyc2lvbhgBIAEoCzIaLmJpa2VzaGFyZS52MS5Nb2RlbFZlcnNpb24iLgoYTGlzdE1vZGVsVmVyc2lvbnNSZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkiSQoZTGlzdE1vZGVsVmVyc2lvbnNSZXNwb25zZRIsCgh2ZXJzaW9ucxgBIAMoCzIaLmJpa2VzaGFyZS52MS5Nb2RlbFZlcnNpb24iZAoPU2V0QWxpYXNSZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkSDQoFYWxpYXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIOCgZyZWFzb24YBCABKAkSDQoFZm9yY2UYBSABKAgiPQoQU2V0QWxpYXNSZXNwb25zZRIpCgZjaGFuZ2UYASABKAsyGS5iaWtlc2hhcmUudjEuQWxpYXNDaGFuZ2UiRwoSRGVsZXRlQWxpYXNSZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkSDQoFYWxpYXMYAiABKAkSDgoGcmVhc29uGAMgASgJIkAKE0RlbGV0ZUFsaWFzUmVzcG9uc2USKQoGY2hhbmdlGAEgASgLMhkuYmlrZXNoYXJlLnYxLkFsaWFzQ2hhbmdlIlwKFlRyYW5zaXRpb25TdGFnZVJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg0KBXN0YWdlGAMgASgJEg4KBnJlYXNvbhgEIAEoCSJGChdUcmFuc2l0aW9uU3RhZ2VSZXNwb25zZRIrCgd2ZXJzaW9uGAEgASgLMhouYmlrZXNoYXJlLnYxLk1vZGVsVmVyc2lvbiI8ChdMaXN0QWxpYXNIaXN0b3J5UmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEg0KBWFsaWFzGAIgASgJIkYKGExpc3RBbGlhc0hpc3RvcnlSZXNwb25zZRIqCgdjaGFuZ2VzGAEgAygLMhkuYmlrZXNoYXJlLnYxLkFsaWFzQ2hhbmdlKokBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUlVOTklORxABEhcKE1JVTl9TVEFUVVNfRklOSVNIRUQQAhIVChFSVU5fU1RBVFVTX0ZBSUxFRBADEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAQyoQ8KD1JlZ2lzdHJ5U2VydmljZRJhChBDcmVhdGVFeHBlcmltZW50EiUuYmlrZXNoYXJlLnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXF1ZXN0GiYuYmlrZXNoYXJlLnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJYCg1HZXRFeHBlcmltZW50EiIuYmlrZXNoYXJlLnYxLkdldEV4cGVyaW1lbnRSZXF1ZXN0GiMuYmlrZXNoYXJlLnYxLkdldEV4cGVyaW1lbnRSZXNwb25zZRJeCg9MaXN0RXhwZXJpbWVudHMSJC5iaWtlc2hhcmUudjEuTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBolLmJpa2VzaGFyZS52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZRJMCglDcmVhdGVSdW4SHi5iaWtlc2hhcmUudjEuQ3JlYXRlUnVuUmVxdWVzdBofLmJpa2VzaGFyZS52MS5DcmVhdGVSdW5SZXNwb25zZRJDCgZHZXRSdW4SGy5iaWtlc2hhcmUudjEuR2V0UnVuUmVxdWVzdBocLmJpa2VzaGFyZS52MS5HZXRSdW5SZXNwb25zZRJPCgpMb2dSdW5EYXRhEh8uYmlrZXNoYXJlLnYxLkxvZ1J1bkRhdGFSZXF1ZXN0GiAuYmlrZXNoYXJlLnYxLkxvZ1J1bkRhdGFSZXNwb25zZRJDCgZFbmRSdW4SGy5iaWtlc2hhcmUudjEuRW5kUnVuUmVxdWVzdBocLmJpa2VzaGFyZS52MS5FbmRSdW5SZXNwb25zZRJPCgpTZWFyY2hSdW5zEh8uYmlrZXNoYXJlLnYxLlNlYXJjaFJ1bnNSZXF1ZXN0GiAuYmlrZXNoYXJlLnYxLlNlYXJjaFJ1bnNSZXNwb25zZRJdCg5VcGxvYWRBcnRpZmFjdBIjLmJpa2VzaGFyZS52MS5VcGxvYWRBcnRpZmFjdFJlcXVlc3QaJC5iaWtlc2hhcmUudjEuVXBsb2FkQXJ0aWZhY3RSZXNwb25zZSgBElgKDUxpc3RBcnRpZmFjdHMSIi5iaWtlc2hhcmUudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaIy5iaWtlc2hhcmUudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlEmMKEERvd25sb2FkQXJ0aWZhY3QSJS5iaWtlc2hhcmUudjEuRG93bmxvYWRBcnRpZmFjdFJlcXVlc3QaJi5iaWtlc2hhcmUudjEuRG93bmxvYWRBcnRpZmFjdFJlc3BvbnNlMAEScAoVQ3JlYXRlUmVnaXN0ZXJlZE1vZGVsEiouYmlrZXNoYXJlLnYxLkNyZWF0ZVJlZ2lzdGVyZWRNb2RlbFJlcXVlc3QaKy5iaWtlc2hhcmUudjEuQ3JlYXRlUmVnaXN0ZXJlZE1vZGVsUmVzcG9uc2USZwoSR2V0UmVnaXN0ZXJlZE1vZGVsEicuYmlrZXNoYXJlLnYxLkdldFJlZ2lzdGVyZWRNb2RlbFJlcXVlc3QaKC5iaWtlc2hhcmUudjEuR2V0UmVnaXN0ZXJlZE1vZGVsUmVzcG9uc2USbQoUTGlzdFJlZ2lzdGVyZWRNb2RlbHMSKS5iaWtlc2hhcmUudjEuTGlzdFJlZ2lzdGVyZWRNb2RlbHNSZXF1ZXN0GiouYmlrZXNoYXJlLnYxLkxpc3RSZWdpc3RlcmVkTW9kZWxzUmVzcG9uc2USZwoSQ3JlYXRlTW9kZWxWZXJzaW9uEicuYmlrZXNoYXJlLnYxLkNyZWF0ZU1vZGVsVmVyc2lvblJlcXVlc3QaKC5iaWtlc2hhcmUudjEuQ3JlYXRlTW9kZWxWZXJzaW9uUmVzcG9uc2USXgoPR2V0TW9kZWxWZXJzaW9uEiQuYmlrZXNoYXJlLnYxLkdldE1vZGVsVmVyc2lvblJlcXVlc3QaJS5iaWtlc2hhcmUudjEuR2V0TW9kZWxWZXJzaW9uUmVzcG9uc2USZAoRTGlzdE1vZGVsVmVyc2lvbnMSJi5iaWtlc2hhcmUudjEuTGlzdE1vZGVsVmVyc2lvbnNSZXF1ZXN0GicuYmlrZXNoYXJlLnYxLkxpc3RNb2RlbFZlcnNpb25zUmVzcG9uc2USSQoIU2V0QWxpYXMSHS5iaWtlc2hhcmUudjEuU2V0QWxpYXNSZXF1ZXN0Gh4uYmlrZXNoYXJlLnYxLlNldEFsaWFzUmVzcG9uc2USUgoLRGVsZXRlQWxpYXMSIC5iaWtlc2hhcmUudjEuRGVsZXRlQWxpYXNSZXF1ZXN0GiEuYmlrZXNoYXJlLnYxLkRlbGV0ZUFsaWFzUmVzcG9uc2USXgoPVHJhbnNpdGlvblN0YWdlEiQuYmlrZXNoYXJlLnYxLlRyYW5zaXRpb25TdGFnZVJlcXVlc3QaJS5iaWtlc2hhcmUudjEuVHJhbnNpdGlvblN0YWdlUmVzcG9uc2USYQoQTGlzdEFsaWFzSGlzdG9yeRIlLmJpa2VzaGFyZS52MS5MaXN0QWxpYXNIaXN0b3J5UmVxdWVzdBomLmJpa2VzaGFyZS52MS5MaXN0QWxpYXNIaXN0b3J5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChtiaWtlc2hhcmUvdjEvcmVnaXN0cnkucHJvdG8SDGJpa2VzaGFyZS52MSK1AQoKRXhwZXJpbWVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKBHRhZ3MYBCADKAsyIi5iaWtlc2hhcmUudjEuRXhwZXJpbWVudC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYQoLTWV0cmljUG9pbnQSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBEgwKBHN0ZXAYAyABKAMSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisAQKA1J1bhIKCgJpZBgBIAEoCRIVCg1leHBlcmltZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSJwoGc3RhdHVzGAQgASgOMhcuYmlrZXNoYXJlLnYxLlJ1blN0YXR1cxIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoGcGFyYW1zGAcgAygLMh0uYmlrZXNoYXJlLnYxLlJ1bi5QYXJhbXNFbnRyeRIvCgdtZXRyaWNzGAggAygLMh4uYmlrZXNoYXJlLnYxLlJ1bi5NZXRyaWNzRW50cnkSKQoEdGFncxgJIAMoCzIbLmJpa2VzaGFyZS52MS5SdW4uVGFnc0VudHJ5EhUKDXNvdXJjZV9jb21taXQYCiABKAkSGAoQZGF0YV9maW5nZXJwcmludBgLIAEoCRIpCglhcnRpZmFjdHMYDCADKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QaLQoLUGFyYW1zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJSCghBcnRpZmFjdBIMCgRwYXRoGAEgASgJEg4KBnNoYTI1NhgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgEEhQKDGNvbnRlbnRfdHlwZRgEIAEoCSLpAQoPUmVnaXN0ZXJlZE1vZGVsEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOwoHYWxpYXNlcxgEIAMoCzIqLmJpa2VzaGFyZS52MS5SZWdpc3RlcmVkTW9kZWwuQWxpYXNlc0VudHJ5EhYKDmxhdGVzdF92ZXJzaW9uGAUgASgJGi4KDEFsaWFzZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq4CCgxNb2RlbFZlcnNpb24SEgoKbW9kZWxfbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg4KBnJ1bl9pZBgDIAEoCRIPCgdhbGlhc2VzGAQgAygJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKB21ldHJpY3MYBiADKAsyJy5iaWtlc2hhcmUudjEuTW9kZWxWZXJzaW9uLk1ldHJpY3NFbnRyeRIpCglhcnRpZmFjdHMYByADKAsyFi5iaWtlc2hhcmUudjEuQXJ0aWZhY3QSEwoLZGVzY3JpcHRpb24YCCABKAkaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiswEKC0FsaWFzQ2hhbmdlEhIKCm1vZGVsX25hbWUYASABKAkSDQoFYWxpYXMYAiABKAkSFAoMZnJvbV92ZXJzaW9uGAMgASgJEhIKCnRvX3ZlcnNpb24YBCABKAkSDQoFYWN0b3IYBSABKAkSDgoGcmVhc29uGAYgASgJEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmZvcmNlZBgIIAEoCCKTAQoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSDAoEbmFtZRgBIAEoCRI9CgR0YWdzGAIgAygLMi8uYmlrZXNoYXJlLnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXF1ZXN0LlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJIChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLAoKZXhwZXJpbWVudBgBIAEoCzIYLmJpa2VzaGFyZS52MS5FeHBlcmltZW50IioKFEdldEV4cGVyaW1lbnRSZXF1ZXN0EhIKCmV4cGVyaW1lbnQYASABKAkiRQoVR2V0RXhwZXJpbWVudFJlc3BvbnNlEiwKCmV4cGVyaW1lbnQYASABKAsyGC5iaWtlc2hhcmUudjEuRXhwZXJpbWVudCIYChZMaXN0RXhwZXJpbWVudHNSZXF1ZXN0IkgKF0xpc3RFeHBlcmltZW50c1Jlc3BvbnNlEi0KC2V4cGVyaW1lbnRzGAEgAygLMhguYmlrZXNoYXJlLnYxLkV4cGVyaW1lbnQiygEKEENyZWF0ZVJ1blJlcXVlc3QSEgoKZXhwZXJpbWVudBgBIAEoCRIMCgRuYW1lGAIgASgJEjYKBHRhZ3MYAyADKAsyKC5iaWtlc2hhcmUudjEuQ3JlYXRlUnVuUmVxdWVzdC5UYWdzRW50cnkSFQoNc291cmNlX2NvbW1pdBgEIAEoCRIYChBkYXRhX2ZpbmdlcnByaW50GAUgASgJGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjMKEUNyZWF0ZVJ1blJlc3BvbnNlEh4KA3J1bhgBIAEoCzIRLmJpa2VzaGFyZS52MS5SdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMAoOR2V0UnVuUmVzcG9uc2USHgoDcnVuGAEgASgLMhEuYmlrZXNoYXJlLnYxLlJ1biI2ChdHZXRNZXRyaWNIaXN0b3J5UmVxdWVzdBIOCgZydW5faWQYASABKAkSCwoDa2V5GAIgASgJIkUKGEdldE1ldHJpY0hpc3RvcnlSZXNwb25zZRIpCgZwb2ludHMYASADKAsyGS5iaWtlc2hhcmUudjEuTWV0cmljUG9pbnQioQIKEUxvZ1J1bkRhdGFSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRI7CgZwYXJhbXMYAiADKAsyKy5iaWtlc2hhcmUudjEuTG9nUnVuRGF0YVJlcXVlc3QuUGFyYW1zRW50cnkSKgoHbWV0cmljcxgDIAMoCzIZLmJpa2VzaGFyZS52MS5NZXRyaWNQb2ludBI3CgR0YWdzGAQgAygLMikuYmlrZXNoYXJlLnYxLkxvZ1J1bkRhdGFSZXF1ZXN0LlRhZ3NFbnRyeRotCgtQYXJhbXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhQKEkxvZ1J1bkRhdGFSZXNwb25zZSJICg1FbmRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5iaWtlc2hhcmUudjEuUnVuU3RhdHVzIjAKDkVuZFJ1blJlc3BvbnNlEh4KA3J1bhgBIAEoCzIRLmJpa2VzaGFyZS52MS5SdW4icQoRU2VhcmNoUnVuc1JlcXVlc3QSEwoLZXhwZXJpbWVudHMYASADKAkSDgoGZmlsdGVyGAIgASgJEhAKCG9yZGVyX2J5GAMgAygJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIk4KElNlYXJjaFJ1bnNSZXNwb25zZRIfCgRydW5zGAEgAygLMhEuYmlrZXNoYXJlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiWgoVVXBsb2FkQXJ0aWZhY3RSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRINCgVjaHVuaxgEIAEoDCJCChZVcGxvYWRBcnRpZmFjdFJlc3BvbnNlEigKCGFydGlmYWN0GAEgASgLMhYuYmlrZXNoYXJlLnYxLkFydGlmYWN0IiYKFExpc3RBcnRpZmFjdHNSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJCChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USKQoJYXJ0aWZhY3RzGAEgAygLMhYuYmlrZXNoYXJlLnYxLkFydGlmYWN0IjcKF0Rvd25sb2FkQXJ0aWZhY3RSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIlMKGERvd25sb2FkQXJ0aWZhY3RSZXNwb25zZRIoCghhcnRpZmFjdBgBIAEoCzIWLmJpa2VzaGFyZS52MS5BcnRpZmFjdBINCgVjaHVuaxgCIAEoDCJBChxDcmVhdGVSZWdpc3RlcmVkTW9kZWxSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiTQodQ3JlYXRlUmVnaXN0ZXJlZE1vZGVsUmVzcG9uc2USLAoFbW9kZWwYASABKAsyHS5iaWtlc2hhcmUudjEuUmVnaXN0ZXJlZE1vZGVsIikKGUdldFJlZ2lzdGVyZWRNb2RlbFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJKChpHZXRSZWdpc3RlcmVkTW9kZWxSZXNwb25zZRIsCgVtb2RlbBgBIAEoCzIdLmJpa2VzaGFyZS52MS5SZWdpc3RlcmVkTW9kZWwiHQobTGlzdFJlZ2lzdGVyZWRNb2RlbHNSZXF1ZXN0Ik0KHExpc3RSZWdpc3RlcmVkTW9kZWxzUmVzcG9uc2USLQoGbW9kZWxzGAEgAygLMh0uYmlrZXNoYXJlLnYxLlJlZ2lzdGVyZWRNb2RlbCJUChlDcmVhdGVNb2RlbFZlcnNpb25SZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkSDgoGcnVuX2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJIkkKGkNyZWF0ZU1vZGVsVmVyc2lvblJlc3BvbnNlEisKB3ZlcnNpb24YASABKAsyGi5iaWtlc2hhcmUudjEuTW9kZWxWZXJzaW9uIkYKFkdldE1vZGVsVmVyc2lvblJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCRIYChB2ZXJzaW9uX29yX2FsaWFzGAIgASgJIkYKF0dldE1vZGVsVmVyc2lvblJlc3BvbnNlEisKB3ZlcnNpb24YASABKAsyGi5iaWtlc2hhcmUudjEuTW9kZWxWZXJzaW9uIi4KGExpc3RNb2RlbFZlcnNpb25zUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJIkkKGUxpc3RNb2RlbFZlcnNpb25zUmVzcG9uc2USLAoIdmVyc2lvbnMYASADKAsyGi5iaWtlc2hhcmUudjEuTW9kZWxWZXJzaW9uImQKD1NldEFsaWFzUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEg0KBWFsaWFzGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSDgoGcmVhc29uGAQgASgJEg0KBWZvcmNlGAUgASgIIj0KEFNldEFsaWFzUmVzcG9uc2USKQoGY2hhbmdlGAEgASgLMhkuYmlrZXNoYXJlLnYxLkFsaWFzQ2hhbmdlIkcKEkRlbGV0ZUFsaWFzUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEg0KBWFsaWFzGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJAChNEZWxldGVBbGlhc1Jlc3BvbnNlEikKBmNoYW5nZRgBIAEoCzIZLmJpa2VzaGFyZS52MS5BbGlhc0NoYW5nZSJcChZUcmFuc2l0aW9uU3RhZ2VSZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRINCgVzdGFnZRgDIAEoCRIOCgZyZWFzb24YBCABKAkiRgoXVHJhbnNpdGlvblN0YWdlUmVzcG9uc2USKwoHdmVyc2lvbhgBIAEoCzIaLmJpa2VzaGFyZS52MS5Nb2RlbFZlcnNpb24iPAoXTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCRINCgVhbGlhcxgCIAEoCSJGChhMaXN0QWxpYXNIaXN0b3J5UmVzcG9uc2USKgoHY2hhbmdlcxgBIAMoCzIZLmJpa2VzaGFyZS52MS5BbGlhc0NoYW5nZSqJAQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJSVU5fU1RBVFVTX1JVTk5JTkcQARIXChNSVU5fU1RBVFVTX0ZJTklTSEVEEAISFQoRUlVOX1NUQVRVU19GQUlMRUQQAxIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAEMoQQCg9SZWdpc3RyeVNlcnZpY2USYQoQQ3JlYXRlRXhwZXJpbWVudBIlLmJpa2VzaGFyZS52MS5DcmVhdGVFeHBlcmltZW50UmVxdWVzdBomLmJpa2VzaGFyZS52MS5DcmVhdGVFeHBlcmltZW50UmVzcG9uc2USWAoNR2V0RXhwZXJpbWVudBIiLmJpa2VzaGFyZS52MS5HZXRFeHBlcmltZW50UmVxdWVzdBojLmJpa2VzaGFyZS52MS5HZXRFeHBlcmltZW50UmVzcG9uc2USXgoPTGlzdEV4cGVyaW1lbnRzEiQuYmlrZXNoYXJlLnYxLkxpc3RFeHBlcmltZW50c1JlcXVlc3QaJS5iaWtlc2hhcmUudjEuTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USTAoJQ3JlYXRlUnVuEh4uYmlrZXNoYXJlLnYxLkNyZWF0ZVJ1blJlcXVlc3QaHy5iaWtlc2hhcmUudjEuQ3JlYXRlUnVuUmVzcG9uc2USQwoGR2V0UnVuEhsuYmlrZXNoYXJlLnYxLkdldFJ1blJlcXVlc3QaHC5iaWtlc2hhcmUudjEuR2V0UnVuUmVzcG9uc2USYQoQR2V0TWV0cmljSGlzdG9yeRIlLmJpa2VzaGFyZS52MS5HZXRNZXRyaWNIaXN0b3J5UmVxdWVzdBomLmJpa2VzaGFyZS52MS5HZXRNZXRyaWNIaXN0b3J5UmVzcG9uc2USTwoKTG9nUnVuRGF0YRIfLmJpa2VzaGFyZS52MS5Mb2dSdW5EYXRhUmVxdWVzdBogLmJpa2VzaGFyZS52MS5Mb2dSdW5EYXRhUmVzcG9uc2USQwoGRW5kUnVuEhsuYmlrZXNoYXJlLnYxLkVuZFJ1blJlcXVlc3QaHC5iaWtlc2hhcmUudjEuRW5kUnVuUmVzcG9uc2USTwoKU2VhcmNoUnVucxIfLmJpa2VzaGFyZS52MS5TZWFyY2hSdW5zUmVxdWVzdBogLmJpa2VzaGFyZS52MS5TZWFyY2hSdW5zUmVzcG9uc2USXQoOVXBsb2FkQXJ0aWZhY3QSIy5iaWtlc2hhcmUudjEuVXBsb2FkQXJ0aWZhY3RSZXF1ZXN0GiQuYmlrZXNoYXJlLnYxLlVwbG9hZEFydGlmYWN0UmVzcG9uc2UoARJYCg1MaXN0QXJ0aWZhY3RzEiIuYmlrZXNoYXJlLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0GiMuYmlrZXNoYXJlLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJjChBEb3dubG9hZEFydGlmYWN0EiUuYmlrZXNoYXJlLnYxLkRvd25sb2FkQXJ0aWZhY3RSZXF1ZXN0GiYuYmlrZXNoYXJlLnYxLkRvd25sb2FkQXJ0aWZhY3RSZXNwb25zZTABEnAKFUNyZWF0ZVJlZ2lzdGVyZWRNb2RlbBIqLmJpa2VzaGFyZS52MS5DcmVhdGVSZWdpc3RlcmVkTW9kZWxSZXF1ZXN0GisuYmlrZXNoYXJlLnYxLkNyZWF0ZVJlZ2lzdGVyZWRNb2RlbFJlc3BvbnNlEmcKEkdldFJlZ2lzdGVyZWRNb2RlbBInLmJpa2VzaGFyZS52MS5HZXRSZWdpc3RlcmVkTW9kZWxSZXF1ZXN0GiguYmlrZXNoYXJlLnYxLkdldFJlZ2lzdGVyZWRNb2RlbFJlc3BvbnNlEm0KFExpc3RSZWdpc3RlcmVkTW9kZWxzEikuYmlrZXNoYXJlLnYxLkxpc3RSZWdpc3RlcmVkTW9kZWxzUmVxdWVzdBoqLmJpa2VzaGFyZS52MS5MaXN0UmVnaXN0ZXJlZE1vZGVsc1Jlc3BvbnNlEmcKEkNyZWF0ZU1vZGVsVmVyc2lvbhInLmJpa2VzaGFyZS52MS5DcmVhdGVNb2RlbFZlcnNpb25SZXF1ZXN0GiguYmlrZXNoYXJlLnYxLkNyZWF0ZU1vZGVsVmVyc2lvblJlc3BvbnNlEl4KD0dldE1vZGVsVmVyc2lvbhIkLmJpa2VzaGFyZS52MS5HZXRNb2RlbFZlcnNpb25SZXF1ZXN0GiUuYmlrZXNoYXJlLnYxLkdldE1vZGVsVmVyc2lvblJlc3BvbnNlEmQKEUxpc3RNb2RlbFZlcnNpb25zEiYuYmlrZXNoYXJlLnYxLkxpc3RNb2RlbFZlcnNpb25zUmVxdWVzdBonLmJpa2VzaGFyZS52MS5MaXN0TW9kZWxWZXJzaW9uc1Jlc3BvbnNlEkkKCFNldEFsaWFzEh0uYmlrZXNoYXJlLnYxLlNldEFsaWFzUmVxdWVzdBoeLmJpa2VzaGFyZS52MS5TZXRBbGlhc1Jlc3BvbnNlElIKC0RlbGV0ZUFsaWFzEiAuYmlrZXNoYXJlLnYxLkRlbGV0ZUFsaWFzUmVxdWVzdBohLmJpa2VzaGFyZS52MS5EZWxldGVBbGlhc1Jlc3BvbnNlEl4KD1RyYW5zaXRpb25TdGFnZRIkLmJpa2VzaGFyZS52MS5UcmFuc2l0aW9uU3RhZ2VSZXF1ZXN0GiUuYmlrZXNoYXJlLnYxLlRyYW5zaXRpb25TdGFnZVJlc3BvbnNlEmEKEExpc3RBbGlhc0hpc3RvcnkSJS5iaWtlc2hhcmUudjEuTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QaJi5iaWtlc2hhcmUudjEuTGlzdEFsaWFzSGlzdG9yeVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bikeshare.v1.Experiment
@@ -539,6 +539,47 @@ export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
   messageDesc(file_bikeshare_v1_registry, 16);
 
 /**
+ * @generated from message bikeshare.v1.GetMetricHistoryRequest
+ */
+export type GetMetricHistoryRequest = Message<"bikeshare.v1.GetMetricHistoryRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Metric key, e.g. "valid_rmse" (one point per boosting round for boosted models).
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message bikeshare.v1.GetMetricHistoryRequest.
+ * Use `create(GetMetricHistoryRequestSchema)` to create a new message.
+ */
+export const GetMetricHistoryRequestSchema: GenMessage<GetMetricHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_registry, 17);
+
+/**
+ * @generated from message bikeshare.v1.GetMetricHistoryResponse
+ */
+export type GetMetricHistoryResponse = Message<"bikeshare.v1.GetMetricHistoryResponse"> & {
+  /**
+   * @generated from field: repeated bikeshare.v1.MetricPoint points = 1;
+   */
+  points: MetricPoint[];
+};
+
+/**
+ * Describes the message bikeshare.v1.GetMetricHistoryResponse.
+ * Use `create(GetMetricHistoryResponseSchema)` to create a new message.
+ */
+export const GetMetricHistoryResponseSchema: GenMessage<GetMetricHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_bikeshare_v1_registry, 18);
+
+/**
  * @generated from message bikeshare.v1.LogRunDataRequest
  */
 export type LogRunDataRequest = Message<"bikeshare.v1.LogRunDataRequest"> & {
@@ -568,7 +609,7 @@ export type LogRunDataRequest = Message<"bikeshare.v1.LogRunDataRequest"> & {
  * Use `create(LogRunDataRequestSchema)` to create a new message.
  */
 export const LogRunDataRequestSchema: GenMessage<LogRunDataRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 17);
+  messageDesc(file_bikeshare_v1_registry, 19);
 
 /**
  * @generated from message bikeshare.v1.LogRunDataResponse
@@ -581,7 +622,7 @@ export type LogRunDataResponse = Message<"bikeshare.v1.LogRunDataResponse"> & {
  * Use `create(LogRunDataResponseSchema)` to create a new message.
  */
 export const LogRunDataResponseSchema: GenMessage<LogRunDataResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 18);
+  messageDesc(file_bikeshare_v1_registry, 20);
 
 /**
  * @generated from message bikeshare.v1.EndRunRequest
@@ -603,7 +644,7 @@ export type EndRunRequest = Message<"bikeshare.v1.EndRunRequest"> & {
  * Use `create(EndRunRequestSchema)` to create a new message.
  */
 export const EndRunRequestSchema: GenMessage<EndRunRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 19);
+  messageDesc(file_bikeshare_v1_registry, 21);
 
 /**
  * @generated from message bikeshare.v1.EndRunResponse
@@ -620,7 +661,7 @@ export type EndRunResponse = Message<"bikeshare.v1.EndRunResponse"> & {
  * Use `create(EndRunResponseSchema)` to create a new message.
  */
 export const EndRunResponseSchema: GenMessage<EndRunResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 20);
+  messageDesc(file_bikeshare_v1_registry, 22);
 
 /**
  * @generated from message bikeshare.v1.SearchRunsRequest
@@ -661,7 +702,7 @@ export type SearchRunsRequest = Message<"bikeshare.v1.SearchRunsRequest"> & {
  * Use `create(SearchRunsRequestSchema)` to create a new message.
  */
 export const SearchRunsRequestSchema: GenMessage<SearchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 21);
+  messageDesc(file_bikeshare_v1_registry, 23);
 
 /**
  * @generated from message bikeshare.v1.SearchRunsResponse
@@ -683,7 +724,7 @@ export type SearchRunsResponse = Message<"bikeshare.v1.SearchRunsResponse"> & {
  * Use `create(SearchRunsResponseSchema)` to create a new message.
  */
 export const SearchRunsResponseSchema: GenMessage<SearchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 22);
+  messageDesc(file_bikeshare_v1_registry, 24);
 
 /**
  * @generated from message bikeshare.v1.UploadArtifactRequest
@@ -717,7 +758,7 @@ export type UploadArtifactRequest = Message<"bikeshare.v1.UploadArtifactRequest"
  * Use `create(UploadArtifactRequestSchema)` to create a new message.
  */
 export const UploadArtifactRequestSchema: GenMessage<UploadArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 23);
+  messageDesc(file_bikeshare_v1_registry, 25);
 
 /**
  * @generated from message bikeshare.v1.UploadArtifactResponse
@@ -734,7 +775,7 @@ export type UploadArtifactResponse = Message<"bikeshare.v1.UploadArtifactRespons
  * Use `create(UploadArtifactResponseSchema)` to create a new message.
  */
 export const UploadArtifactResponseSchema: GenMessage<UploadArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 24);
+  messageDesc(file_bikeshare_v1_registry, 26);
 
 /**
  * @generated from message bikeshare.v1.ListArtifactsRequest
@@ -751,7 +792,7 @@ export type ListArtifactsRequest = Message<"bikeshare.v1.ListArtifactsRequest"> 
  * Use `create(ListArtifactsRequestSchema)` to create a new message.
  */
 export const ListArtifactsRequestSchema: GenMessage<ListArtifactsRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 25);
+  messageDesc(file_bikeshare_v1_registry, 27);
 
 /**
  * @generated from message bikeshare.v1.ListArtifactsResponse
@@ -768,7 +809,7 @@ export type ListArtifactsResponse = Message<"bikeshare.v1.ListArtifactsResponse"
  * Use `create(ListArtifactsResponseSchema)` to create a new message.
  */
 export const ListArtifactsResponseSchema: GenMessage<ListArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 26);
+  messageDesc(file_bikeshare_v1_registry, 28);
 
 /**
  * @generated from message bikeshare.v1.DownloadArtifactRequest
@@ -790,7 +831,7 @@ export type DownloadArtifactRequest = Message<"bikeshare.v1.DownloadArtifactRequ
  * Use `create(DownloadArtifactRequestSchema)` to create a new message.
  */
 export const DownloadArtifactRequestSchema: GenMessage<DownloadArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 27);
+  messageDesc(file_bikeshare_v1_registry, 29);
 
 /**
  * @generated from message bikeshare.v1.DownloadArtifactResponse
@@ -814,7 +855,7 @@ export type DownloadArtifactResponse = Message<"bikeshare.v1.DownloadArtifactRes
  * Use `create(DownloadArtifactResponseSchema)` to create a new message.
  */
 export const DownloadArtifactResponseSchema: GenMessage<DownloadArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 28);
+  messageDesc(file_bikeshare_v1_registry, 30);
 
 /**
  * @generated from message bikeshare.v1.CreateRegisteredModelRequest
@@ -836,7 +877,7 @@ export type CreateRegisteredModelRequest = Message<"bikeshare.v1.CreateRegistere
  * Use `create(CreateRegisteredModelRequestSchema)` to create a new message.
  */
 export const CreateRegisteredModelRequestSchema: GenMessage<CreateRegisteredModelRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 29);
+  messageDesc(file_bikeshare_v1_registry, 31);
 
 /**
  * @generated from message bikeshare.v1.CreateRegisteredModelResponse
@@ -853,7 +894,7 @@ export type CreateRegisteredModelResponse = Message<"bikeshare.v1.CreateRegister
  * Use `create(CreateRegisteredModelResponseSchema)` to create a new message.
  */
 export const CreateRegisteredModelResponseSchema: GenMessage<CreateRegisteredModelResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 30);
+  messageDesc(file_bikeshare_v1_registry, 32);
 
 /**
  * @generated from message bikeshare.v1.GetRegisteredModelRequest
@@ -870,7 +911,7 @@ export type GetRegisteredModelRequest = Message<"bikeshare.v1.GetRegisteredModel
  * Use `create(GetRegisteredModelRequestSchema)` to create a new message.
  */
 export const GetRegisteredModelRequestSchema: GenMessage<GetRegisteredModelRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 31);
+  messageDesc(file_bikeshare_v1_registry, 33);
 
 /**
  * @generated from message bikeshare.v1.GetRegisteredModelResponse
@@ -887,7 +928,7 @@ export type GetRegisteredModelResponse = Message<"bikeshare.v1.GetRegisteredMode
  * Use `create(GetRegisteredModelResponseSchema)` to create a new message.
  */
 export const GetRegisteredModelResponseSchema: GenMessage<GetRegisteredModelResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 32);
+  messageDesc(file_bikeshare_v1_registry, 34);
 
 /**
  * @generated from message bikeshare.v1.ListRegisteredModelsRequest
@@ -900,7 +941,7 @@ export type ListRegisteredModelsRequest = Message<"bikeshare.v1.ListRegisteredMo
  * Use `create(ListRegisteredModelsRequestSchema)` to create a new message.
  */
 export const ListRegisteredModelsRequestSchema: GenMessage<ListRegisteredModelsRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 33);
+  messageDesc(file_bikeshare_v1_registry, 35);
 
 /**
  * @generated from message bikeshare.v1.ListRegisteredModelsResponse
@@ -917,7 +958,7 @@ export type ListRegisteredModelsResponse = Message<"bikeshare.v1.ListRegisteredM
  * Use `create(ListRegisteredModelsResponseSchema)` to create a new message.
  */
 export const ListRegisteredModelsResponseSchema: GenMessage<ListRegisteredModelsResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 34);
+  messageDesc(file_bikeshare_v1_registry, 36);
 
 /**
  * @generated from message bikeshare.v1.CreateModelVersionRequest
@@ -944,7 +985,7 @@ export type CreateModelVersionRequest = Message<"bikeshare.v1.CreateModelVersion
  * Use `create(CreateModelVersionRequestSchema)` to create a new message.
  */
 export const CreateModelVersionRequestSchema: GenMessage<CreateModelVersionRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 35);
+  messageDesc(file_bikeshare_v1_registry, 37);
 
 /**
  * @generated from message bikeshare.v1.CreateModelVersionResponse
@@ -961,7 +1002,7 @@ export type CreateModelVersionResponse = Message<"bikeshare.v1.CreateModelVersio
  * Use `create(CreateModelVersionResponseSchema)` to create a new message.
  */
 export const CreateModelVersionResponseSchema: GenMessage<CreateModelVersionResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 36);
+  messageDesc(file_bikeshare_v1_registry, 38);
 
 /**
  * @generated from message bikeshare.v1.GetModelVersionRequest
@@ -985,7 +1026,7 @@ export type GetModelVersionRequest = Message<"bikeshare.v1.GetModelVersionReques
  * Use `create(GetModelVersionRequestSchema)` to create a new message.
  */
 export const GetModelVersionRequestSchema: GenMessage<GetModelVersionRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 37);
+  messageDesc(file_bikeshare_v1_registry, 39);
 
 /**
  * @generated from message bikeshare.v1.GetModelVersionResponse
@@ -1002,7 +1043,7 @@ export type GetModelVersionResponse = Message<"bikeshare.v1.GetModelVersionRespo
  * Use `create(GetModelVersionResponseSchema)` to create a new message.
  */
 export const GetModelVersionResponseSchema: GenMessage<GetModelVersionResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 38);
+  messageDesc(file_bikeshare_v1_registry, 40);
 
 /**
  * @generated from message bikeshare.v1.ListModelVersionsRequest
@@ -1019,7 +1060,7 @@ export type ListModelVersionsRequest = Message<"bikeshare.v1.ListModelVersionsRe
  * Use `create(ListModelVersionsRequestSchema)` to create a new message.
  */
 export const ListModelVersionsRequestSchema: GenMessage<ListModelVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 39);
+  messageDesc(file_bikeshare_v1_registry, 41);
 
 /**
  * @generated from message bikeshare.v1.ListModelVersionsResponse
@@ -1036,7 +1077,7 @@ export type ListModelVersionsResponse = Message<"bikeshare.v1.ListModelVersionsR
  * Use `create(ListModelVersionsResponseSchema)` to create a new message.
  */
 export const ListModelVersionsResponseSchema: GenMessage<ListModelVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 40);
+  messageDesc(file_bikeshare_v1_registry, 42);
 
 /**
  * @generated from message bikeshare.v1.SetAliasRequest
@@ -1077,7 +1118,7 @@ export type SetAliasRequest = Message<"bikeshare.v1.SetAliasRequest"> & {
  * Use `create(SetAliasRequestSchema)` to create a new message.
  */
 export const SetAliasRequestSchema: GenMessage<SetAliasRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 41);
+  messageDesc(file_bikeshare_v1_registry, 43);
 
 /**
  * @generated from message bikeshare.v1.SetAliasResponse
@@ -1094,7 +1135,7 @@ export type SetAliasResponse = Message<"bikeshare.v1.SetAliasResponse"> & {
  * Use `create(SetAliasResponseSchema)` to create a new message.
  */
 export const SetAliasResponseSchema: GenMessage<SetAliasResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 42);
+  messageDesc(file_bikeshare_v1_registry, 44);
 
 /**
  * @generated from message bikeshare.v1.DeleteAliasRequest
@@ -1121,7 +1162,7 @@ export type DeleteAliasRequest = Message<"bikeshare.v1.DeleteAliasRequest"> & {
  * Use `create(DeleteAliasRequestSchema)` to create a new message.
  */
 export const DeleteAliasRequestSchema: GenMessage<DeleteAliasRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 43);
+  messageDesc(file_bikeshare_v1_registry, 45);
 
 /**
  * @generated from message bikeshare.v1.DeleteAliasResponse
@@ -1138,7 +1179,7 @@ export type DeleteAliasResponse = Message<"bikeshare.v1.DeleteAliasResponse"> & 
  * Use `create(DeleteAliasResponseSchema)` to create a new message.
  */
 export const DeleteAliasResponseSchema: GenMessage<DeleteAliasResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 44);
+  messageDesc(file_bikeshare_v1_registry, 46);
 
 /**
  * @generated from message bikeshare.v1.TransitionStageRequest
@@ -1172,7 +1213,7 @@ export type TransitionStageRequest = Message<"bikeshare.v1.TransitionStageReques
  * Use `create(TransitionStageRequestSchema)` to create a new message.
  */
 export const TransitionStageRequestSchema: GenMessage<TransitionStageRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 45);
+  messageDesc(file_bikeshare_v1_registry, 47);
 
 /**
  * @generated from message bikeshare.v1.TransitionStageResponse
@@ -1189,7 +1230,7 @@ export type TransitionStageResponse = Message<"bikeshare.v1.TransitionStageRespo
  * Use `create(TransitionStageResponseSchema)` to create a new message.
  */
 export const TransitionStageResponseSchema: GenMessage<TransitionStageResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 46);
+  messageDesc(file_bikeshare_v1_registry, 48);
 
 /**
  * @generated from message bikeshare.v1.ListAliasHistoryRequest
@@ -1213,7 +1254,7 @@ export type ListAliasHistoryRequest = Message<"bikeshare.v1.ListAliasHistoryRequ
  * Use `create(ListAliasHistoryRequestSchema)` to create a new message.
  */
 export const ListAliasHistoryRequestSchema: GenMessage<ListAliasHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 47);
+  messageDesc(file_bikeshare_v1_registry, 49);
 
 /**
  * @generated from message bikeshare.v1.ListAliasHistoryResponse
@@ -1230,7 +1271,7 @@ export type ListAliasHistoryResponse = Message<"bikeshare.v1.ListAliasHistoryRes
  * Use `create(ListAliasHistoryResponseSchema)` to create a new message.
  */
 export const ListAliasHistoryResponseSchema: GenMessage<ListAliasHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_bikeshare_v1_registry, 48);
+  messageDesc(file_bikeshare_v1_registry, 50);
 
 /**
  * @generated from enum bikeshare.v1.RunStatus
@@ -1314,6 +1355,16 @@ export const RegistryService: GenService<{
     methodKind: "unary";
     input: typeof GetRunRequestSchema;
     output: typeof GetRunResponseSchema;
+  },
+  /**
+   * Every logged point of one metric of a run, by step then time (a run's metrics hold only the latest).
+   *
+   * @generated from rpc bikeshare.v1.RegistryService.GetMetricHistory
+   */
+  getMetricHistory: {
+    methodKind: "unary";
+    input: typeof GetMetricHistoryRequestSchema;
+    output: typeof GetMetricHistoryResponseSchema;
   },
   /**
    * Params, metrics (step-indexed) and tags in one call.
