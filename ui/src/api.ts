@@ -1,5 +1,6 @@
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { MonitorService } from "../../gen/bikeshare/v1/monitor_pb.js";
 import { PredictService } from "../../gen/bikeshare/v1/predict_pb.js";
 import { RegistryService } from "../../gen/bikeshare/v1/registry_pb.js";
 import { TrainService } from "../../gen/bikeshare/v1/train_pb.js";
@@ -29,6 +30,7 @@ const transport = createConnectTransport({ baseUrl: window.location.origin, inte
 export const registry = createClient(RegistryService, transport);
 export const train = createClient(TrainService, transport);
 export const predict = createClient(PredictService, transport);
+export const monitor = createClient(MonitorService, transport);
 
 /**
  * What to tell the user when a call fails. The server's own message names the RPC and the role it

@@ -1,8 +1,10 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { getToken, predict, setToken } from "./api.js";
+import { ComparePage } from "./pages/compare.js";
 import { JobsPage } from "./pages/jobs.js";
 import { ModelsPage } from "./pages/models.js";
+import { MonitoringPage } from "./pages/monitoring.js";
 import { RunsPage } from "./pages/runs.js";
 import { href, useRoute } from "./route.js";
 
@@ -10,7 +12,12 @@ const PAGES = [
   { id: "runs", title: "Runs" },
   { id: "models", title: "Models" },
   { id: "jobs", title: "Jobs" },
+  { id: "monitoring", title: "Monitoring" },
 ] as const;
+/** Pages reached from another page, not from the header; the header marks their parent. */
+const SUBPAGES: Record<string, { parent: string; title: string }> = {
+  compare: { parent: "runs", title: "Compare runs" },
+};
 
 function TokenBox(props: { token: string; onChange(token: string): void }) {
   const [draft, setDraft] = useState("");
@@ -72,17 +79,19 @@ function App() {
     setToken(next);
     setTokenState(next);
   };
-  const page = PAGES.find((p) => p.id === route.page);
+  const sub = SUBPAGES[route.page];
+  const current = sub?.parent ?? route.page;
+  const title = sub?.title ?? PAGES.find((p) => p.id === route.page)?.title;
   useEffect(() => {
-    document.title = `${page?.title ?? "Not found"} · bikeshare console`;
-  }, [page]);
+    document.title = `${title ?? "Not found"} · bikeshare console`;
+  }, [title]);
   return (
     <>
       <header>
         <strong class="brand">bikeshare</strong>
         <nav aria-label="Pages">
           {PAGES.map((p) => (
-            <a key={p.id} href={href(p.id)} aria-current={p.id === route.page ? "page" : undefined}>
+            <a key={p.id} href={href(p.id)} aria-current={p.id === current ? "page" : undefined}>
               {p.title}
             </a>
           ))}
@@ -98,6 +107,10 @@ function App() {
           <ModelsPage query={route.query} />
         ) : route.page === "jobs" ? (
           <JobsPage query={route.query} />
+        ) : route.page === "monitoring" ? (
+          <MonitoringPage query={route.query} />
+        ) : route.page === "compare" ? (
+          <ComparePage query={route.query} />
         ) : (
           <p class="error" role="alert">
             No page called “{route.page}”.

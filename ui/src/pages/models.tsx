@@ -38,6 +38,99 @@ function GateCell(props: { run: Run | undefined }) {
   );
 }
 
+/**
+ * The version production pointed at before it moved to the current one, from the audit history
+ * (oldest first): the latest production move onto the current version says where it came from.
+ */
+export function previousProduction(history: AliasChange[], current: string | undefined): string | undefined {
+  if (current === undefined) return undefined;
+  const moves = history.filter((c) => c.alias === "production");
+  for (let i = moves.length - 1; i >= 0; i--) {
+    const move = moves[i] as AliasChange;
+    if (move.toVersion === current && move.fromVersion !== "" && move.fromVersion !== current) {
+      return move.fromVersion;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Roll back: production to the version it served before, with a reason. The CLI's way, `models
+ * promote V --force --reason …`: the same SetAlias, so the same admin check and audit entry. With force,
+ * because the gate admits only a challenger that beat the current version, which an older one seldom did;
+ * the audit records it as forced only when the gate would have refused.
+ */
+function RollbackForm(props: {
+  model: string;
+  current: string | undefined;
+  previous: string | undefined;
+  onDone(): void;
+}) {
+  const [reason, setReason] = useState("");
+  const [message, setMessage] = useState<{ ok: boolean; text: string } | undefined>(undefined);
+  if (props.previous === undefined) {
+    return (
+      <p class="hint" data-testid="rollback-none">
+        Roll back: production {props.current ? `(v${props.current})` : ""} has no earlier version in the audit
+        history to go back to.
+      </p>
+    );
+  }
+  return (
+    <form
+      class="action"
+      aria-labelledby="rollback-title"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setMessage(undefined);
+        try {
+          const { change } = await registry.setAlias({
+            modelName: props.model,
+            alias: "production",
+            version: props.previous as string,
+            reason,
+            force: true,
+          });
+          setMessage({
+            ok: true,
+            text: `Rolled back: production now points at v${change?.toVersion} (was v${change?.fromVersion}).`,
+          });
+          setReason("");
+          props.onDone();
+        } catch (error) {
+          setMessage({ ok: false, text: explain(error) });
+        }
+      }}
+    >
+      <h2 id="rollback-title">Roll back production</h2>
+      <p class="hint">
+        Moves production from v{props.current} back to v{props.previous}, the version it served before, past
+        the champion/challenger gate if need be (the audit then marks it forced). Needs an admin token.
+      </p>
+      <label>
+        Why roll back
+        <input
+          name="rollback-reason"
+          required
+          placeholder="recorded in the audit history"
+          value={reason}
+          onInput={(e) => setReason(e.currentTarget.value)}
+        />
+      </label>
+      <button type="submit">Roll back to v{props.previous}</button>
+      {message && (
+        <p
+          class={message.ok ? "ok" : "error"}
+          role={message.ok ? "status" : "alert"}
+          data-testid="rollback-result"
+        >
+          {message.text}
+        </p>
+      )}
+    </form>
+  );
+}
+
 function PromoteForm(props: { model: string; versions: ModelVersion[]; onDone(): void }) {
   const [version, setVersion] = useState(props.versions[0]?.version ?? "");
   const [alias, setAlias] = useState("production");
@@ -240,6 +333,15 @@ export function ModelsPage(props: { query: URLSearchParams }) {
               </tbody>
             </table>
           </div>
+          <RollbackForm
+            model={chosen}
+            current={versions.find((v) => v.aliases.includes("production"))?.version}
+            previous={previousProduction(
+              history,
+              versions.find((v) => v.aliases.includes("production"))?.version,
+            )}
+            onDone={() => setReloads((n) => n + 1)}
+          />
           <PromoteForm model={chosen} versions={versions} onDone={() => setReloads((n) => n + 1)} />
           <h2>Alias history</h2>
           <div class="scroll">

@@ -6,6 +6,35 @@ import { href } from "../route.js";
 
 type Group = "params" | "metrics" | "tags";
 const GROUPS: Group[] = ["params", "metrics", "tags"];
+/** What a comparison holds: two runs at least to compare, five at most to read side by side. */
+export const COMPARE_MIN = 2;
+export const COMPARE_MAX = 5;
+/** `cols=none` in the URL: no param, metric or tag column (an empty value would drop out of the URL). */
+const NO_COLUMNS = "none";
+
+interface Column {
+  group: Group;
+  key: string;
+}
+const columnId = (c: Column) => `${c.group}.${c.key}`;
+
+/**
+ * The chosen columns from the URL's `cols` (`metrics.valid_rmse,params.max_depth`, in that order);
+ * without it, every param and metric, as before the picker existed.
+ */
+function chosenColumns(cols: string | null, runs: Run[]): Column[] {
+  if (cols === null) {
+    return (["params", "metrics"] as Group[]).flatMap((g) =>
+      keysOf(runs, g).map((key) => ({ group: g, key })),
+    );
+  }
+  if (cols === NO_COLUMNS) return [];
+  return cols.split(",").flatMap((id) => {
+    const dot = id.indexOf(".");
+    const group = id.slice(0, dot) as Group;
+    return dot > 0 && GROUPS.includes(group) ? [{ group, key: id.slice(dot + 1) }] : [];
+  });
+}
 
 /** order_by is a list; in the form it is one line, clauses split at commas as `runs search` prints them. */
 function orderClauses(text: string): string[] {
@@ -29,7 +58,8 @@ export function RunsPage(props: { query: URLSearchParams }) {
   const [runs, setRuns] = useState<Run[] | undefined>(undefined);
   const [next, setNext] = useState("");
   const [error, setError] = useState("");
-  const [shown, setShown] = useState<Record<Group, boolean>>({ params: true, metrics: true, tags: false });
+  const [selected, setSelected] = useState<string[]>([]);
+  const cols = props.query.get("cols");
 
   const search = async (pageToken: string) => {
     setError("");
@@ -54,9 +84,27 @@ export function RunsPage(props: { query: URLSearchParams }) {
     void search("");
   }, [filter, order, experiments]);
 
-  const columns = GROUPS.filter((g) => shown[g]).flatMap((g) =>
-    keysOf(runs ?? [], g).map((key) => ({ group: g, key })),
-  );
+  const columns = chosenColumns(cols, runs ?? []);
+  const chosen = new Set(columns.map(columnId));
+  // The URL keeps the columns with the search, so a link shows the same table.
+  const choose = (next: Set<string>) => {
+    const ordered = GROUPS.flatMap((g) =>
+      [...new Set([...keysOf(runs ?? [], g), ...columns.filter((c) => c.group === g).map((c) => c.key)])]
+        .sort()
+        .map((key) => `${g}.${key}`),
+    ).filter((id) => next.has(id));
+    window.location.hash = href("runs", {
+      filter,
+      order,
+      experiments,
+      cols: ordered.length === 0 ? NO_COLUMNS : ordered.join(","),
+    });
+  };
+  const toggle = (ids: string[], on: boolean) => {
+    const next = new Set(chosen);
+    for (const id of ids) on ? next.add(id) : next.delete(id);
+    choose(next);
+  };
   return (
     <section aria-labelledby="runs-title">
       <h1 id="runs-title">Runs</h1>
@@ -64,7 +112,7 @@ export function RunsPage(props: { query: URLSearchParams }) {
         class="search"
         onSubmit={(e) => {
           e.preventDefault();
-          window.location.hash = href("runs", form);
+          window.location.hash = href("runs", { ...form, cols: cols ?? "" });
         }}
       >
         <label>
@@ -96,20 +144,59 @@ export function RunsPage(props: { query: URLSearchParams }) {
         </label>
         <button type="submit">Search</button>
       </form>
-      <fieldset class="columns">
-        <legend>Columns</legend>
-        {GROUPS.map((g) => (
-          <label key={g}>
-            <input
-              type="checkbox"
-              name={`show-${g}`}
-              checked={shown[g]}
-              onChange={(e) => setShown({ ...shown, [g]: e.currentTarget.checked })}
-            />
-            {g}
-          </label>
-        ))}
-      </fieldset>
+      <details class="columns" data-testid="column-picker">
+        <summary>Columns ({columns.length} shown)</summary>
+        {GROUPS.map((g) => {
+          const ids = [
+            ...new Set([...keysOf(runs ?? [], g), ...columns.filter((c) => c.group === g).map((c) => c.key)]),
+          ]
+            .sort()
+            .map((key) => `${g}.${key}`);
+          const all = ids.length > 0 && ids.every((id) => chosen.has(id));
+          return (
+            <fieldset key={g}>
+              <legend>
+                <label>
+                  <input
+                    type="checkbox"
+                    name={`all-${g}`}
+                    checked={all}
+                    disabled={ids.length === 0}
+                    onChange={(e) => toggle(ids, e.currentTarget.checked)}
+                  />
+                  all {g}
+                </label>
+              </legend>
+              {ids.map((id) => (
+                <label key={id}>
+                  <input
+                    type="checkbox"
+                    name={`col-${id}`}
+                    checked={chosen.has(id)}
+                    onChange={(e) => toggle([id], e.currentTarget.checked)}
+                  />
+                  {id.slice(g.length + 1)}
+                </label>
+              ))}
+            </fieldset>
+          );
+        })}
+      </details>
+      <div class="compare-bar">
+        <button
+          type="button"
+          data-testid="compare"
+          disabled={selected.length < COMPARE_MIN || selected.length > COMPARE_MAX}
+          onClick={() => {
+            window.location.hash = href("compare", { runs: selected.join(",") });
+          }}
+        >
+          Compare {selected.length} selected runs
+        </button>
+        <span class="hint">
+          Tick {COMPARE_MIN} to {COMPARE_MAX} runs to compare their params, metrics and metric histories.
+        </span>
+      </div>
       {error !== "" && (
         <p class="error" role="alert" data-testid="error">
           {error}
@@ -123,13 +210,16 @@ export function RunsPage(props: { query: URLSearchParams }) {
             </caption>
             <thead>
               <tr>
+                <th scope="col">
+                  <span class="visually-hidden">Compare</span>
+                </th>
                 <th scope="col">Run</th>
                 <th scope="col">Name</th>
                 <th scope="col">Status</th>
                 <th scope="col">Started</th>
                 {columns.map((c) => (
                   <th scope="col" key={`${c.group}.${c.key}`} class={c.group}>
-                    {c.group}.{c.key}
+                    {columnId(c)}
                   </th>
                 ))}
               </tr>
@@ -137,6 +227,18 @@ export function RunsPage(props: { query: URLSearchParams }) {
             <tbody>
               {runs.map((run) => (
                 <tr key={run.id} data-run-id={run.id}>
+                  <td>
+                    <input
+                      type="checkbox"
+                      aria-label={`Compare run ${run.name || run.id}`}
+                      checked={selected.includes(run.id)}
+                      disabled={!selected.includes(run.id) && selected.length >= COMPARE_MAX}
+                      onChange={(e) => {
+                        const on = e.currentTarget.checked;
+                        setSelected((prev) => (on ? [...prev, run.id] : prev.filter((id) => id !== run.id)));
+                      }}
+                    />
+                  </td>
                   <td title={run.id}>
                     <code>{shortId(run.id)}</code>
                   </td>
