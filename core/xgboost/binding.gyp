@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "xgboost_addon",
-      "sources": ["src/addon.cc", "src/booster.cc", "src/common.cc", "src/train.cc"],
+      "sources": ["src/addon.cc", "src/booster.cc", "src/common.cc", "src/shap_tables.cc", "src/train.cc", "src/treeshap.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "/usr/include"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions", "-O3"],

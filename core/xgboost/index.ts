@@ -97,6 +97,13 @@ interface NativeBooster {
   dispose(): void;
 }
 
+interface NativeShapTables {
+  contributions(data: Float32Array, rows: number, cols: number): Float32Array;
+  contributionsAsync(data: Float32Array, rows: number, cols: number): Promise<Float32Array>;
+  stats(): { numFeatures: number; bias: number; tableBytes: number; leaves: number };
+  dispose(): void;
+}
+
 interface NativeTrainResult {
   booster: NativeBooster;
   bestIteration: number;
@@ -106,7 +113,15 @@ interface NativeTrainResult {
 
 interface NativeAddon {
   version: string;
-  NativeBooster: { loadJson(json: string): NativeBooster };
+  NativeBooster: {
+    loadJson(json: string): NativeBooster;
+    loadJsonAsync(json: string | Uint8Array): Promise<NativeBooster>;
+  };
+  buildShapTables(
+    model: string | Uint8Array,
+    maxPathFeatures: number,
+    maxTableBytes: number,
+  ): Promise<NativeShapTables>;
   train(options: {
     params: [string, string][];
     rounds: number;
@@ -341,6 +356,17 @@ export class Booster {
     return new Booster(CONSTRUCT, addon.NativeBooster.loadJson(json.trimStart()));
   }
 
+  /**
+   * loadJson on the libuv thread pool: XGBoost parses the 600-tree model for ~0.4 s, which on the event
+   * loop would hold every other request. Takes the bytes as read (a Buffer) or a string.
+   */
+  static async loadJsonAsync(json: string | Uint8Array): Promise<Booster> {
+    if (!(typeof json === "string" || types.isUint8Array(json)) || json.length === 0) {
+      throw new TypeError("json must be a non-empty string or Uint8Array");
+    }
+    return new Booster(CONSTRUCT, await addon.NativeBooster.loadJsonAsync(json));
+  }
+
   /** JSON rather than UBJ/binary so models can be diffed, inspected and converted (ONNX export). */
   saveJson(): string {
     return this.#live().saveJson();
@@ -369,8 +395,9 @@ export class Booster {
    * Per-feature contributions to each row's margin, `rows × (cols + 1)` row-major with the bias (the
    * expected margin) last: XGBoost's own TreeSHAP for tree boosters, weight × value for gblinear (a
    * missing value contributes 0, as it does to the prediction). A row sums to the margin, which is the
-   * prediction for reg:squarederror and its log for count:poisson and reg:tweedie. Synchronous: one
-   * row costs well under a millisecond for this project's models (bench/explain.ts).
+   * prediction for reg:squarederror and its log for count:poisson and reg:tweedie. Synchronous: a row
+   * costs milliseconds for a 600-tree model or a deep forest (bench/explain.ts); TreeShapTables gives the
+   * same values in a fraction of that.
    */
   predictContribs(m: DenseMatrix): Float32Array {
     const native = this.#live();
@@ -452,5 +479,123 @@ export class Booster {
     const expected = native.numFeatures();
     if (m.cols !== expected)
       throw new RangeError(`matrix.cols ${m.cols} does not match numFeatures ${expected}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TreeSHAP tables
+
+/** Raised when a model is outside what the tables reproduce exactly; the message says why. Callers fall back. */
+export class TreeShapDeclined extends Error {
+  override readonly name = "TreeShapDeclined";
+}
+
+export interface TreeShapLimits {
+  /** Distinct features on one root-to-leaf path; 2^this float32s a leaf. Default 12, at most 24. */
+  maxPathFeatures?: number;
+  /**
+   * All tables together. Default 16 MiB: the 600-tree depth-6 gbtree needs ~3.7 MiB (at most 9.4 MiB
+   * for 600 full trees); the 80-tree depth-12 forest needs ~27 MiB and stays with XGBoost, since a row
+   * reads through all its tables (bench/explain.ts gives the figure).
+   */
+  maxTableBytes?: number;
+}
+
+export const TREESHAP_DEFAULT_LIMITS: Required<TreeShapLimits> = {
+  maxPathFeatures: 12,
+  maxTableBytes: 16 * 1024 * 1024,
+};
+
+/**
+ * XGBoost's own TreeSHAP values (`Booster.predictContribs`, the same layout: `rows × (cols + 1)`, bias
+ * last), from per-leaf tables precomputed once per model (Fast TreeSHAP v2; the algebra is in
+ * src/treeshap.h). A row then costs one pass over the nodes and d + 1 lookups a leaf instead of
+ * XGBoost's O(L·D²) a tree: well under a millisecond for the 600-tree gbtree (bench/explain.ts).
+ *
+ * Built on the libuv thread pool (parsing the JSON model and filling the tables), held in native memory
+ * that V8 does not see: dispose() frees it (else garbage collection does, eventually).
+ */
+export class TreeShapTables {
+  #native: NativeShapTables | undefined;
+  readonly numFeatures: number;
+  /** The expected margin: XGBoost's bias column. */
+  readonly bias: number;
+  /** Bytes held by the tables (the dominant memory). */
+  readonly tableBytes: number;
+  /** Leaves across all trees. */
+  readonly leaves: number;
+
+  /** Not for direct use: tables come from TreeShapTables.build(). */
+  constructor(token: typeof CONSTRUCT, native: NativeShapTables) {
+    if (token !== CONSTRUCT) throw new TypeError("Use TreeShapTables.build() to obtain tables");
+    this.#native = native;
+    const stats = native.stats();
+    this.numFeatures = stats.numFeatures;
+    this.bias = stats.bias;
+    this.tableBytes = stats.tableBytes;
+    this.leaves = stats.leaves;
+  }
+
+  /**
+   * From an XGBoost JSON model (saveJson / the registry's native artifact, as a string or the bytes read),
+   * off the event loop. Rejects with TreeShapDeclined for anything it does not reproduce exactly:
+   * gblinear, dart (tree weights), multi-output or vector leaves, categorical splits, a zero-cover
+   * branch on a path, an objective without an explanation space, or tables beyond `limits`.
+   */
+  static async build(model: string | Uint8Array, limits: TreeShapLimits = {}): Promise<TreeShapTables> {
+    if (!(typeof model === "string" || types.isUint8Array(model))) {
+      throw new TypeError("model must be a string or a Uint8Array");
+    }
+    const maxPathFeatures = limits.maxPathFeatures ?? TREESHAP_DEFAULT_LIMITS.maxPathFeatures;
+    const maxTableBytes = limits.maxTableBytes ?? TREESHAP_DEFAULT_LIMITS.maxTableBytes;
+    checkInteger(maxPathFeatures, "maxPathFeatures", 1, 24);
+    checkInteger(maxTableBytes, "maxTableBytes", 0);
+    try {
+      return new TreeShapTables(
+        CONSTRUCT,
+        await addon.buildShapTables(model, maxPathFeatures, maxTableBytes),
+      );
+    } catch (error) {
+      if ((error as { declined?: unknown }).declined === true) {
+        throw new TreeShapDeclined((error as Error).message);
+      }
+      throw error;
+    }
+  }
+
+  /** On the calling thread: for the few rows of a request (a row of the 600-tree gbtree: ~0.3 ms). */
+  contributions(m: DenseMatrix): Float32Array {
+    const native = this.#live();
+    this.#checkInput(m);
+    if (m.rows === 0) return new Float32Array(0);
+    return native.contributions(m.data, m.rows, m.cols);
+  }
+
+  /** The same on the libuv thread pool, for batches that would stall the event loop; input copied first. */
+  async contributionsAsync(m: DenseMatrix): Promise<Float32Array> {
+    const native = this.#live();
+    this.#checkInput(m);
+    if (m.rows === 0) return new Float32Array(0);
+    return native.contributionsAsync(m.data, m.rows, m.cols);
+  }
+
+  /** Frees the tables now (after any contributionsAsync in flight). Safe to call more than once. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  #live(): NativeShapTables {
+    if (this.#native === undefined) {
+      throw new Error("TreeSHAP tables have been disposed and can no longer be used");
+    }
+    return this.#native;
+  }
+
+  #checkInput(m: DenseMatrix): void {
+    checkMatrix(m, "matrix", 0);
+    if (m.cols !== this.numFeatures) {
+      throw new RangeError(`matrix.cols ${m.cols} does not match the model's ${this.numFeatures} features`);
+    }
   }
 }

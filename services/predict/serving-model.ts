@@ -1,9 +1,8 @@
 import { BikeshareError } from "../../core/errors.js";
-import { FastTreeShap } from "../../core/explain/fast-treeshap.js";
 import { type Explanation, explainContributions, explanationSpace } from "../../core/explain/index.js";
 import { FEATURE_NAMES, featureMatrix, NUM_FEATURES, type RawColumns } from "../../core/features/index.js";
 import { CompiledModel, OnnxModel, OnnxWorkerModel } from "../../core/onnx/index.js";
-import { Booster } from "../../core/xgboost/index.js";
+import { Booster, TreeShapDeclined, TreeShapTables } from "../../core/xgboost/index.js";
 import { IntervalLevelError, intervalBounds } from "../../pipelines/training/calibration.js";
 import { RegistryError } from "../registry/errors.js";
 import { ARTIFACT_CARD, ARTIFACT_NATIVE, ARTIFACT_ONNX, type ModelCard } from "../registry/model-card.js";
@@ -24,15 +23,17 @@ export const WORKER_BATCH_ROWS = 512;
 export const COMPILED_MAX_ROWS = 2;
 
 /**
- * Rows one request may ask explanations for. TreeSHAP costs milliseconds a row for a forest or a
- * 600-tree model (bench/explain.ts), so a full batch would hold a thread-pool thread for minutes.
+ * Rows one request may ask explanations for. XGBoost's TreeSHAP costs milliseconds a row for a forest or
+ * a 600-tree model (bench/explain.ts), and it answers while a version's tables are being built or when
+ * they are declined, so a larger batch would hold a thread-pool thread for seconds.
  */
 export const EXPLAIN_MAX_ROWS = 100;
 
 /**
- * Rows up to which explanations come from precomputed TreeSHAP tables (core/explain/fast-treeshap.ts,
- * the same values as XGBoost's) on the event loop instead of XGBoost on the thread pool: a row of the
- * 600-tree gbtree costs a few tenths of XGBoost's time, but a larger batch would hold the event loop.
+ * Rows up to which explanations are evaluated from the version's TreeSHAP tables (TreeShapTables, the
+ * same values as XGBoost's) on the event loop: ~0.75 ms of CPU a row for the 600-tree gbtree, so four
+ * rows stay within a few milliseconds and skip the hop to the thread pool; larger batches are evaluated
+ * from the same tables on the thread pool.
  */
 export const FAST_EXPLAIN_MAX_ROWS = 4;
 
@@ -74,8 +75,8 @@ export class PoolGate {
   }
 }
 
-/** Explanations by XGBoost on the thread pool, for every version of this process. */
-const poolExplains = new PoolGate(1, 8, "explanations of more than 4 rows");
+/** Explanations on the thread pool (tables or XGBoost), for every version of this process. */
+const poolExplains = new PoolGate(1, 8, "explanations on the thread pool");
 
 /**
  * A registered model version loaded into ONNX Runtime, twice: a session on the event loop's thread for
@@ -96,18 +97,26 @@ export class ServingModel {
     private readonly compiled: CompiledModel | undefined,
     /** Why the compiled evaluator declined this model (its few-row requests then run on ONNX Runtime). */
     readonly compiledDeclined: string | undefined,
-    /** The version's XGBoost model JSON, read only when the first explanation is asked for. */
+    /** The version's XGBoost model JSON, read for its TreeSHAP tables and, until they are ready, XGBoost. */
     private readonly readNative: () => Promise<Buffer>,
   ) {}
 
-  /** The native booster, loaded once on the first explanation: most servers never explain. */
+  /**
+   * The native booster, loaded on the thread pool by the first explanation that finds no tables (they
+   * are still being built, or declined): once they are ready it is never needed.
+   */
   private native: Promise<Booster> | undefined;
 
-  /** TreeSHAP tables for few-row explanations, built on the first one; undefined when declined. */
-  private fast: Promise<FastTreeShap | undefined> | undefined;
+  /** The version's TreeSHAP tables once built: they answer every explanation from then on. */
+  private tables: TreeShapTables | undefined;
+
+  /** The build in flight or done; unset again when reading the model failed, so it is retried. */
+  private tablesBuild: Promise<void> | undefined;
+
+  private released = false;
 
   /** Why the tables were not built (a model they do not cover, or too large): XGBoost explains it all. */
-  fastExplainDeclined: string | undefined;
+  explainTablesDeclined: string | undefined;
 
   static async load(
     registry: Registry,
@@ -138,7 +147,7 @@ export class ServingModel {
       // Not an error: ONNX Runtime serves every request. The caller says so (LiveModel logs it once).
       declined = (error as Error).message;
     }
-    return new ServingModel(
+    const model = new ServingModel(
       version.modelName,
       version.version,
       card,
@@ -148,12 +157,52 @@ export class ServingModel {
       declined,
       () => registry.readArtifact(version.runId, ARTIFACT_NATIVE),
     );
+    // Not awaited: the version serves predictions (and XGBoost its explanations) meanwhile.
+    void model.explainTablesReady();
+    return model;
   }
 
   /**
-   * Per-row contributions of every input field to the forecast (core/explain), from XGBoost's own
-   * TreeSHAP on the version's native model. Runs on the libuv thread pool: a row takes milliseconds.
-   * `dateField` is what the caller's transport calls the hour's date (`hour` in RPCs).
+   * Builds the version's TreeSHAP tables on the thread pool, once (again after a failed read of the
+   * model, which the next explanation retries). Resolves when they are ready, declined or unavailable;
+   * never rejects: XGBoost answers, and reports, whatever the tables cannot.
+   */
+  explainTablesReady(): Promise<void> {
+    this.tablesBuild ??= (async () => {
+      try {
+        explanationSpace(this.card.objective);
+      } catch (error) {
+        this.explainTablesDeclined = (error as Error).message;
+        return;
+      }
+      let bytes: Buffer;
+      try {
+        bytes = await this.readNative();
+      } catch {
+        // nativeBooster reads the artifact again and reports the failure to the request.
+        this.tablesBuild = undefined;
+        return;
+      }
+      try {
+        const tables = await TreeShapTables.build(bytes);
+        if (this.released) tables.dispose();
+        else this.tables = tables;
+      } catch (error) {
+        // Declined (or a model the tables cannot read): XGBoost, the reference, explains every request.
+        this.explainTablesDeclined =
+          error instanceof TreeShapDeclined
+            ? error.message
+            : `cannot read the model: ${(error as Error).message}`;
+      }
+    })();
+    return this.tablesBuild;
+  }
+
+  /**
+   * Per-row contributions of every input field to the forecast (core/explain): XGBoost's TreeSHAP values
+   * on the version's native model, from its precomputed tables once they are built (a few rows on the
+   * event loop, more on the thread pool), from XGBoost itself on the thread pool until then or when the
+   * tables are declined. `dateField` is what the caller's transport calls the hour's date (`hour` in RPCs).
    */
   async explain(columns: RawColumns, dateField?: string): Promise<Explanation[]> {
     if (columns.length === 0) return [];
@@ -168,17 +217,16 @@ export class ServingModel {
     }
     this.inFlight++;
     try {
-      const data = featureMatrix(columns);
-      const fast = columns.length <= FAST_EXPLAIN_MAX_ROWS ? await this.fastExplainer() : undefined;
+      const m = { data: featureMatrix(columns), rows: columns.length, cols: NUM_FEATURES };
+      void this.explainTablesReady();
+      const tables = this.tables;
       const contribs =
-        fast !== undefined
-          ? fast.contributions(data, columns.length, NUM_FEATURES)
+        tables !== undefined && m.rows <= FAST_EXPLAIN_MAX_ROWS
+          ? tables.contributions(m)
           : await poolExplains.run(async () =>
-              (await this.nativeBooster()).predictContribsAsync({
-                data,
-                rows: columns.length,
-                cols: NUM_FEATURES,
-              }),
+              tables !== undefined
+                ? tables.contributionsAsync(m)
+                : (await this.nativeBooster()).predictContribsAsync(m),
             );
       return explainContributions(contribs, columns.length, space, dateField);
     } finally {
@@ -187,30 +235,10 @@ export class ServingModel {
     }
   }
 
-  private fastExplainer(): Promise<FastTreeShap | undefined> {
-    this.fast ??= this.readNative().then(
-      (json) => {
-        try {
-          return FastTreeShap.fromXgboostJson(json.toString("utf8"));
-        } catch (error) {
-          // Declined (or a model it cannot read): XGBoost, the reference, explains every request.
-          this.fastExplainDeclined = (error as Error).message;
-          return undefined;
-        }
-      },
-      () => {
-        // nativeBooster reads the artifact again and reports the failure to the request.
-        this.fast = undefined;
-        return undefined;
-      },
-    );
-    return this.fast;
-  }
-
   private nativeBooster(): Promise<Booster> {
     this.native ??= this.readNative().then(
-      (json) => {
-        const booster = Booster.loadJson(json.toString("utf8"));
+      async (json) => {
+        const booster = await Booster.loadJsonAsync(json);
         // One OpenMP thread: explanations run on the thread pool beside other requests, and one row
         // (the usual request) cannot use a second thread anyway (XGBoost parallelises over rows).
         booster.setParam("nthread", 1);
@@ -285,6 +313,9 @@ export class ServingModel {
   }
 
   private async release(): Promise<void> {
+    this.released = true;
+    this.tables?.dispose();
+    this.tables = undefined;
     const native = this.native;
     this.native = undefined;
     void native?.then(

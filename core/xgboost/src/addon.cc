@@ -6,6 +6,7 @@
 #include <string>
 
 #include "booster.h"
+#include "shap_tables.h"
 #include "train.h"
 
 namespace xgbaddon {
@@ -15,6 +16,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   Napi::Function booster = NativeBooster::DefineClass(env);
   data->booster_constructor = Napi::Persistent(booster);
+  Napi::Function shap_tables = NativeShapTables::DefineClass(env);
+  data->shap_tables_constructor = Napi::Persistent(shap_tables);
   env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at env teardown
 
   int major = 0;
@@ -23,6 +26,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   XGBoostVersion(&major, &minor, &patch);
 
   exports.Set("NativeBooster", booster);
+  exports.Set("buildShapTables", Napi::Function::New(env, BuildShapTablesAsync, "buildShapTables"));
   exports.Set("train", Napi::Function::New(env, Train, "train"));
   exports.Set("version", Napi::String::New(env, std::to_string(major) + "." + std::to_string(minor) + "." +
                                                     std::to_string(patch)));

@@ -13,6 +13,7 @@ namespace xgbaddon {
 // Per-environment state, so the addon also works when loaded in several worker_threads.
 struct AddonData {
   Napi::FunctionReference booster_constructor;
+  Napi::FunctionReference shap_tables_constructor;
 };
 
 // Runs `fn` and turns XgbError into a JS Error. Only valid on the JS thread.
@@ -45,6 +46,7 @@ class NativeBooster : public Napi::ObjectWrap<NativeBooster> {
 
  private:
   static Napi::Value LoadJson(const Napi::CallbackInfo& info);
+  static Napi::Value LoadJsonAsync(const Napi::CallbackInfo& info);
   Napi::Value SaveJson(const Napi::CallbackInfo& info);
   Napi::Value Predict(const Napi::CallbackInfo& info);
   Napi::Value PredictAsync(const Napi::CallbackInfo& info);
