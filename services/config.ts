@@ -192,7 +192,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     autoRetrain: env.BIKESHARE_AUTO_RETRAIN !== "false",
     rmseFactor: numberFromEnv(env, "BIKESHARE_RMSE_FACTOR", 1.5, 1, 100),
     retrainCooldownDays: numberFromEnv(env, "BIKESHARE_RETRAIN_COOLDOWN_DAYS", 28, 0, 3650),
-    retrainMaxAgeDays: numberFromEnv(env, "BIKESHARE_RETRAIN_MAX_AGE_DAYS", 56, 0, 3650),
+    retrainMaxAgeDays: numberFromEnv(env, "BIKESHARE_RETRAIN_MAX_AGE_DAYS", 84, 0, 3650),
     publicUrl: env.BIKESHARE_PUBLIC_URL || `http://127.0.0.1:${env.PORT || 8080}`,
     dataPath: resolve(root, env.BIKESHARE_DATA || "data/raw/hour.csv"),
     modelName: env.BIKESHARE_MODEL_NAME || "bike-demand",

@@ -31,7 +31,18 @@ export interface PerformanceEstimator {
   /** mean(e²) / mean(â²) on held-out rows: turns estimated absolute errors into an RMSE. */
   kappa: number;
   /** What the loss model was fitted on, e.g. the test window of the production model. */
-  fittedOn: { rows: number; rmse: number; mae: number; description: string };
+  fittedOn: {
+    rows: number;
+    rmse: number;
+    mae: number;
+    description: string;
+    /**
+     * The estimator's own estimate over the rows it was fitted on. Live estimates are compared with
+     * this, not with the realised RMSE there: whatever bias the loss model has cancels in the ratio.
+     * Absent from estimators stored before it existed.
+     */
+    estimatedRmse?: number;
+  };
 }
 
 export interface LossModelOptions {
@@ -217,6 +228,10 @@ export function fitPerformanceEstimator(
     });
   }
   const { base, trees } = fitTrees(x, all, absError, o);
+  const kappa = heldEst > 0 ? heldSq / heldEst : 1;
+  const own = predictWith(base, trees, x, all);
+  let ownSq = 0;
+  for (const v of own) ownSq += v * v;
   return {
     kind: "direct-loss-estimation",
     version: 1,
@@ -224,9 +239,10 @@ export function fitPerformanceEstimator(
     base,
     learningRate: o.learningRate,
     trees,
-    kappa: heldEst > 0 ? heldSq / heldEst : 1,
+    kappa,
     fittedOn: {
       rows,
+      estimatedRmse: Math.sqrt((kappa * ownSq) / rows),
       rmse: Math.sqrt(sq / rows),
       mae: absError.reduce((s, v) => s + v, 0) / rows,
       description,

@@ -269,10 +269,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  /** Replaces the estimate of any version served before. */
-  setEstimatedRmse(modelVersion: string, rmse: number): void {
+  readonly estimatedRmseThreshold = new Gauge({
+    aggregator: "max",
+    name: "bikeshare_estimated_rmse_threshold",
+    help: "Threshold of the estimated_rmse rule for the production version: MonitorPolicy.estimatedRmseFactor (1.25) x the estimator's own estimate over the version's test window.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+
+  /** Replaces the estimate (and its threshold) of any version served before. */
+  setEstimatedRmse(modelVersion: string, rmse: number, threshold?: number): void {
     this.estimatedRmse.reset();
     this.estimatedRmse.set({ model_version: modelVersion }, rmse);
+    this.estimatedRmseThreshold.reset();
+    if (threshold !== undefined) this.estimatedRmseThreshold.set({ model_version: modelVersion }, threshold);
   }
 
   /** Live accuracy of the production version, replacing the figures of any version served before. */

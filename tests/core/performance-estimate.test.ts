@@ -120,4 +120,15 @@ describe("direct loss estimation", () => {
     const copy = JSON.parse(JSON.stringify(estimator));
     expect(estimatePerformance(copy, live.x)).toEqual(estimatePerformance(estimator, live.x));
   });
+
+  it("records its own estimate over the rows it was fitted on, the baseline live estimates are compared with", () => {
+    // Exactly what estimatePerformance says of those rows: the estimated_rmse rule divides one by the
+    // other, so any bias of the loss model (shrinkage towards the mean error) is in both.
+    expect(estimator.fittedOn.estimatedRmse).toBeCloseTo(estimatePerformance(estimator, fit.x).rmse, 9);
+    const realised = realisedRmse(fit.x.predictions, fit.actuals);
+    expect(estimator.fittedOn.rmse).toBeCloseTo(realised, 9);
+    // Close to the realised RMSE there, but not the same figure (it is an estimate).
+    expect(Math.abs((estimator.fittedOn.estimatedRmse as number) - realised) / realised).toBeLessThan(0.15);
+    expect(estimator.fittedOn.estimatedRmse).not.toBe(realised);
+  });
 });

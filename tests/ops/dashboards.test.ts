@@ -425,7 +425,9 @@ describe("dashboards against a real Prometheus scraping a running bikeshare", ()
       (await predictors[0]?.predict({ conditions }))?.modelVersion === production ? true : undefined,
     );
 
-    // A drifted, inaccurate August week, its actuals, and a check: drift and live RMSE gauges.
+    // A drifted, inaccurate August week, its actuals, and a check: drift and live RMSE gauges. The
+    // dataset_drift rule weighs features by importance (docs/monitoring.md): storm weather with no
+    // working day all week, so that features the model leans on (temp, workingday_hr) drift too.
     const week = rows.filter(
       (r) => (r.dteday as string) >= "2012-08-01" && (r.dteday as string) < "2012-08-08",
     );
@@ -435,6 +437,9 @@ describe("dashboards against a real Prometheus scraping a running bikeshare", ()
         weathersit: 4,
         hum: 1,
         windspeed: 0.85,
+        temp: 0.98,
+        atemp: 1,
+        workingday: 0,
         hour: timestampFromMs(hourOf(r)),
       })),
     });

@@ -40,6 +40,8 @@ interface Day {
   estimatedRmse: number;
   liveRmse7d: number;
   threshold: number;
+  estimatedThreshold: number;
+  estimatedAlert: string;
 }
 
 /** Splits a CSV line, keeping quoted commas (the alerts column). */
@@ -50,7 +52,7 @@ function cells(line: string): string[] {
 function parseTimeline(csv: string): Day[] {
   const [header, ...lines] = csv.trimEnd().split("\n");
   expect(header).toBe(
-    "date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts,evidently_drift,seasonal_drift,estimated_rmse_7d,live_rmse_7d,rmse_threshold",
+    "date,model_version,hours,rmse,retrain_job,registered_version,promoted,alerts,evidently_drift,seasonal_drift,estimated_rmse_7d,live_rmse_7d,rmse_threshold,estimated_rmse_threshold,estimated_alert",
   );
   return lines.map((line) => {
     const [
@@ -67,8 +69,12 @@ function parseTimeline(csv: string): Day[] {
       est,
       live,
       thr,
+      estThr,
+      estAlert,
     ] = cells(line);
     return {
+      estimatedThreshold: Number(estThr),
+      estimatedAlert: estAlert as string,
       evidentlyDrift: evidently as string,
       seasonalDrift: seasonal as string,
       estimatedRmse: Number(est),
@@ -169,6 +175,8 @@ function judgedDay(i: number, rules: Partial<DayRules>): DayResult {
       unseenCalendar: [],
       estimatedRmse: 50,
       threshold: 75,
+      estimatedThreshold: 60,
+      estimatedAlert: false,
       windowRmse: 50,
       windowLabelledHours: 168,
       ...rules,
@@ -179,19 +187,24 @@ function judgedDay(i: number, rules: Partial<DayRules>): DayResult {
 describe("judging the alert rules week by week", () => {
   it("scores each rule at the end of every week against the realised RMSE", () => {
     // Four weeks: 2 over the threshold (weeks 1 and 3). Evidently fires every week; the calendar-aware
-    // rule fires on week 1 only; the estimate fires on weeks 1, 3 and wrongly on 4.
+    // rule fires on week 1 only; the server's estimated_rmse rule fires on weeks 1, 3 and wrongly on 4.
+    // Week 2's estimate is above its threshold but the rule was not violated (one day only, say):
+    // the replay judges the rule the server ran, not a re-derivation from the two numbers.
     const weeks = [
-      { windowRmse: 90, seasonalDrift: true, estimatedRmse: 80 },
-      { windowRmse: 60 },
-      { windowRmse: 100, estimatedRmse: 90 },
-      { windowRmse: 70, estimatedRmse: 76 },
+      { windowRmse: 90, seasonalDrift: true, estimatedRmse: 80, estimatedAlert: true },
+      { windowRmse: 60, estimatedRmse: 500, estimatedAlert: false },
+      { windowRmse: 100, estimatedRmse: 90, estimatedAlert: true },
+      { windowRmse: 70, estimatedRmse: 76, estimatedAlert: true },
     ];
     const days: DayResult[] = [];
     weeks.forEach((w, k) => {
       for (let d = 0; d < 7; d++) {
         // Mid-week days disagree with the week's end: only the check whose window is the week counts.
         days.push(
-          judgedDay(k * 7 + d, d === 6 ? w : { windowRmse: 500, seasonalDrift: true, estimatedRmse: 500 }),
+          judgedDay(
+            k * 7 + d,
+            d === 6 ? w : { windowRmse: 500, seasonalDrift: true, estimatedRmse: 500, estimatedAlert: true },
+          ),
         );
       }
     });
@@ -277,6 +290,9 @@ describe.each(CASES)("bikeshare replay on $backend", ({ backend, to: TO, dayCoun
       expect(d.estimatedRmse, d.date).toBeGreaterThan(1);
       expect(d.liveRmse7d, d.date).toBeGreaterThan(1);
       expect(d.threshold, d.date).toBeGreaterThan(1);
+      // The estimated_rmse rule's own threshold (factor × the estimate over the test window).
+      expect(d.estimatedThreshold, d.date).toBeGreaterThan(1);
+      expect(["true", "false"]).toContain(d.estimatedAlert);
     }
     // yr = 1 was never in the initial model's training data: the calendar-aware rule says so.
     expect(checked(without).every((d) => d.seasonalDrift === "true")).toBe(true);
