@@ -517,13 +517,14 @@ void ShapTables::Contributions(const float* data, uint64_t rows, float* out) con
       const uint32_t d = nd.slot;
       const uint32_t m = sat & ((1u << d) - 1);
       const double here = table[m];
-      for (uint32_t j = 0; j < d; ++j) {
-        uint32_t bit = 1u << j;
-        if ((m & bit) != 0) {
-          phi[slot[j].feature] += static_cast<double>(table[m ^ bit]) * slot[j].ratio;
-        } else {
-          phi[slot[j].feature] -= here;
-        }
+      // The satisfied features, then the others, each by its set bits: whether a feature is satisfied
+      // is a coin toss for the branch predictor, and two loops over bits miss about twice a leaf.
+      for (uint32_t on = m; on != 0; on &= on - 1) {
+        uint32_t j = __builtin_ctz(on);
+        phi[slot[j].feature] += static_cast<double>(table[m ^ (1u << j)]) * slot[j].ratio;
+      }
+      for (uint32_t off = ~m & ((1u << d) - 1); off != 0; off &= off - 1) {
+        phi[slot[__builtin_ctz(off)].feature] -= here;
       }
       slot += d;
       table += 1ull << d;
