@@ -189,7 +189,7 @@ export function createConnectUnaryHandler(options: ConnectUnaryOptions): Connect
     query: URLSearchParams | undefined,
   ): Promise<void> {
     const started = performance.now();
-    const header = requestHeader(req.headers);
+    const header = NodeHeaders.over(req.headers);
     const timeout = parseTimeout(header.get("connect-timeout-ms"), Number.MAX_SAFE_INTEGER);
     const compression = compressionNegotiate(
       accept as Compression[],
@@ -299,6 +299,64 @@ function requestHeader(raw: http.IncomingHttpHeaders): Headers {
     else for (const v of value) header.append(key, v);
   }
   return header;
+}
+
+/**
+ * Node's request headers as the Headers the interceptors and handlers read (`get`, `has`…), without
+ * building a Web Headers per call: each `append` validates and normalises its name and value, several µs
+ * of a single-row Predict. A write or an iteration works on a full copy (`requestHeader`) made then, so the
+ * view behaves as that copy would. Node has already joined repeated values with ", " as `get` does.
+ */
+class NodeHeaders {
+  private copy: Headers | undefined;
+  constructor(private readonly raw: http.IncomingHttpHeaders) {}
+  private all(): Headers {
+    this.copy ??= requestHeader(this.raw);
+    return this.copy;
+  }
+  get(name: string): string | null {
+    if (this.copy) return this.copy.get(name);
+    const key = name.toLowerCase();
+    // HTTP/2 pseudo-headers are not request headers (requestHeader leaves them out too).
+    if (key.charCodeAt(0) === 0x3a) return null;
+    const value = this.raw[key];
+    if (value === undefined) return null;
+    return typeof value === "string" ? value : value.join(", ");
+  }
+  has(name: string): boolean {
+    return this.get(name) !== null;
+  }
+  set(name: string, value: string): void {
+    this.all().set(name, value);
+  }
+  append(name: string, value: string): void {
+    this.all().append(name, value);
+  }
+  delete(name: string): void {
+    this.all().delete(name);
+  }
+  forEach(callback: (value: string, key: string, parent: Headers) => void): void {
+    this.all().forEach(callback);
+  }
+  getSetCookie(): string[] {
+    return this.all().getSetCookie();
+  }
+  keys() {
+    return this.all().keys();
+  }
+  values() {
+    return this.all().values();
+  }
+  entries() {
+    return this.all().entries();
+  }
+  [Symbol.iterator]() {
+    return this.all()[Symbol.iterator]();
+  }
+  /** A Headers-typed view: it has every method interceptors call on a request header. */
+  static over(raw: http.IncomingHttpHeaders): Headers {
+    return new NodeHeaders(raw) as unknown as Headers;
+  }
 }
 
 /** Web headers into Node's, appending to a name already there (as connect-node's webHeaderToNodeHeaders). */

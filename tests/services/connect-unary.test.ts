@@ -407,3 +407,81 @@ function rawRequest(
     req.end(init.body);
   });
 }
+
+describe("request headers on the lean path", () => {
+  it("read as a Web Headers: repeated values joined, names in any case, a write seen after, iteration complete", async () => {
+    const seen: Record<string, unknown>[] = [];
+    const impl: Partial<ServiceImpl<typeof PredictService>> = {
+      predict: (_req, ctx) => {
+        const h = ctx.requestHeader;
+        const before = {
+          accept: h.get("Accept"),
+          custom: h.get("x-custom"),
+          missing: h.get("x-missing"),
+          has: h.has("X-CUSTOM"),
+          path: h.get(":path"),
+        };
+        h.set("x-added", "1");
+        const names: string[] = [];
+        h.forEach((_value, key) => {
+          names.push(key);
+        });
+        seen.push({ ...before, added: h.get("x-added"), custom2: h.get("x-custom"), names });
+        return { prediction: 1, modelVersion: "t", requestId: "r" };
+      },
+    };
+    const handler = createConnectUnaryHandler({ services: [served(PredictService, impl)], interceptors: [] });
+    const server = http.createServer((req, res) => {
+      if (!handler(req, res)) {
+        res.writeHead(599);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const body = JSON.stringify({ conditions });
+      const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: "127.0.0.1",
+            port,
+            method: "POST",
+            path: "/bikeshare.v1.PredictService/Predict",
+            // An array is sent as the header repeated, as a proxy may.
+            headers: {
+              "content-type": "application/json",
+              "content-length": String(Buffer.byteLength(body)),
+              accept: "application/json",
+              "x-custom": ["a", "b"],
+            },
+          },
+          (res) => {
+            let text = "";
+            res.on("data", (chunk: Buffer) => {
+              text += chunk.toString();
+            });
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
+      expect(answer).toEqual({ status: 200, text: expect.any(String) });
+      expect(seen).toEqual([
+        {
+          accept: "application/json",
+          custom: "a, b",
+          missing: null,
+          has: true,
+          path: null,
+          added: "1",
+          custom2: "a, b",
+          names: expect.arrayContaining(["accept", "content-type", "x-custom", "x-added", "host"]),
+        },
+      ]);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
