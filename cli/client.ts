@@ -4,14 +4,37 @@ import { type Client, createClient, type Interceptor } from "@connectrpc/connect
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { configFromEnv } from "../services/config.js";
 
+/** Whether `baseUrl` names this machine's loopback interface (where the local admin token belongs). */
+export function isLoopback(baseUrl: string): boolean {
+  let host: string;
+  try {
+    host = new URL(baseUrl).hostname.toLowerCase();
+  } catch {
+    return false;
+  }
+  return (
+    host === "localhost" ||
+    host === "[::1]" ||
+    host === "::1" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+  );
+}
+
 /**
  * Where the CLI finds the server and its credentials: BIKESHARE_URL (default: this machine's
  * PORT) and BIKESHARE_TOKEN, else the local admin token that the server wrote on its first start.
+ * The admin token is sent only to a server on this machine: a BIKESHARE_URL elsewhere (a typo, a
+ * shared profile) must not receive it, so such a URL needs BIKESHARE_TOKEN.
  */
 export function connection(env: NodeJS.ProcessEnv = process.env): { baseUrl: string; token?: string } {
   const config = configFromEnv(env);
   const baseUrl = env.BIKESHARE_URL || `http://127.0.0.1:${config.port}`;
   if (env.BIKESHARE_TOKEN) return { baseUrl, token: env.BIKESHARE_TOKEN };
+  if (!isLoopback(baseUrl)) {
+    throw new Error(
+      `BIKESHARE_URL ${baseUrl} is not this machine (127.0.0.1, ::1 or localhost): set BIKESHARE_TOKEN to a token for that server; the local admin token (${config.adminTokenPath}) is only sent to this machine`,
+    );
+  }
   if (existsSync(config.adminTokenPath))
     return { baseUrl, token: readFileSync(config.adminTokenPath, "utf8").trim() };
   return { baseUrl };
