@@ -169,7 +169,7 @@ function objectiveParams(objective: ObjectiveName, random?: () => number): Recor
   return params;
 }
 
-function checkOverrides(overrides: Record<string, string | number>): Record<string, string | number> {
+export function checkOverrides(overrides: Record<string, string | number>): Record<string, string | number> {
   const out: Record<string, string | number> = {};
   for (const [key, value] of Object.entries(overrides)) {
     const reserved = RESERVED[key];

@@ -12,6 +12,7 @@ import { ARTIFACT_CARD, ARTIFACT_ONNX, type ModelCard } from "../registry/model-
 import type { Registry } from "../registry/registry.js";
 import { jobMessage } from "./job-message.js";
 import { type JobContext, type JobHandler, type JobRun, jobRunner, withDeps } from "./lifecycle.js";
+import { checkIdempotencyKey, checkText, MAX_REASON_CHARS } from "./request-limits.js";
 import { checkScoringPath } from "./scoring-paths.js";
 import type { FinishResult, JobStore, StoredJob } from "./store.js";
 
@@ -52,6 +53,25 @@ export function startScoringHandler(deps: ScoringJobDeps) {
       ? await checkScoringPath(deps.scoringDir, "invalid_output", req.invalidOutput, [".csv"], "output")
       : undefined;
     const violations = [input.error, output.error, invalidOutput?.error].flatMap((e) => (e ? [e] : []));
+    checkText(violations, "reason", req.reason, MAX_REASON_CHARS, { lines: true });
+    checkIdempotencyKey(violations, req.idempotencyKey);
+    if (violations.length === 0) {
+      // The job writes the output and the invalid rows beside their names and reads the input while
+      // writing: one file named twice would make the job fail after queueing (score-file.ts).
+      const invalidFull = invalidOutput?.full ?? resolve(deps.scoringDir, `${req.output}.invalid.csv`);
+      if (output.full === input.full)
+        violations.push({
+          field: "output",
+          type: "range",
+          description: `must differ from input, got ${req.output}`,
+        });
+      if (invalidFull === input.full || invalidFull === output.full)
+        violations.push({
+          field: "invalid_output",
+          type: "range",
+          description: `must differ from input and output (three different files), got ${req.invalidOutput}`,
+        });
+    }
     if (violations.length > 0) throw invalidArgument(violations);
     checkIntervalLevel(req.intervalLevel);
     const request: ScoringRequest = {

@@ -1,6 +1,10 @@
 import { lstat, realpath, stat } from "node:fs/promises";
 import { dirname, extname, isAbsolute, relative, resolve, sep } from "node:path";
 import type { FieldViolation } from "../../core/features/index.js";
+import { checkText } from "./request-limits.js";
+
+/** Linux's PATH_MAX. */
+const MAX_PATH_CHARS = 4096;
 
 /**
  * Paths a caller of StartScoring names, confined to the scoring directory on what the file system
@@ -83,6 +87,10 @@ async function checkPath(
   role: ScoringPathRole,
 ): Promise<ScoringPath> {
   if (path === "") return { error: { field, type: "missing", description: "is required" } };
+  const violations: FieldViolation[] = [];
+  // Before any file system call: a NUL makes realpath throw ERR_INVALID_ARG_VALUE (a 500).
+  checkText(violations, field, path, MAX_PATH_CHARS);
+  if (violations[0]) return { error: violations[0] };
   const full = resolve(dir, path);
   const rel = relative(dir, full);
   if (isAbsolute(path) || rel === "" || escapes(rel)) return outside(field, path);

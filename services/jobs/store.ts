@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { BikeshareError } from "../../core/errors.js";
 import type { TrainingRequest } from "../../pipelines/training/job.js";
 import { type SqlDatabase, StoreUnwritableError } from "../storage/database.js";
 import { type Migration, migrate, tableExists } from "../storage/migrations.js";
@@ -65,12 +66,36 @@ function fromRow(r: Row): JobRecord {
     modelVersion: opt<string>(r.model_version),
     promoted: Boolean(r.promoted),
     requestedBy: String(r.requested_by),
-    idempotencyKey: opt<string>(r.idempotency_key),
+    idempotencyKey: callersKey(opt<string>(r.idempotency_key)),
     attempts: Number(r.attempts),
     ...(result ? { result: JSON.parse(result) } : {}),
   };
   // The row's kind was written by that kind's handler, with its own request and result.
   return job as JobRecord;
+}
+
+/**
+ * The stored idempotency key: the caller's key scoped by job kind and caller, so that one key means
+ * one request of one caller (a scoring job's key must not answer a training request). The column
+ * stays unique (no migration): the scope is part of its value. A key is printable ASCII
+ * (request-limits.ts), so the unit separator cannot occur in it and the key is what follows the
+ * last one.
+ */
+const SCOPE_SEPARATOR = "\u001f";
+function scopedKey(kind: string, requestedBy: string, key: string): string {
+  return `${kind}${SCOPE_SEPARATOR}${requestedBy}${SCOPE_SEPARATOR}${key}`;
+}
+function callersKey(stored: string | undefined): string | undefined {
+  return stored === undefined ? undefined : stored.slice(stored.lastIndexOf(SCOPE_SEPARATOR) + 1);
+}
+
+/** JSON with object keys sorted: the same request sent with its map entries in another order is the same. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  );
 }
 
 const COLUMNS = `id, state, stage, progress, reason, request, created_at, started_at, finished_at,
@@ -185,18 +210,33 @@ export class JobStore {
     const full = await this.db.unwritable();
     if (full) throw full;
     return this.db.transaction(async (tx) => {
+      const scoped = idempotencyKey ? scopedKey(kind, requestedBy, idempotencyKey) : null;
       if (idempotencyKey) {
-        const [existing] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE idempotency_key = $1`, [
+        // Rows from before keys were scoped hold the caller's key as it was: they count only for
+        // the same kind and caller.
+        const rows = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE idempotency_key IN ($1, $2)`, [
+          scoped,
           idempotencyKey,
         ]);
-        if (existing) return { job: fromRow(existing), created: false };
+        const existing = rows
+          .map(fromRow)
+          .find((job) => job.kind === kind && job.requestedBy === requestedBy);
+        if (existing) {
+          if (canonical(existing.request) !== canonical(request)) {
+            throw new BikeshareError(
+              "failed_precondition",
+              `idempotency_key ${JSON.stringify(idempotencyKey)} was already used for job ${existing.id} with a different request; use a new key for a new request`,
+            );
+          }
+          return { job: existing, created: false };
+        }
       }
       const id = randomUUID();
       await tx.run(
         `INSERT INTO jobs (id, state, stage, progress, reason, request, created_at, promoted, requested_by,
            idempotency_key, attempts, kind)
          VALUES ($1, 'queued', 'queued', 0, $2, $3, now()::TIMESTAMP, false, $4, $5, 0, $6)`,
-        [id, request.reason, JSON.stringify(request), requestedBy, idempotencyKey || null, kind],
+        [id, request.reason, JSON.stringify(request), requestedBy, scoped, kind],
       );
       const [row] = await tx.all(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
       return { job: fromRow(row as Row), created: true };

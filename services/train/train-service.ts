@@ -4,12 +4,24 @@ import { BikeshareError } from "../../core/errors.js";
 import type { FieldViolation } from "../../core/features/index.js";
 import { JobState, Objective, type TrainService } from "../../gen/bikeshare/v1/train_pb.js";
 import type { JobQueue } from "../../pipelines/jobs/queue.js";
+import { checkOverrides } from "../../pipelines/training/search-space.js";
 import { actorOf } from "../auth/principal.js";
 import { invalidArgument } from "../errors.js";
 import type { CancelsAcrossProcesses } from "../jobs/across-processes.js";
 import type { JobEvents } from "../jobs/events.js";
 import { cancelJob } from "../jobs/lifecycle.js";
 import { jobToProto, STATE, STATE_NAME } from "../jobs/proto.js";
+import {
+  checkCount,
+  checkIdempotencyKey,
+  checkText,
+  MAX_EXPERIMENT_CHARS,
+  MAX_LIST_ITEMS,
+  MAX_PARAM_NAME_CHARS,
+  MAX_PARAM_OVERRIDES,
+  MAX_PARAM_VALUE_CHARS,
+  MAX_REASON_CHARS,
+} from "../jobs/request-limits.js";
 import { type JobStore, TERMINAL, type TrainingRequest } from "../jobs/store.js";
 import { modelFamilyName } from "../model-family.js";
 import { pageOf, pageResult } from "../paging.js";
@@ -46,6 +58,13 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
   return {
     async startTraining(req, ctx) {
       const violations: FieldViolation[] = [];
+      checkText(violations, "reason", req.reason, MAX_REASON_CHARS, { lines: true });
+      checkText(violations, "experiment", req.experiment, MAX_EXPERIMENT_CHARS);
+      checkIdempotencyKey(violations, req.idempotencyKey);
+      checkCount(violations, "families", req.families.length, MAX_LIST_ITEMS);
+      checkCount(violations, "objectives", req.objectives.length, MAX_LIST_ITEMS);
+      checkCount(violations, "param_overrides", Object.keys(req.paramOverrides).length, MAX_PARAM_OVERRIDES);
+      if (violations.length > 0) throw invalidArgument(violations);
       const families = req.families.map((f, i) => {
         const name = modelFamilyName(f);
         if (!name)
@@ -73,13 +92,24 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
           description: `must be at most ${MAX_TRIALS}, got ${req.searchTrials}`,
         });
       }
-      for (const key of Object.keys(req.paramOverrides)) {
-        if (!/^[a-z_][a-z0-9_]*$/.test(key)) {
+      for (const [key, value] of Object.entries(req.paramOverrides)) {
+        const field = `param_overrides[${JSON.stringify(key.slice(0, MAX_PARAM_NAME_CHARS))}]`;
+        if (key.length > MAX_PARAM_NAME_CHARS || !/^[a-z_][a-z0-9_]*$/.test(key)) {
           violations.push({
-            field: `param_overrides[${JSON.stringify(key)}]`,
+            field,
             type: "range",
-            description: "must be an XGBoost parameter name (lowercase letters, digits, _)",
+            description: `must be an XGBoost parameter name (lowercase letters, digits, _; at most ${MAX_PARAM_NAME_CHARS})`,
           });
+          continue;
+        }
+        const before = violations.length;
+        checkText(violations, field, value, MAX_PARAM_VALUE_CHARS);
+        if (violations.length > before) continue;
+        // The training job would refuse it only after queueing: a reserved name or a non-number.
+        try {
+          checkOverrides({ [key]: value });
+        } catch (error) {
+          violations.push({ field, type: "range", description: (error as Error).message });
         }
       }
       const day = (ms: number | undefined) => (ms === undefined ? undefined : isoDay(ms));
@@ -168,6 +198,9 @@ export function createTrainService(deps: TrainServiceDeps): ServiceImpl<typeof T
     },
 
     async cancelJob(req) {
+      const violations: FieldViolation[] = [];
+      checkText(violations, "reason", req.reason, MAX_REASON_CHARS, { lines: true });
+      if (violations.length > 0) throw invalidArgument(violations);
       const job = await requireJob(req.jobId);
       if (TERMINAL.includes(job.state)) {
         throw new BikeshareError(
