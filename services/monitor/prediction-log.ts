@@ -45,7 +45,9 @@ export interface PredictionLogOptions {
    * answer arriving meanwhile waits for them (5–200 ms on a busy disk): at every 250 ms flush that put
    * 2–14% of the answers behind one at 1,000 predictions/s. Committed entries left in the open segment
    * longer cost only a longer replay after a crash, which skips the rows the table already holds.
-   * An explicit `flush()` (a monitoring check, close) always starts a new one.
+   * An explicit `flush()` (a monitoring check, close) always starts a new one. The default stays at every
+   * flush: with 5 s the next segment's zero-fill grew to megabytes in one synced write, and two
+   * bench/transport.ts runs on this shared machine gave worse p99s at 1,000 req/s, not better.
    */
   sealIntervalMs: number;
   /**
@@ -67,7 +69,7 @@ const DEFAULTS: PredictionLogOptions = {
   capacity: 200_000,
   batchSize: 5_000,
   flushIntervalMs: 250,
-  sealIntervalMs: 5_000,
+  sealIntervalMs: 0,
 };
 /** Retries while the database is unreachable back off up to this. */
 const MAX_RETRY_MS = 5_000;
