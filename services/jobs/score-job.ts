@@ -88,7 +88,7 @@ export function startScoringHandler(deps: ScoringJobDeps) {
       req.idempotencyKey || undefined,
     );
     if (created) await deps.queue.enqueue(job.id);
-    // The idempotency key may name an earlier job of another kind: shown without scoring fields.
+    // Keys are scoped by kind (store.ts), so the job found is a scoring job; narrowed for the types.
     const fields = job.kind === "score" ? scoringJobs.toProto?.(job) : undefined;
     return { job: jobMessage(job, fields) } as StartScoringResponse;
   };
