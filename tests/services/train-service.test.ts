@@ -107,17 +107,16 @@ describe.each(BACKENDS)("TrainService on $name", (backend) => {
       const champion = (
         await registry.getModelVersion({ modelName: "bike-demand", versionOrAlias: "production" })
       ).version?.version;
-      const { job } = await trainer.startTraining({
+      const request = {
         families: [ModelFamily.GBTREE],
         searchTrials: 0,
         reason: "test: challenger",
         idempotencyKey: "challenger-1",
-      });
+      };
+      const { job } = await trainer.startTraining(request);
       expect(job?.state).toBe(JobState.QUEUED);
-      const again = await trainer.startTraining({
-        families: [ModelFamily.GBTREE],
-        idempotencyKey: "challenger-1",
-      });
+      // A retry is the same request under the same key (another request under it is refused).
+      const again = await trainer.startTraining(request);
       expect(again.job?.id).toBe(job?.id);
 
       const events: WatchJobResponse[] = [];
