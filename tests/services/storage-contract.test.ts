@@ -165,7 +165,8 @@ describe.each(BACKENDS)("SqlDatabase on $name", (backend) => {
       expect(first.job).toMatchObject({ kind: "train", state: "queued", requestedBy: "alice", attempts: 0 });
       expect(first.job.createdAt).toBeInstanceOf(Date);
       expect(Math.abs(first.job.createdAt.getTime() - Date.now())).toBeLessThan(60_000);
-      const again = await jobs.create(request, "bob", "key-1");
+      // The same caller retrying (keys are per caller and kind: tests/services/jobs-idempotency).
+      const again = await jobs.create(request, "alice", "key-1");
       expect([again.created, again.job.id]).toEqual([false, first.job.id]);
       const scoring = { input: "a.csv", output: "b.parquet", invalidOutput: "c.csv", reason: "adhoc" };
       const second = await jobs.add("score", scoring, "alice");
