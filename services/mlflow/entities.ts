@@ -54,7 +54,7 @@ export async function runsJson(registry: Registry, runs: readonly Run[]) {
     runs.map((r) => r.id),
   );
   return runs.map((r) => {
-    const tags: Record<string, string> = { ...r.tags };
+    const tags: Record<string, string> = Object.assign(Object.create(null), r.tags);
     delete tags[DELETED_TAG];
     if (r.sourceCommit !== "" && !("mlflow.source.git.commit" in tags)) {
       tags["mlflow.source.git.commit"] = r.sourceCommit;
@@ -66,7 +66,7 @@ export async function runsJson(registry: Registry, runs: readonly Run[]) {
       data: {
         metrics: (latest.get(r.id) ?? []).map((m) => ({
           key: m.key,
-          value: m.value,
+          value: metricValueJson(m.value),
           timestamp: m.time.getTime(),
           step: m.step,
         })),
@@ -115,4 +115,12 @@ export function modelJson(m: RegisteredModel, latest: readonly ReturnType<typeof
     tags: [],
     aliases: Object.entries(m.aliases).map(([alias, version]) => ({ alias, version })),
   };
+}
+
+/**
+ * A metric value as MLflow's JSON writes it: JSON has no NaN or infinities (JSON.stringify gives null,
+ * which MLflow's client reads as 0.0), so those go as the strings "NaN", "Infinity" and "-Infinity".
+ */
+export function metricValueJson(value: number): number | string {
+  return Number.isFinite(value) ? value : String(value);
 }

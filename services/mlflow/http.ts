@@ -12,13 +12,13 @@ export type Response = Parameters<Fallback>[1];
 export const MLFLOW_STATUS_OF = {
   INVALID_PARAMETER_VALUE: 400,
   RESOURCE_ALREADY_EXISTS: 400,
-  INVALID_STATE: 400,
+  INVALID_STATE: 500,
   BAD_REQUEST: 400,
   UNAUTHENTICATED: 401,
   PERMISSION_DENIED: 403,
   RESOURCE_DOES_NOT_EXIST: 404,
   ENDPOINT_NOT_FOUND: 404,
-  REQUEST_LIMIT_EXCEEDED: 413,
+  REQUEST_LIMIT_EXCEEDED: 429,
   INTERNAL_ERROR: 500,
   TEMPORARILY_UNAVAILABLE: 503,
 } as const;
@@ -30,6 +30,8 @@ export class MlflowError extends Error {
   constructor(
     readonly errorCode: MlflowErrorCode,
     message: string,
+    /** An HTTP status other than MLflow's for the code (a body too large is 413, not 429). */
+    readonly status: number = MLFLOW_STATUS_OF[errorCode],
   ) {
     super(message);
     this.name = "MlflowError";
@@ -68,7 +70,7 @@ export function sendJson(res: Response, status: number, body: unknown): void {
 }
 
 export function sendError(res: Response, error: MlflowError): void {
-  sendJson(res, MLFLOW_STATUS_OF[error.errorCode], { error_code: error.errorCode, message: error.message });
+  sendJson(res, error.status, { error_code: error.errorCode, message: error.message });
 }
 
 /** What one MLflow endpoint gets: the merged query and JSON body, the caller, the raw request. */
@@ -96,7 +98,7 @@ export interface Route {
  */
 export async function readJsonBody(req: Request, maxBytes: number): Promise<Record<string, unknown>> {
   const tooLarge = () =>
-    new MlflowError("REQUEST_LIMIT_EXCEEDED", `the request body is larger than ${maxBytes} bytes`);
+    new MlflowError("REQUEST_LIMIT_EXCEEDED", `the request body is larger than ${maxBytes} bytes`, 413);
   if (Number(req.headers["content-length"] ?? 0) > maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
@@ -141,6 +143,18 @@ export function queryParams(url: URL): Record<string, unknown> {
 
 function bad(field: string, message: string): never {
   throw new MlflowError("INVALID_PARAMETER_VALUE", `${field}: ${message}`);
+}
+
+/** The longest filter the in-memory search endpoints (experiments, models, versions) accept. */
+export const MAX_SIMPLE_FILTER_LENGTH = 1024;
+
+export function checkFilterLength(filter: string): void {
+  if (filter.length > MAX_SIMPLE_FILTER_LENGTH) {
+    throw new MlflowError(
+      "INVALID_PARAMETER_VALUE",
+      `filter is ${filter.length} characters long; the limit is ${MAX_SIMPLE_FILTER_LENGTH}`,
+    );
+  }
 }
 
 export function str(params: Record<string, unknown>, field: string): string | undefined {
@@ -190,7 +204,8 @@ export function keyValues(params: Record<string, unknown>, field: string): Recor
   const v = params[field];
   if (v === undefined || v === null) return {};
   if (!Array.isArray(v)) bad(field, "must be a list of {key, value}");
-  const out: Record<string, string> = {};
+  // No prototype: a key such as `__proto__` is an entry like any other, not a prototype change.
+  const out: Record<string, string> = Object.create(null);
   v.forEach((item, i) => {
     const entry = item as { key?: unknown; value?: unknown } | null;
     if (typeof entry !== "object" || entry === null || typeof entry.key !== "string") {

@@ -1,6 +1,7 @@
 import { type ModelVersion, PRODUCTION_ALIAS, type Registry } from "../registry/registry.js";
+import { likeMatcher } from "../registry/search-filter.js";
 import { modelJson, versionJson } from "./entities.js";
-import { type Call, MlflowError, pageOf, type Route, requireStr, str } from "./http.js";
+import { type Call, checkFilterLength, MlflowError, pageOf, type Route, requireStr, str } from "./http.js";
 import { renameModel, updateVersionDescription } from "./store.js";
 
 /**
@@ -86,6 +87,7 @@ function simpleFilter(
   keys: readonly string[],
 ): (get: (key: string) => string) => boolean {
   if (filter === undefined || filter.trim() === "") return () => true;
+  checkFilterLength(filter);
   const tests: ((get: (key: string) => string) => boolean)[] = [];
   const clause =
     /^\s*(?:attributes\.)?([a-z_]+)\s*(=|!=|LIKE|ILIKE|IN)\s*('(?:[^']|'')*'|"[^"]*"|\([^)]*\))\s*(?:AND\b|$)/i;
@@ -112,14 +114,8 @@ function simpleFilter(
       if (op === "=") tests.push((get) => get(key) === value);
       else if (op === "!=") tests.push((get) => get(key) !== value);
       else {
-        const pattern = new RegExp(
-          `^${value
-            .split("")
-            .map((c) => (c === "%" ? ".*" : c === "_" ? "." : c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
-            .join("")}$`,
-          op === "ILIKE" ? "is" : "s",
-        );
-        tests.push((get) => pattern.test(get(key)));
+        const matches = likeMatcher(value, op === "ILIKE");
+        tests.push((get) => matches(get(key)));
       }
     }
     rest = rest.slice(m[0].length);

@@ -1,5 +1,6 @@
 import type { Registry } from "../registry/registry.js";
 import { RegistryError } from "../registry/registry.js";
+import { checkRunName } from "../registry/validation.js";
 
 /**
  * The few MLflow operations the Registry has no method for, written against the registry's own tables
@@ -49,6 +50,7 @@ export async function renameRun(registry: Registry, runId: string, name: string)
   if (name.length === 0 || name.length > 250) {
     throw new RegistryError("invalid_argument", "run_name must be 1 to 250 characters", "run_name");
   }
+  checkRunName(name, "run_name");
   await requireRunRow(registry, runId);
   await registry.db.transaction((tx) =>
     tx.run("UPDATE registry.runs SET name = $2 WHERE id = $1", [runId, name]),

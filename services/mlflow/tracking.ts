@@ -1,8 +1,10 @@
 import type { EndStatus, MetricInput, Registry, Run } from "../registry/registry.js";
-import { USER_TAG } from "../registry/search-filter.js";
-import { experimentJson, runInfoOnly, runsJson } from "./entities.js";
+import { checkBatchLimits } from "../registry/runs.js";
+import { likeMatcher, USER_TAG } from "../registry/search-filter.js";
+import { experimentJson, metricValueJson, runInfoOnly, runsJson } from "./entities.js";
 import {
   type Call,
+  checkFilterLength,
   int,
   keyValues,
   MlflowError,
@@ -63,6 +65,7 @@ function metricOf(m: unknown, field: string): MetricInput {
 /** A simple experiments filter: `name = '…'`, `name LIKE '…'` or `name ILIKE '…'`, or none. */
 function experimentFilter(filter: string | undefined): (name: string) => boolean {
   if (filter === undefined || filter.trim() === "") return () => true;
+  checkFilterLength(filter);
   const m = /^\s*(?:attributes\.)?name\s*(=|!=|LIKE|ILIKE)\s*'((?:[^']|'')*)'\s*$/i.exec(filter);
   if (!m) {
     throw new MlflowError(
@@ -74,14 +77,8 @@ function experimentFilter(filter: string | undefined): (name: string) => boolean
   const value = m[2] as string;
   if (op === "=") return (name) => name === value;
   if (op === "!=") return (name) => name !== value;
-  const pattern = new RegExp(
-    `^${value
-      .split("")
-      .map((c) => (c === "%" ? ".*" : c === "_" ? "." : c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
-      .join("")}$`,
-    op === "ILIKE" ? "is" : "s",
-  );
-  return (name) => pattern.test(name);
+  const matches = likeMatcher(value, op === "ILIKE");
+  return (name) => matches(name);
 }
 
 export function trackingRoutes(registry: Registry): Record<string, Route> {
@@ -247,11 +244,13 @@ export function trackingRoutes(registry: Registry): Record<string, Route> {
       handle: (call) => {
         const raw = call.params.metrics ?? [];
         if (!Array.isArray(raw)) throw new MlflowError("INVALID_PARAMETER_VALUE", "metrics must be a list");
-        return logData(call, {
+        const data = {
           params: keyValues(call.params, "params"),
           metrics: raw.map((m, i) => metricOf(m, `metrics[${i}]`)),
           tags: keyValues(call.params, "tags"),
-        });
+        };
+        checkBatchLimits(data);
+        return logData(call, data);
       },
     },
     "runs/log-metric": {
@@ -304,7 +303,7 @@ export function trackingRoutes(registry: Registry): Record<string, Route> {
         return {
           metrics: page.items.map((p) => ({
             key,
-            value: p.value,
+            value: metricValueJson(p.value),
             timestamp: p.time.getTime(),
             step: Number(p.step),
           })),

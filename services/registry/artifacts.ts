@@ -6,7 +6,7 @@ import { RegistryError } from "./errors.js";
 import { requireRun, requireRunning } from "./runs.js";
 import { ARTIFACT_COLUMNS, type ArtifactRow, toArtifact } from "./schema.js";
 import type { Artifact } from "./types.js";
-import { checkArtifactPath, invalid, optionalText, requireText } from "./validation.js";
+import { checkArtifactPath, checkContentType, invalid, requireText } from "./validation.js";
 
 /**
  * A run's artifacts: the database records (run, path → sha256, size, content type) over the
@@ -46,7 +46,7 @@ export class Artifacts {
     requireText(runId, "run_id", 64);
     const checkedPath = checkArtifactPath(path);
     const type =
-      optionalText(contentType, "content_type", 255) ||
+      checkContentType(contentType, "content_type") ||
       CONTENT_TYPES[extname(checkedPath).toLowerCase()] ||
       "application/octet-stream";
     await this.db.transaction((tx) =>

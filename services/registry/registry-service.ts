@@ -28,6 +28,7 @@ import {
   type Run,
   type RunStatus,
 } from "./registry.js";
+import { checkBatchLimits } from "./runs.js";
 import { invalid } from "./validation.js";
 
 /**
@@ -178,6 +179,7 @@ export function createRegistryService(registry: Registry): ServiceImpl<typeof Re
 
     async logRunData(req) {
       required(req.runId, "run_id");
+      checkBatchLimits(req);
       const metrics: MetricInput[] = req.metrics.map((m, i) => {
         const field = `metrics[${i}]`;
         if (m.key === "") invalid(`${field}.key`, `${field}.key is required`);

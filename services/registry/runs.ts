@@ -12,11 +12,18 @@ import {
   type RunRow,
   toArtifact,
 } from "./schema.js";
-import { filterToSql, orderByToSql, parseFilter, parseOrderBy } from "./search-filter.js";
+import {
+  filterToSql,
+  MAX_SEARCH_EXPERIMENTS,
+  orderByToSql,
+  parseFilter,
+  parseOrderBy,
+} from "./search-filter.js";
 import type { Artifact, EndStatus, MetricInput, MetricPoint, Run, SearchRunsQuery } from "./types.js";
 import {
   checkExperimentName,
   checkKey,
+  checkRunName,
   checkTags,
   invalid,
   optionalText,
@@ -33,6 +40,44 @@ function shortId(id: string): string {
   return id.length > 12 ? `${id.slice(0, 8)}…` : id;
 }
 
+const MAX_METRICS_PER_BATCH = 1000;
+const MAX_PARAMS_TAGS_PER_BATCH = 100;
+const MAX_ENTITIES_PER_BATCH = 1000;
+
+/**
+ * MLflow's batch limits (mlflow/utils/validation.py) for one client call (LogRunData, runs/log-batch):
+ * a call is one transaction holding the database. The server's own training jobs log more in one go.
+ */
+export function checkBatchLimits(data: {
+  params?: Record<string, string>;
+  metrics?: readonly unknown[];
+  tags?: Record<string, string>;
+}): void {
+  const counts = {
+    metrics: data.metrics?.length ?? 0,
+    params: Object.keys(data.params ?? {}).length,
+    tags: Object.keys(data.tags ?? {}).length,
+  };
+  for (const [field, limit] of [
+    ["metrics", MAX_METRICS_PER_BATCH],
+    ["params", MAX_PARAMS_TAGS_PER_BATCH],
+    ["tags", MAX_PARAMS_TAGS_PER_BATCH],
+  ] as const) {
+    if (counts[field] > limit) {
+      invalid(
+        field,
+        `a batch can hold at most ${limit} ${field}, got ${counts[field]}; split it across calls`,
+      );
+    }
+  }
+  if (counts.metrics + counts.params + counts.tags > MAX_ENTITIES_PER_BATCH) {
+    invalid(
+      "metrics",
+      `a batch can hold at most ${MAX_ENTITIES_PER_BATCH} metrics, params and tags in all, got ${counts.metrics + counts.params + counts.tags}`,
+    );
+  }
+}
+
 export class Runs {
   constructor(private readonly db: SqlDatabase) {}
 
@@ -44,7 +89,7 @@ export class Runs {
     dataFingerprint?: string;
   }): Promise<Run> {
     const experiment = requireText(input.experiment, "experiment", 256);
-    const name = optionalText(input.name, "name", 250);
+    const name = checkRunName(input.name, "name");
     const tags = input.tags ?? {};
     checkTags(tags, "tags");
     const sourceCommit = optionalText(input.sourceCommit, "source_commit", 100);
@@ -195,6 +240,12 @@ export class Runs {
       invalid("page_size", `page_size must be between 1 and ${MAX_PAGE_SIZE}, got ${q.pageSize}`);
     }
     const experiments = q.experiments ?? [];
+    if (experiments.length > MAX_SEARCH_EXPERIMENTS) {
+      invalid(
+        "experiment_ids",
+        `experiment_ids names ${experiments.length} experiments; the limit is ${MAX_SEARCH_EXPERIMENTS}`,
+      );
+    }
     const key = queryKey([experiments, q.filter ?? "", q.orderBy ?? [], pageSize]);
     const offset = decodePageToken(q.pageToken ?? "", key, invalid);
 

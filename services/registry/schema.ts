@@ -159,7 +159,8 @@ export function group<R extends { owner: string }, V>(
   for (const row of rows) {
     let record = out.get(row.owner);
     if (!record) {
-      record = {};
+      // No prototype: a key named `__proto__` (a tag, a param) is kept as an entry.
+      record = Object.create(null) as Record<string, V>;
       out.set(row.owner, record);
     }
     const [k, v] = pick(row);

@@ -145,6 +145,9 @@ const SQL_OPS: Record<Exclude<ComparisonOp, "IN" | "NOT IN" | "IS NULL" | "IS NO
 
 const MAX_FILTER_LENGTH = 10_000;
 const MAX_CLAUSES = 100;
+const MAX_ORDER_BY = 10;
+/** How many experiments one run search may name. */
+export const MAX_SEARCH_EXPERIMENTS = 100;
 const MAX_LIST = 1000;
 /** sqlparse's name characters: what MLflow reads as one identifier without quotes. */
 const BARE_KEY = /^[A-Za-z0-9_][A-Za-z0-9_.]*/;
@@ -494,6 +497,10 @@ export function parseFilter(filter: string): FilterClause[] {
 
 /** Parses order_by entries such as `metrics.rmse ASC`, `attributes.start_time DESC`, `start_time`. */
 export function parseOrderBy(entries: readonly string[]): OrderTerm[] {
+  // Each term is a correlated subquery per candidate run: hundreds of them hold the database for minutes.
+  if (entries.length > MAX_ORDER_BY) {
+    bad("order_by", `has ${entries.length} entries; the limit is ${MAX_ORDER_BY}`, "order_by");
+  }
   return entries.map((entry, i) => {
     const s = new Scanner(entry, `order_by[${i}]`, "order_by");
     const { entity, key } = identifierOf(s, true);
@@ -564,4 +571,42 @@ export function orderByToSql(terms: readonly OrderTerm[], bind: Bind): string[] 
     }
     return `${expr} ${dir} NULLS LAST`;
   });
+}
+
+/**
+ * A SQL LIKE pattern (`%` any run, `_` one character) as a linear-time test. A RegExp built from the
+ * pattern (`%` -> `.*`) backtracks exponentially on `'%%%%…x'`, blocking the event loop; here the
+ * pattern is split on `%` and each piece is found at its earliest position left to right, which is
+ * correct for LIKE (an earlier match never rules out a later piece) and costs O(name × pattern).
+ */
+export function likeMatcher(pattern: string, caseInsensitive: boolean): (value: string) => boolean {
+  const fold = (s: string) => Array.from(caseInsensitive ? s.toLowerCase() : s);
+  const pieces = pattern.split("%").map(fold);
+  const first = pieces[0] as string[];
+  const last = pieces[pieces.length - 1] as string[];
+  const middle = pieces.slice(1, -1).filter((p) => p.length > 0);
+  const at = (v: string[], p: string[], i: number) => {
+    for (let j = 0; j < p.length; j++) if (p[j] !== "_" && p[j] !== v[i + j]) return false;
+    return true;
+  };
+  return (raw) => {
+    const v = fold(raw);
+    if (pieces.length === 1) return v.length === first.length && at(v, first, 0);
+    if (v.length < first.length + last.length || !at(v, first, 0)) return false;
+    const end = v.length - last.length;
+    if (!at(v, last, end)) return false;
+    let i = first.length;
+    for (const p of middle) {
+      let found = -1;
+      for (let k = i; k + p.length <= end; k++) {
+        if (at(v, p, k)) {
+          found = k;
+          break;
+        }
+      }
+      if (found < 0) return false;
+      i = found + p.length;
+    }
+    return true;
+  };
 }

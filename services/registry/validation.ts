@@ -49,6 +49,27 @@ export function checkExperimentName(value: unknown, field: string): string {
   return name;
 }
 
+const hasControl = (s: string) => [...s].some((c) => c.charCodeAt(0) < 32 || c.charCodeAt(0) === 127);
+
+/** A run's name: shown in tables and terminals, where ESC or BEL would act rather than print. */
+export function checkRunName(value: unknown, field: string): string {
+  const name = optionalText(value, field, 250);
+  if (hasControl(name)) invalid(field, `${field} ${JSON.stringify(name)} must not have control characters`);
+  return name;
+}
+
+const TOKEN = "[A-Za-z0-9!#$&^_.+-]+";
+const MIME = new RegExp(`^${TOKEN}/${TOKEN}(?:[ \t]*;[ \t]*${TOKEN}=(?:${TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$`);
+
+/** An artifact's content type, later sent as a response header: a MIME type, nothing a header could split on. */
+export function checkContentType(value: unknown, field: string): string {
+  const type = optionalText(value, field, 255);
+  if (type !== "" && !MIME.test(type)) {
+    invalid(field, `${field} ${JSON.stringify(type)} is not a MIME type such as "text/plain; charset=utf-8"`);
+  }
+  return type;
+}
+
 export function checkKey(key: string, field: string): void {
   if (!KEY.test(key)) {
     invalid(

@@ -104,20 +104,26 @@ function toDuckParams(
 
 /**
  * DuckDB infers a list parameter's element type from its values, so [0, 0.5] would become an
- * INTEGER list and fail on 0.5. A Float64Array parameter is bound as DOUBLE[] explicitly.
+ * INTEGER list and fail on 0.5. A Float64Array parameter is bound as DOUBLE[] explicitly. A whole
+ * number past int64 (1e19, 1e308: a metric value) would be inferred BIGINT and refused: DOUBLE too.
  */
 function paramTypes(
   params: SqlParams | undefined,
 ): DuckDBType[] | Record<string, DuckDBType | undefined> | undefined {
   if (params === undefined) return undefined;
-  const typeOf = (v: unknown) => (v instanceof Float64Array ? LIST(DOUBLE) : undefined);
+  const typeOf = (v: unknown) =>
+    v instanceof Float64Array
+      ? LIST(DOUBLE)
+      : typeof v === "number" && Number.isInteger(v) && Math.abs(v) >= 2 ** 63
+        ? DOUBLE
+        : undefined;
   if (Array.isArray(params)) {
-    if (!params.some((v) => v instanceof Float64Array)) return undefined;
+    if (!params.some((v) => typeOf(v) !== undefined)) return undefined;
     // Untyped entries are inferred from their values, as without a types array.
     return params.map((v) => typeOf(v)) as DuckDBType[];
   }
   const entries = Object.entries(params);
-  if (!entries.some(([, v]) => v instanceof Float64Array)) return undefined;
+  if (!entries.some(([, v]) => typeOf(v) !== undefined)) return undefined;
   return Object.fromEntries(entries.map(([k, v]) => [k, typeOf(v)]));
 }
 

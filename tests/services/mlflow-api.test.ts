@@ -320,6 +320,144 @@ describe("MLflow's errors and the rest of the subset, over plain HTTP", () => {
     expect(res.body.error_code).toBe("REQUEST_LIMIT_EXCEEDED");
   });
 
+  it("matches a pathological LIKE pattern in linear time, the event loop free meanwhile", async () => {
+    // A RegExp from '%…%x' (`.*` per %) backtracked for 14 s with 21 %; 40 would not end.
+    const pattern = `${"%".repeat(40)}x`;
+    const started = Date.now();
+    const search = call(
+      "POST",
+      "/api/2.0/mlflow/experiments/search",
+      JSON.stringify({ filter: `name LIKE '${pattern}'` }),
+    );
+    const health = await fetch(`${t.baseUrl}/healthz`);
+    expect(health.status).toBe(200);
+    const res = await search;
+    expect(res.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(2000);
+    // No experiment name ends in x; one that has "tebo" in it is still found by the same matcher.
+    expect((res.body as { experiments?: unknown[] }).experiments ?? []).toEqual([]);
+    const found = await call(
+      "POST",
+      "/api/2.0/mlflow/experiments/search",
+      JSON.stringify({ filter: "name ILIKE '%%TE_O%%k'" }),
+    );
+    expect((found.body as { experiments: { name: string }[] }).experiments.map((e) => e.name)).toEqual([
+      "notebook",
+    ]);
+    const versions = await call(
+      "GET",
+      `/api/2.0/mlflow/model-versions/search?filter=${encodeURIComponent(`name LIKE '${pattern}'`)}`,
+    );
+    expect(versions.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(4000);
+    const filter = `name LIKE '${"a".repeat(2000)}'`;
+    for (const [method, path, body] of [
+      ["POST", "experiments/search", JSON.stringify({ filter })],
+      ["GET", `registered-models/search?filter=${encodeURIComponent(filter)}`, undefined],
+      ["GET", `model-versions/search?filter=${encodeURIComponent(filter)}`, undefined],
+    ] as const) {
+      const long = await call(method, `/api/2.0/mlflow/${path}`, body);
+      expect(long, path).toMatchObject({ status: 400, body: { error_code: "INVALID_PARAMETER_VALUE" } });
+      expect(long.body.message, path).toContain("filter is 2012 characters long; the limit is 1024");
+    }
+  });
+
+  it("caps order_by, experiment_ids and a batch's metrics, params and tags as MLflow does", async () => {
+    const tooManyOrders = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/search",
+      JSON.stringify({ order_by: Array.from({ length: 11 }, (_, i) => `metrics.m${i}`) }),
+    );
+    expect(tooManyOrders).toMatchObject({ status: 400, body: { error_code: "INVALID_PARAMETER_VALUE" } });
+    expect(tooManyOrders.body.message).toContain("order_by: has 11 entries; the limit is 10");
+    const tooManyExperiments = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/search",
+      JSON.stringify({ experiment_ids: Array.from({ length: 101 }, (_, i) => `${i}`) }),
+    );
+    expect(tooManyExperiments).toMatchObject({
+      status: 400,
+      body: { error_code: "INVALID_PARAMETER_VALUE" },
+    });
+    expect(tooManyExperiments.body.message).toContain(
+      "experiment_ids names 101 experiments; the limit is 100",
+    );
+
+    const created = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/create",
+      JSON.stringify({ experiment_id: notebook.experiment_id, run_name: "batches" }),
+    );
+    const id = (created.body as { run: { info: { run_id: string } } }).run.info.run_id;
+    const kv = (n: number) => Array.from({ length: n }, (_, i) => ({ key: `k${i}`, value: "v" }));
+    const metrics = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ key: "m", value: i, timestamp: 1, step: i }));
+    for (const [body, text] of [
+      [{ metrics: metrics(1001) }, "at most 1000 metrics, got 1001"],
+      [{ params: kv(101) }, "at most 100 params, got 101"],
+      [{ tags: kv(101) }, "at most 100 tags, got 101"],
+      [{ metrics: metrics(950), params: kv(60) }, "at most 1000 metrics, params and tags in all, got 1010"],
+    ] as const) {
+      const res = await call(
+        "POST",
+        "/api/2.0/mlflow/runs/log-batch",
+        JSON.stringify({ run_id: id, ...body }),
+      );
+      expect(res, text).toMatchObject({ status: 400, body: { error_code: "INVALID_PARAMETER_VALUE" } });
+      expect(res.body.message).toContain(text);
+    }
+    const ok = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/log-batch",
+      JSON.stringify({ run_id: id, metrics: metrics(1000) }),
+    );
+    expect(ok.status).toBe(200);
+  });
+
+  it("keeps a __proto__ tag and writes NaN and the infinities as MLflow's JSON does", async () => {
+    const created = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/create",
+      JSON.stringify({ experiment_id: notebook.experiment_id, run_name: "odd-values" }),
+    );
+    const id = (created.body as { run: { info: { run_id: string } } }).run.info.run_id;
+    const batch = await call(
+      "POST",
+      "/api/2.0/mlflow/runs/log-batch",
+      JSON.stringify({
+        run_id: id,
+        tags: [{ key: "__proto__", value: "kept" }],
+        metrics: [
+          { key: "nan", value: "NaN", timestamp: 1, step: 0 },
+          { key: "inf", value: "Infinity", timestamp: 1, step: 0 },
+          { key: "ninf", value: "-Infinity", timestamp: 1, step: 0 },
+          // Whole numbers past int64 were bound as BIGINT and answered 500.
+          { key: "big", value: 1e19, timestamp: 1, step: 0 },
+          { key: "huge", value: 1e308, timestamp: 1, step: 0 },
+        ],
+      }),
+    );
+    expect(batch.status).toBe(200);
+    const got = (await call("GET", `/api/2.0/mlflow/runs/get?run_id=${id}`)).body as {
+      run: { data: { tags: { key: string; value: string }[]; metrics: { key: string; value: unknown }[] } };
+    };
+    expect(got.run.data.tags).toContainEqual({ key: "__proto__", value: "kept" });
+    const values = Object.fromEntries(got.run.data.metrics.map((m) => [m.key, m.value]));
+    expect(values).toEqual({ nan: "NaN", inf: "Infinity", ninf: "-Infinity", big: 1e19, huge: 1e308 });
+    for (const [path, body] of [
+      ["runs/create", { experiment_id: notebook.experiment_id, run_name: "esc\u001b[31m" }],
+      ["runs/update", { run_id: id, run_name: "bell\u0007" }],
+      ["runs/set-tag", { run_id: id, key: "mlflow.runName", value: "bell\u0007" }],
+    ] as const) {
+      const res = await call("POST", `/api/2.0/mlflow/${path}`, JSON.stringify(body));
+      expect(res, path).toMatchObject({ status: 400, body: { error_code: "INVALID_PARAMETER_VALUE" } });
+      expect(res.body.message, path).toContain("must not have control characters");
+    }
+    const history = (await call("GET", `/api/2.0/mlflow/metrics/get-history?run_id=${id}&metric_key=ninf`))
+      .body as { metrics: { value: unknown }[] };
+    expect(history.metrics.map((m) => m.value)).toEqual(["-Infinity"]);
+  });
+
   it("serves the rest of the subset: a run's life by plain calls, the searches, rename and alias deletion", async () => {
     type Json = Record<string, unknown> & { run?: { info: Record<string, unknown> } };
     const post = async (path: string, body: unknown, token = t.tokens.trainer, method = "POST") => {
@@ -388,7 +526,8 @@ describe("MLflow's errors and the rest of the subset, over plain HTTP", () => {
       "/api/2.0/mlflow/runs/log-metric",
       JSON.stringify({ run_id: id, key: "x", value: 1 }),
     );
-    expect(logged).toMatchObject({ status: 400, body: { error_code: "INVALID_STATE" } });
+    // MLflow's ERROR_CODE_TO_HTTP_STATUS (mlflow/exceptions.py) gives INVALID_STATE 500.
+    expect(logged).toMatchObject({ status: 500, body: { error_code: "INVALID_STATE" } });
 
     const history = await get(`metrics/get-history?run_id=${id}&metric_key=loss`);
     expect(history.metrics).toEqual([{ key: "loss", value: 0.5, timestamp: 1_700_000_000_000, step: 3 }]);
@@ -464,7 +603,7 @@ describe("MLflow's errors and the rest of the subset, over plain HTTP", () => {
       JSON.stringify({ name: t.config.modelName, new_name: "elsewhere" }),
       t.tokens.admin,
     );
-    expect(served).toMatchObject({ status: 400, body: { error_code: "INVALID_STATE" } });
+    expect(served).toMatchObject({ status: 500, body: { error_code: "INVALID_STATE" } });
   });
 
   it("deletes and restores a run as MLflow does: hidden from searches, then back", async () => {

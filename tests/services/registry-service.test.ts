@@ -196,6 +196,29 @@ describe("RegistryService over Connect (HTTP/1.1)", () => {
       Code.InvalidArgument,
       'filter: expected a comparison operator at position 20, found "lt"',
     );
+    await failure(
+      client.searchRuns({ orderBy: Array.from({ length: 11 }, () => "metrics.valid_rmse") }),
+      Code.InvalidArgument,
+      "order_by: has 11 entries; the limit is 10",
+    );
+    await failure(
+      client.searchRuns({ experiments: Array.from({ length: 101 }, () => "svc") }),
+      Code.InvalidArgument,
+      "experiment_ids names 101 experiments; the limit is 100",
+    );
+    await failure(
+      client.logRunData({
+        runId: found.runs[0]?.id ?? "",
+        tags: Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`t${i}`, "v"])),
+      }),
+      Code.InvalidArgument,
+      "a batch can hold at most 100 tags, got 101",
+    );
+    await failure(
+      client.createRun({ experiment: "svc", name: "bell\u0007" }),
+      Code.InvalidArgument,
+      /must not have control characters/,
+    );
     await failure(client.searchRuns({ experiments: ["nope"] }), Code.NotFound);
   });
 
@@ -263,6 +286,26 @@ describe("RegistryService over Connect (HTTP/1.1)", () => {
       Code.InvalidArgument,
       /run_id is required/,
     );
+    // A content type is later a response header (the MLflow artifact proxy): CR LF in it split the answer.
+    await failure(
+      client.uploadArtifact(
+        uploadStream(
+          { runId, path: "a.txt", contentType: "text/plain\r\nSet-Cookie: x" },
+          bytes.subarray(0, 10),
+          10,
+        ),
+      ),
+      Code.InvalidArgument,
+      /content_type "text\/plain\\r\\nSet-Cookie: x" is not a MIME type/,
+    );
+    const typed = await client.uploadArtifact(
+      uploadStream(
+        { runId, path: "a.txt", contentType: 'text/plain; charset="utf-8"' },
+        bytes.subarray(0, 10),
+        10,
+      ),
+    );
+    expect(typed.artifact?.contentType).toBe('text/plain; charset="utf-8"');
     await failure(client.listArtifacts({ runId: "nope" }), Code.NotFound);
     const download = async (path: string) => {
       for await (const _ of client.downloadArtifact({ runId, path })) {
