@@ -10,17 +10,34 @@ import {
   ModelVersionSchema,
   RegistryService,
   RunSchema,
+  RunStatus,
 } from "../gen/bikeshare/v1/registry_pb.js";
 import { JobSchema, JobState, TrainService } from "../gen/bikeshare/v1/train_pb.js";
 import { readActualsFile } from "../pipelines/data/actuals-file.js";
 import { configFromEnv } from "../services/config.js";
 import { MODEL_FAMILY_NAMES, modelFamilyOf } from "../services/model-family.js";
-import { clientFor, connection, table } from "./client.js";
+import { clientFor, connection, table as plainTable } from "./client.js";
 import { notifyCommand } from "./commands/notify.js";
 import { replayCommand } from "./commands/replay.js";
 import { scoreCommand } from "./commands/score.js";
 import { serveCommand } from "./commands/serve.js";
 import { workerCommand } from "./commands/worker.js";
+
+/**
+ * A table whose cells show control characters escaped: a run name, tag or model name holding ESC or BEL
+ * would otherwise drive the operator's terminal (colours, title, bell) instead of printing.
+ */
+function table(headers: string[], rows: string[][]): string {
+  const shown = (cell: string) =>
+    Array.from(cell, (c) => {
+      const code = c.charCodeAt(0);
+      return code < 32 || (code >= 127 && code < 160) ? `\\u${code.toString(16).padStart(4, "0")}` : c;
+    }).join("");
+  return plainTable(
+    headers,
+    rows.map((row) => row.map(shown)),
+  );
+}
 
 const USAGE = `bikeshare — hourly bike-sharing demand forecasting
 
@@ -222,7 +239,7 @@ async function runs(
         found.map((r) => [
           r.id,
           r.name,
-          String(r.status),
+          RunStatus[r.status]?.toLowerCase() ?? String(r.status),
           r.tags.family ?? "",
           r.tags.objective ?? "",
           twoDecimals(r.metrics.valid_rmse),

@@ -73,6 +73,21 @@ describe("bikeshare CLI", () => {
     expect(JSON.parse(none.stdout)).toEqual([]);
   });
 
+  it("prints the run status by name and control characters escaped in the runs table", async () => {
+    const trainer = connectClient(t.baseUrl, RegistryService, t.tokens.trainer);
+    const { run: created } = await trainer.createRun({
+      experiment: "cli-escapes",
+      name: "escapes",
+      tags: { family: "\u001b[31mred\u0007" },
+    });
+    const table = await run(["runs", "search", `attributes.run_id = '${created?.id}'`], t.tokens.reader);
+    expect(table.code, table.stderr).toBe(0);
+    // The terminal would have turned red and rung: the table shows the characters instead.
+    expect([...table.stdout].filter((c) => c.charCodeAt(0) < 32 && c !== "\n")).toEqual([]);
+    expect(table.stdout).toContain("\\u001b[31mred\\u0007");
+    expect(table.stdout).toMatch(/escapes\s+running\s/);
+  });
+
   it("promotes a version by force with a reason, and the audit history shows who did it", async () => {
     const versions = await registeredVersions();
     const current = versions.find((v) => v.aliases.includes("production"))?.version;
