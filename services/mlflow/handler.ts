@@ -74,7 +74,18 @@ export function createMlflowHandler(options: {
     const [, api, path] = m as unknown as [string, string, string];
     if (api === "mlflow") {
       const route = tracking.get(`${method} ${path}`);
-      if (!route) throw notFound();
+      if (!route) {
+        // A known path asked with another method: Flask, under MLflow's server, answers 405.
+        const allowed = ["GET", "POST", "PATCH", "DELETE", "PUT"].filter((m) => tracking.has(`${m} ${path}`));
+        if (allowed.length > 0) {
+          throw new MlflowError(
+            "BAD_REQUEST",
+            `${method} is not allowed on ${url.pathname}; use ${allowed.join(" or ")}`,
+            405,
+          );
+        }
+        throw notFound();
+      }
       return { route, rest: "" };
     }
     const artifact = /^artifacts(?:\/(.*))?$/.exec(path);
